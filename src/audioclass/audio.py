@@ -1,0 +1,116 @@
+"""Reading, shaping and writing audio.
+
+Arrays are ``float32`` in [-1, 1], shape ``(n_samples,)`` for mono. Files on
+disk that the pipeline writes are mono 16-bit PCM WAV.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+from audioclass.errors import DataError
+
+PadMode = Literal["zeros", "wrap"]
+CropMode = Literal["start", "center"]
+
+# libsndfile notes truncation in its log rather than failing: a WAV whose data
+# chunk is shorter than its header says, or an Ogg stream with no last page.
+_TRUNCATED_WAV = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_TRUNCATED_OGG = "Last page lacks an end-of-stream bit"
+
+
+def read_audio(file: str | Path | BinaryIO, name: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode an audio file to mono float32.
+
+    Parameters
+    ----------
+    file : path or binary file object (e.g. a zip member read into memory)
+    name : how to name the file in error messages; defaults to ``str(file)``
+
+    Returns
+    -------
+    y : np.ndarray, shape (n_samples,), float32 in [-1, 1]; channels are averaged
+    sr : int, the file's sample rate in Hz
+
+    Raises
+    ------
+    DataError
+        if the file cannot be decoded, is truncated, is empty or holds NaN/inf.
+    """
+    name = name or str(file)
+    try:
+        with sf.SoundFile(file) as f:
+            y = f.read(dtype="float32", always_2d=True)
+            sr = f.samplerate
+            log = f.extra_info
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        reason = str(err).split(": ", 1)[-1] if ": " in str(err) else str(err)
+        raise DataError(f"{name}: cannot decode audio ({reason}); expected a WAV, Ogg, FLAC or MP3 file") from None
+    truncated = _TRUNCATED_WAV.search(log)
+    if (truncated and int(truncated.group(1)) > int(truncated.group(2))) or _TRUNCATED_OGG in log:
+        raise DataError(f"{name}: file is truncated; expected a complete audio file")
+    if y.shape[0] == 0:
+        raise DataError(f"{name}: no audio samples; expected a non-empty clip")
+    if not np.isfinite(y).all():
+        raise DataError(f"{name}: contains NaN or infinite samples; expected finite audio")
+    return y.mean(axis=1, dtype=np.float32), int(sr)
+
+
+def read_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """:func:`read_audio` for a file held in memory."""
+    if not data:
+        raise DataError(f"{name}: file is empty; expected an audio file")
+    return read_audio(io.BytesIO(data), name)
+
+
+def fit_length(y: np.ndarray, n_samples: int, *, pad: PadMode, crop: CropMode) -> np.ndarray:
+    """Pad or crop ``y`` to exactly ``n_samples``.
+
+    ``pad="zeros"`` appends silence, ``pad="wrap"`` repeats the clip (better for
+    stationary sounds such as rain). ``crop="start"`` keeps the beginning,
+    ``crop="center"`` keeps the middle.
+    """
+    n = y.shape[-1]
+    if n > n_samples:
+        start = 0 if crop == "start" else (n - n_samples) // 2
+        return y[..., start : start + n_samples]
+    if n < n_samples:
+        if pad == "wrap":
+            return np.resize(y, n_samples).astype(y.dtype, copy=False)
+        return np.pad(y, (0, n_samples - n))
+    return y
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample with soxr's high-quality filter; a no-op at the same rate."""
+    if orig_sr == target_sr:
+        return y
+    return librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq").astype(np.float32)
+
+
+def to_int16(y: np.ndarray) -> np.ndarray:
+    """Float in [-1, 1] to int16, clipping anything outside that range.
+
+    Scales by 32768, the inverse of how soundfile reads int16 as float, so a
+    clip read and written again keeps its exact samples.
+    """
+    return np.clip(np.round(y * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def write_wav(path: str | Path, y: np.ndarray, sr: int) -> None:
+    """Write mono 16-bit PCM WAV; float input is clipped to [-1, 1]."""
+    data = y if y.dtype == np.int16 else to_int16(y)
+    sf.write(str(path), data, sr, subtype="PCM_16", format="WAV")
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read a WAV this pipeline wrote, as float32 in [-1, 1] (no checks: our own output)."""
+    y, sr = sf.read(str(path), dtype="float32")
+    return y, sr

@@ -1,0 +1,47 @@
+"""The ``audioclass`` command: one subcommand per stage, plus ``download``.
+
+``audioclass extract --out data/prepared`` is the same as
+``python -m audioclass.stages.extract --out data/prepared``; ``dvc.yaml`` uses
+the module form so a reader sees which file each stage runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+
+from audioclass.errors import AudioclassError
+
+COMMANDS = {
+    "download": ("audioclass.download", "fetch the ESC-50 master zip with a progress bar and check it"),
+    "extract": ("audioclass.stages.extract", "stage: decode a corpus into uniform clips + metadata"),
+    "split": ("audioclass.stages.split", "stage: assign clips to train / val / test without leakage"),
+    "augment": ("audioclass.stages.augment", "stage: write each clip plus augmented copies as WAVs"),
+    "spectrograms": ("audioclass.stages.spectrograms", "stage: render a spectrogram per file, per split"),
+}
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's ``main`` with logging; a user error becomes one line and exit 1."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        main()
+    except AudioclassError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted; no partial output was kept", file=sys.stderr)
+        sys.exit(130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+        print("usage: audioclass COMMAND [--help]\n\ncommands:\n" + "\n".join(lines))
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    run_stage(lambda: module.main(argv[1:]))

@@ -1,0 +1,142 @@
+"""Typed stage configs, built from ``params.yaml`` and checked where they enter.
+
+Each stage declares a frozen dataclass for its ``params.yaml`` section. The
+dataclass fields are the only keys the section may have; all are required, so
+``params.yaml`` is the one place defaults live. Types are checked here; ranges
+and cross-field rules are checked in each dataclass's ``__post_init__`` with
+:func:`require`. Every error names the full key, e.g.
+``params.yaml: augment.copies: expected an integer >= 1, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from audioclass.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class _KeyError(ConfigError):
+    """A ConfigError that still lacks the section prefix of its key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def require(condition: bool, key: str, expected: str, got: Any) -> None:
+    """Raise a ConfigError for ``key`` unless ``condition`` holds."""
+    if not condition:
+        raise _KeyError(key, f"expected {expected}, got {got!r}")
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Read the whole params file as a dict."""
+    path = Path(path)
+    try:
+        with path.open() as f:
+            params = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping of stage sections")
+    return params
+
+
+def stage_config(cls: type[T], params: Mapping, section: str, source: str = "params.yaml") -> T:
+    """Build ``cls`` from ``params[section]``; errors read ``source: section.key: …``."""
+    if section not in params:
+        raise ConfigError(f"{source}: {section}: missing section")
+    try:
+        return from_mapping(cls, params[section])
+    except _KeyError as err:
+        raise ConfigError(f"{source}: {section}.{err.key}: {err.message}") from None
+
+
+def from_mapping(cls: type[T], raw: Any) -> T:
+    """Build dataclass ``cls`` from ``raw``, rejecting unknown, missing or mistyped keys."""
+    if not isinstance(raw, Mapping):
+        raise _KeyError("", f"expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise _KeyError(str(key), f"unknown key; expected one of {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name in fields:
+        if name not in raw:
+            raise _KeyError(name, "missing key")
+        try:
+            values[name] = _convert(raw[name], hints[name], name)
+        except _KeyError as err:
+            # Nested dataclasses report their own key; prefix it with ours.
+            raise _KeyError(f"{name}.{err.key}".rstrip("."), err.message) from None
+        except _TypeMismatch as err:
+            raise _KeyError(name, str(err)) from None
+    return cls(**values)
+
+
+class _TypeMismatch(Exception):
+    pass
+
+
+def _convert(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, name)
+            except _TypeMismatch:
+                continue
+        raise _TypeMismatch(f"expected {_describe(hint)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise _TypeMismatch(f"expected one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        (item,) = typing.get_args(hint)[:1]
+        if not isinstance(value, (list, tuple)):
+            raise _TypeMismatch(f"expected a list, got {value!r}")
+        return tuple(_convert(v, item, name) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _TypeMismatch(f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _TypeMismatch(f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _TypeMismatch(f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _TypeMismatch(f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {name}")  # a bug, not user input
+
+
+def _describe(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    names = " or ".join(getattr(a, "__name__", str(a)) for a in args)
+    return f"{names} or null" if type(None) in typing.get_args(hint) else names

@@ -1,0 +1,18 @@
+"""The project's own exceptions.
+
+Every problem a user can fix (a bad file, a wrong layout, a bad parameter) is
+raised as an :class:`AudioclassError` whose message is one line naming the file
+or key and what was expected. Stage entry points print that line and exit 1.
+"""
+
+
+class AudioclassError(Exception):
+    """A problem in the user's data or parameters, reported as one line."""
+
+
+class ConfigError(AudioclassError):
+    """A missing, unknown or nonsensical parameter."""
+
+
+class DataError(AudioclassError):
+    """An unreadable file, a wrong layout or inconsistent metadata."""

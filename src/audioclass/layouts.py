@@ -1,0 +1,277 @@
+"""Dataset layouts: find the labelled clips in a folder or zip.
+
+Four layouts are understood (``extract.layout: auto`` picks the first that fits):
+
+``esc50``
+    ESC-50 master: ``meta/esc50.csv`` plus ``audio/<filename>``. With
+    ``subset: esc10`` only the rows with ``esc10 == True`` are kept.
+``esc10``
+    The original ESC-10 release: class folders ``001 - Dog bark/1-100032-A.ogg``.
+``folders``
+    Any corpus with one folder per class, e.g. ``dog/a.wav``, ``cat/b.flac``.
+``filename``
+    Labels encoded in file names (RAVDESS, for example), read by the regex
+    ``extract.label_pattern`` with a named group ``label`` and optionally
+    ``group`` (the source recording or speaker, which must never straddle a split).
+
+Clip names of the form ``{fold}-{source id}-{take}[-{target}]`` (ESC's) give
+the fold and source recording. Otherwise each file is its own source and
+folds are assigned later, grouped and stratified.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from audioclass.errors import DataError
+
+# The study's class indices (reference-study.md): the index is the position.
+ESC10_CLASSES = (
+    "rain", "rooster", "crying_baby", "sea_waves", "clock_tick",
+    "sneezing", "dog", "crackling_fire", "helicopter", "chainsaw",
+)  # fmt: skip
+ESC10_FOLDERS = {
+    "Dog bark": "dog", "Rain": "rain", "Sea waves": "sea_waves", "Baby cry": "crying_baby",
+    "Clock tick": "clock_tick", "Person sneeze": "sneezing", "Helicopter": "helicopter",
+    "Chainsaw": "chainsaw", "Rooster": "rooster", "Fire crackling": "crackling_fire",
+}  # fmt: skip
+ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
+AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".flac", ".mp3", ".aif", ".aiff"})
+LAYOUTS = ("esc50", "esc10", "folders", "filename")
+
+_ESC_NAME = re.compile(r"^(?P<fold>\d+)-(?P<source>[^-]+)-(?P<take>[^-]+)(?:-(?P<target>\d+))?$")
+_ESC10_FOLDER = re.compile(r"^\d{3} - (?P<name>.+)$")
+
+
+@dataclass(frozen=True)
+class SourceClip:
+    """One labelled clip found in a dataset source, before decoding."""
+
+    clip_id: str
+    source_id: str
+    take: str
+    fold: int | None
+    class_name: str
+    member: str  # path inside the source (folder-relative or zip member), POSIX
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The clips of a source with their class list (index = position)."""
+
+    layout: str
+    classes: tuple[str, ...]
+    clips: tuple[SourceClip, ...]
+
+
+class Source:
+    """A dataset folder or zip, read through relative POSIX member names."""
+
+    def __init__(self, location: str | Path):
+        self.location = Path(location)
+        if not self.location.exists():
+            raise DataError(f"{self.location}: dataset source not found; expected a folder or a .zip file")
+        self.is_zip = self.location.is_file()
+        if self.is_zip and not zipfile.is_zipfile(self.location):
+            raise DataError(f"{self.location}: not a zip archive; expected a dataset folder or a .zip file")
+
+    @functools.cached_property
+    def members(self) -> tuple[str, ...]:
+        """Every file below the source, as sorted relative POSIX paths."""
+        if self.is_zip:
+            with zipfile.ZipFile(self.location) as archive:
+                names = [n for n in archive.namelist() if not n.endswith("/")]
+        else:
+            names = [p.relative_to(self.location).as_posix() for p in self.location.rglob("*") if p.is_file()]
+        hidden = lambda n: any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))  # noqa: E731
+        return tuple(sorted(n for n in names if not hidden(n)))
+
+    def name(self, member: str) -> str:
+        """How to name a member in messages: ``source/member``."""
+        return f"{self.location}/{member}" if not self.is_zip else f"{self.location}:{member}"
+
+    def read_bytes(self, member: str) -> bytes:
+        if self.is_zip:
+            return _zip(self.location).read(member)
+        return (self.location / member).read_bytes()
+
+
+@functools.lru_cache(maxsize=4)
+def _zip(location: Path) -> zipfile.ZipFile:
+    # One open archive per worker process, reused across its tasks.
+    return zipfile.ZipFile(location)
+
+
+def read_corpus(source: Source, *, layout: str, subset: str, label_pattern: str | None) -> Corpus:
+    """Find the labelled clips of ``source`` in the given (or detected) layout."""
+    members = source.members
+    audio = [m for m in members if PurePosixPath(m).suffix.lower() in AUDIO_SUFFIXES]
+    csv = [m for m in members if m == "meta/esc50.csv" or m.endswith("/meta/esc50.csv")]
+    if layout == "auto":
+        layout = _detect(source, audio, csv, label_pattern)
+    if layout == "esc50":
+        if not csv:
+            raise DataError(f"{source.location}: no meta/esc50.csv; expected the ESC-50 master layout")
+        corpus = _esc50(source, csv[0], subset)
+    else:
+        if not audio:
+            raise DataError(f"{source.location}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found")
+        if layout == "esc10":
+            corpus = _esc10(source, audio)
+        elif layout == "folders":
+            corpus = _folders(source, audio)
+        else:
+            corpus = _filename(source, audio, label_pattern)
+    _check_unique(source, corpus.clips)
+    return corpus
+
+
+def _detect(source: Source, audio: list[str], csv: list[str], label_pattern: str | None) -> str:
+    if csv:
+        return "esc50"
+    if not audio:
+        raise DataError(f"{source.location}: no audio files found; expected ESC-50 master (meta/esc50.csv + audio/), "
+                        "the ESC-10 release (001 - Dog bark/…) or one folder per class")  # fmt: skip
+    if label_pattern:
+        return "filename"
+    depth = _wrapper_depth(audio)
+    folders = {_class_folder(m, depth) for m in audio if len(PurePosixPath(m).parts) > depth + 1}
+    if folders and all(_ESC10_FOLDER.match(f) for f in folders):
+        return "esc10"
+    if folders:
+        return "folders"
+    raise DataError(f"{source.location}: audio files are not in class folders; expected one folder per class, "
+                    "or set extract.label_pattern to read labels from file names")  # fmt: skip
+
+
+def _class_folder(member: str, depth: int) -> str:
+    return PurePosixPath(member).parts[depth]
+
+
+def _wrapper_depth(audio: list[str]) -> int:
+    """How many leading folders every file shares (1 for ``ESC-10/001 - Dog bark/x.ogg``)."""
+    paths = [PurePosixPath(m) for m in audio]
+    depth = 0
+    while all(len(p.parts) > depth + 2 for p in paths) and len({p.parts[depth] for p in paths}) == 1:
+        depth += 1
+    return depth
+
+
+def _parse_esc_name(stem: str) -> tuple[str, str, int | None]:
+    """(source id, take, fold) from an ESC clip name, or (stem, "", None)."""
+    match = _ESC_NAME.match(stem)
+    if not match:
+        return stem, "", None
+    return match["source"], match["take"], int(match["fold"])
+
+
+def _clip(member: str, class_name: str) -> SourceClip:
+    stem = PurePosixPath(member).stem
+    source_id, take, fold = _parse_esc_name(stem)
+    return SourceClip(stem, source_id, take, fold, class_name, member)
+
+
+def _esc10(source: Source, audio: list[str]) -> Corpus:
+    depth = _wrapper_depth(audio)
+    clips = []
+    for member in audio:
+        folder = _class_folder(member, depth)
+        match = _ESC10_FOLDER.match(folder)
+        if not match or match["name"] not in ESC10_FOLDERS:
+            raise DataError(f"{source.name(folder)}: unknown ESC-10 class folder; expected "
+                            f"'NNN - <name>' with a name in {sorted(ESC10_FOLDERS)}")  # fmt: skip
+        clips.append(_clip(member, ESC10_FOLDERS[match["name"]]))
+    missing = sorted(set(ESC10_FOLDERS.values()) - {c.class_name for c in clips})
+    if missing:
+        raise DataError(f"{source.location}: ESC-10 class folders missing for {missing}; expected all 10 classes")
+    return Corpus("esc10", ESC10_CLASSES, tuple(clips))
+
+
+def _folders(source: Source, audio: list[str]) -> Corpus:
+    depth = _wrapper_depth(audio)
+    loose = [m for m in audio if len(PurePosixPath(m).parts) <= depth + 1]
+    if loose:
+        raise DataError(f"{source.name(loose[0])}: audio file outside any class folder; "
+                        "expected <class>/<file> for the folders layout")  # fmt: skip
+    clips = tuple(_clip(m, _class_folder(m, depth)) for m in audio)
+    classes = tuple(sorted({c.class_name for c in clips}))
+    if len(classes) < 2:
+        raise DataError(f"{source.location}: found {len(classes)} class folder(s); expected at least 2")
+    return Corpus("folders", classes, clips)
+
+
+def _filename(source: Source, audio: list[str], label_pattern: str | None) -> Corpus:
+    if not label_pattern:
+        raise DataError("extract.label_pattern: required for the filename layout; "
+                        "expected a regex with a named group 'label'")  # fmt: skip
+    pattern = re.compile(label_pattern)
+    if "label" not in pattern.groupindex:
+        raise DataError(f"extract.label_pattern: expected a named group 'label', got {label_pattern!r}")
+    clips = []
+    for member in audio:
+        stem = PurePosixPath(member).stem
+        match = pattern.search(stem)
+        if not match:
+            raise DataError(f"{source.name(member)}: file name does not match extract.label_pattern {label_pattern!r}")
+        group = match.groupdict().get("group") or stem
+        _, take, fold = _parse_esc_name(stem)
+        clips.append(SourceClip(stem, group, take, fold, match["label"], member))
+    classes = tuple(sorted({c.class_name for c in clips}))
+    if len(classes) < 2:
+        raise DataError(f"{source.location}: file names give {len(classes)} label(s); expected at least 2")
+    return Corpus("filename", classes, tuple(clips))
+
+
+def _esc50(source: Source, csv_member: str, subset: str) -> Corpus:
+    csv_name = source.name(csv_member)
+    try:
+        meta = pd.read_csv(io.BytesIO(source.read_bytes(csv_member)), dtype={"src_file": str, "take": str})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{csv_name}: not a readable CSV ({err})".replace("\n", " ")) from None
+    missing = [c for c in ESC50_COLUMNS if c not in meta.columns]
+    if missing:
+        raise DataError(f"{csv_name}: missing column(s) {missing}; expected {list(ESC50_COLUMNS)}")
+    esc10 = meta["esc10"].map(lambda v: {True: True, False: False, "True": True, "False": False}.get(v))
+    if esc10.isna().any():
+        bad = meta["esc10"][esc10.isna()].iloc[0]
+        raise DataError(f"{csv_name}: column esc10 must be True or False, got {bad!r}")
+    if subset == "esc10":
+        meta = meta[esc10.astype(bool)]
+        classes = ESC10_CLASSES
+        unknown = sorted(set(meta["category"]) - set(classes))
+        if unknown:
+            raise DataError(f"{csv_name}: esc10 rows with unknown category {unknown}; expected {list(classes)}")
+    else:
+        by_target = meta.drop_duplicates("target").sort_values("target")
+        classes = tuple(by_target["category"])
+    if meta.empty:
+        raise DataError(f"{csv_name}: no rows selected by extract.subset={subset!r}")
+    audio_dir = PurePosixPath(csv_member).parent.parent / "audio"
+    members = set(source.members)
+    clips = []
+    for row in meta.itertuples(index=False):
+        member = (audio_dir / row.filename).as_posix()
+        if member not in members:
+            raise DataError(f"{source.name(member)}: listed in {csv_member} but missing; expected the audio file")
+        stem = PurePosixPath(row.filename).stem
+        # ESC-50 names carry the target as a 4th field; the clip id drops it so
+        # that both ESC layouts name a clip the same way (1-100032-A).
+        clip_id = stem.rsplit("-", 1)[0] if stem.count("-") == 3 else stem
+        clips.append(SourceClip(clip_id, str(row.src_file), str(row.take), int(row.fold), row.category, member))
+    return Corpus("esc50", classes, tuple(clips))
+
+
+def _check_unique(source: Source, clips: tuple[SourceClip, ...]) -> None:
+    seen: dict[str, str] = {}
+    for clip in clips:
+        if clip.clip_id in seen:
+            raise DataError(f"{source.name(clip.member)}: duplicate clip id {clip.clip_id!r} "
+                            f"(also {seen[clip.clip_id]}); expected unique file names")  # fmt: skip
+        seen[clip.clip_id] = clip.member

@@ -1,0 +1,139 @@
+"""Stage ``extract``: decode a labelled corpus into uniform clips plus metadata.
+
+Reads the dataset named by ``extract.source`` (a folder or zip in any layout of
+:mod:`audioclass.layouts`) and writes, atomically::
+
+    <out>/clips/<clip_id>.wav   mono int16 WAV at extract.sample_rate, exactly extract.duration s
+    <out>/metadata.csv          one row per clip (columns: METADATA_COLUMNS)
+
+Folds come from the clip names where the corpus has them (ESC's
+``{fold}-{source}-{take}``); otherwise they are assigned here by a grouped,
+stratified k-fold so that one source recording never spans two folds.
+
+Rerun with ``dvc repro extract``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from audioclass import audio
+from audioclass.cli import run_stage
+from audioclass.config import load_params, require, stage_config
+from audioclass.errors import DataError
+from audioclass.layouts import Corpus, Source, SourceClip, read_corpus
+from audioclass.outputs import atomic_dir
+from audioclass.parallel import default_jobs, parallel_map
+
+log = logging.getLogger(__name__)
+
+METADATA_COLUMNS = ["clip_id", "source_id", "take", "fold", "label", "class_name", "path", "original_path"]
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    source: str
+    layout: Literal["auto", "esc50", "esc10", "folders", "filename"]
+    subset: Literal["esc10", "all"]  # ESC-50 master only: the ESC-10 rows or all 50 classes
+    label_pattern: str | None  # filename layout only
+    sample_rate: int
+    duration: float
+    pad: audio.PadMode
+    crop: audio.CropMode
+    n_folds: int  # used only when file names carry no fold
+    seed: int
+
+    def __post_init__(self):
+        require(8000 <= self.sample_rate <= 192_000, "sample_rate", "a rate in Hz between 8000 and 192000", self.sample_rate)
+        require(0 < self.duration <= 600, "duration", "seconds in (0, 600]", self.duration)
+        require(self.n_folds >= 2, "n_folds", "an integer >= 2", self.n_folds)
+
+    @property
+    def n_samples(self) -> int:
+        return round(self.duration * self.sample_rate)
+
+
+def prepare_clip(y: np.ndarray, sr: int, cfg: ExtractConfig) -> np.ndarray:
+    """Bring decoded audio to the pipeline's clip format.
+
+    y : np.ndarray, shape (n,), float32 mono at ``sr`` Hz
+    Returns int16, shape (cfg.n_samples,), at cfg.sample_rate.
+    """
+    y = audio.resample(y, sr, cfg.sample_rate)
+    return audio.to_int16(audio.fit_length(y, cfg.n_samples, pad=cfg.pad, crop=cfg.crop))
+
+
+def assign_folds(clips: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
+    """Folds 1..n_folds, stratified by label and grouped by source recording."""
+    n_groups = clips["source_id"].nunique()
+    if n_groups < n_folds:
+        raise DataError(f"extract.n_folds: {n_folds} folds need at least as many source recordings, found {n_groups}")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds = np.zeros(len(clips), dtype=int)
+    for fold, (_, idx) in enumerate(splitter.split(clips, clips["label"], clips["source_id"]), start=1):
+        folds[idx] = fold
+    return pd.Series(folds, index=clips.index)
+
+
+def build_metadata(corpus: Corpus, cfg: ExtractConfig) -> pd.DataFrame:
+    """One row per clip, in clip-id order, with folds filled in."""
+    rows = [
+        {
+            "clip_id": c.clip_id, "source_id": c.source_id, "take": c.take, "fold": c.fold,
+            "label": corpus.classes.index(c.class_name), "class_name": c.class_name,
+            "path": f"clips/{c.clip_id}.wav", "original_path": c.member,
+        }
+        for c in corpus.clips
+    ]  # fmt: skip
+    meta = pd.DataFrame(rows, columns=METADATA_COLUMNS).sort_values("clip_id", ignore_index=True)
+    if meta["fold"].isna().any():
+        if meta["fold"].notna().any():
+            log.warning("some file names carry a fold and some do not; assigning all folds afresh")
+        meta["fold"] = assign_folds(meta, cfg.n_folds, cfg.seed)
+    meta["fold"] = meta["fold"].astype(int)
+    return meta
+
+
+def _decode_and_write(clip: SourceClip, *, source: Source, cfg: ExtractConfig, out: Path) -> None:
+    y, sr = audio.read_audio_bytes(source.read_bytes(clip.member), source.name(clip.member))
+    audio.write_wav(out / "clips" / f"{clip.clip_id}.wav", prepare_clip(y, sr, cfg), cfg.sample_rate)
+
+
+def extract(cfg: ExtractConfig, out: Path, jobs: int) -> pd.DataFrame:
+    """Run the stage: read ``cfg.source`` and write clips + metadata to ``out`` atomically."""
+    source = Source(cfg.source)
+    corpus = read_corpus(source, layout=cfg.layout, subset=cfg.subset, label_pattern=cfg.label_pattern)
+    meta = build_metadata(corpus, cfg)
+    log.info("%s layout: %d clips in %d classes from %s", corpus.layout, len(meta), len(corpus.classes), cfg.source)
+    with atomic_dir(out) as tmp:
+        (tmp / "clips").mkdir()
+        work = functools.partial(_decode_and_write, source=source, cfg=cfg, out=tmp)
+        parallel_map(work, corpus.clips, jobs=jobs, desc="extract", unit="clip")
+        meta.to_csv(tmp / "metadata.csv", index=False)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="audioclass extract", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--params", default="params.yaml", help="params file (section: extract)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/prepared")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes (default: all cores)")
+    args = parser.parse_args(argv)
+    cfg = stage_config(ExtractConfig, load_params(args.params), "extract", args.params)
+    meta = extract(cfg, args.out, args.jobs)
+    counts = meta.groupby("class_name").size()
+    log.info("wrote %d clips to %s (%d to %d per class)", len(meta), args.out, counts.min(), counts.max())
+
+
+if __name__ == "__main__":
+    run_stage(main)

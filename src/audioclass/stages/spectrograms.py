@@ -1,0 +1,221 @@
+"""Stage ``spectrograms``: render one spectrogram per augmented file, stored per split.
+
+Reads the augment stage's folder and the split CSV, and writes, atomically::
+
+    <out>/<split>/x.npy       (n_files, n_bands, n_frames, n_channels), float16 or float32
+    <out>/<split>/index.csv   row i of x: path, clip_id, copy, label, class_name, source_id, fold, split
+    <preview>                 PNG grid: one row per class, preview_per_class examples each
+
+Rows are ordered by clip id, then copy. ``n_frames = 1 + n_samples // hop_length``
+(centred frames). Kinds:
+
+``logmel``
+    ``n_bands = n_mels``, one channel: power mel spectrogram in dB. With
+    ``normalize: clip_max`` each file is referenced to its own peak, floored at
+    ``-top_db`` and mapped to [0, 1]; with ``none`` it stays in dB re 1.0.
+``mfcc``
+    ``n_bands = n_mfcc``, three channels: MFCC, delta and delta-delta.
+
+Files are rendered in fixed chunks of ``CHUNK`` so the bytes never depend on
+the number of workers.
+
+Rerun with ``dvc repro spectrograms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import librosa
+import numpy as np
+import pandas as pd
+
+from audioclass import audio
+from audioclass.cli import run_stage
+from audioclass.config import load_params, require, stage_config
+from audioclass.errors import ConfigError
+from audioclass.outputs import atomic_dir, atomic_file
+from audioclass.parallel import default_jobs, parallel_map
+from audioclass.stages.split import SPLITS
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64  # files per task: large enough to batch the FFTs, fixed for determinism
+_AMIN = 1e-10  # power floor before the log, as librosa's power_to_db
+
+
+@dataclass(frozen=True)
+class SpectrogramConfig:
+    kind: Literal["logmel", "mfcc"]
+    n_fft: int
+    hop_length: int
+    n_mels: int
+    fmin: float
+    fmax: float | None  # null = Nyquist
+    n_mfcc: int
+    top_db: float
+    normalize: Literal["clip_max", "none"]
+    dtype: Literal["float16", "float32"]
+    preview_per_class: int
+    seed: int  # picks the preview examples
+
+    def __post_init__(self):
+        require(self.n_fft >= 16, "n_fft", "an integer >= 16", self.n_fft)
+        require(0 < self.hop_length <= self.n_fft, "hop_length", f"an integer in [1, n_fft={self.n_fft}]", self.hop_length)
+        n_bins = self.n_fft // 2 + 1
+        require(1 <= self.n_mels <= n_bins, "n_mels", f"at most n_fft // 2 + 1 = {n_bins} bands for n_fft={self.n_fft}", self.n_mels)
+        require(self.fmin >= 0, "fmin", "a frequency >= 0 Hz", self.fmin)
+        require(self.fmax is None or self.fmax > self.fmin, "fmax", f"null or a frequency above fmin={self.fmin}", self.fmax)
+        require(1 <= self.n_mfcc <= self.n_mels, "n_mfcc", f"an integer in [1, n_mels={self.n_mels}]", self.n_mfcc)
+        require(self.top_db > 0, "top_db", "a positive number of dB", self.top_db)
+        require(self.preview_per_class >= 0, "preview_per_class", "an integer >= 0", self.preview_per_class)
+
+    def check_rate(self, sr: int) -> None:
+        """Checks that need the sample rate: fmax below Nyquist, no empty mel filter."""
+        if self.fmax is not None and self.fmax > sr / 2:
+            raise ConfigError(f"params.yaml: spectrograms.fmax: expected at most Nyquist = {sr / 2:g} Hz, got {self.fmax}")
+        empty = ~self.mel_basis(sr).any(axis=1)
+        if empty.any():
+            raise ConfigError(f"params.yaml: spectrograms.n_mels: {self.n_mels} mel bands leave {int(empty.sum())} "
+                              f"empty at n_fft={self.n_fft}, {sr} Hz; expected fewer bands or a larger n_fft")  # fmt: skip
+
+    def mel_basis(self, sr: int) -> np.ndarray:
+        return librosa.filters.mel(sr=sr, n_fft=self.n_fft, n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax)
+
+
+def n_frames(n_samples: int, hop_length: int) -> int:
+    """Frames of a centred STFT of ``n_samples``."""
+    return 1 + n_samples // hop_length
+
+
+def render_spectrogram(y: np.ndarray, *, sr: int, cfg: SpectrogramConfig) -> np.ndarray:
+    """Spectrograms of one clip or a batch.
+
+    y : np.ndarray, shape (..., n_samples), float32 in [-1, 1]
+    Returns float32, shape (..., n_bands, n_frames, n_channels) as in the module docstring.
+    """
+    power = np.abs(librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length)) ** 2
+    mel = np.einsum("mf,...ft->...mt", cfg.mel_basis(sr), power, optimize=False)
+    db = 10.0 * np.log10(np.maximum(mel, _AMIN))
+    if cfg.kind == "mfcc":
+        db = np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - cfg.top_db)
+        mfcc = librosa.feature.mfcc(S=db, n_mfcc=cfg.n_mfcc)
+        width = min(9, mfcc.shape[-1] - (1 - mfcc.shape[-1] % 2))  # librosa needs an odd width <= frames
+        deltas = [librosa.feature.delta(mfcc, order=o, width=width) for o in (1, 2)]
+        return np.stack([mfcc, *deltas], axis=-1).astype(np.float32)
+    if cfg.normalize == "clip_max":
+        db = db - db.max(axis=(-2, -1), keepdims=True)
+        db = (np.maximum(db, -cfg.top_db) + cfg.top_db) / cfg.top_db
+    return db[..., np.newaxis].astype(np.float32)
+
+
+def _render_chunk(paths: list[Path], *, cfg: SpectrogramConfig) -> np.ndarray:
+    clips = [audio.read_wav(p) for p in paths]
+    sr = clips[0][1]
+    return render_spectrogram(np.stack([y for y, _ in clips]), sr=sr, cfg=cfg).astype(cfg.dtype)
+
+
+def render_files(paths: list[Path], cfg: SpectrogramConfig, jobs: int, desc: str) -> np.ndarray:
+    """Spectrograms of equal-length WAV files, stacked in input order."""
+    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    parts = parallel_map(functools.partial(_render_chunk, cfg=cfg), chunks, jobs=jobs, desc=desc, unit="chunk")
+    return np.concatenate(parts)
+
+
+def choose_preview(index: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
+    """Up to ``per_class`` rows per class, from distinct clips where possible, in class order."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for _, rows in index.groupby("label", sort=True):
+        rows = rows.iloc[rng.permutation(len(rows))]
+        distinct = rows.drop_duplicates("clip_id")
+        picks.append(pd.concat([distinct, rows.drop(distinct.index)]).head(per_class))
+    return pd.concat(picks)
+
+
+def plot_preview(images: np.ndarray, class_names: list[str], per_class: int, path: Path) -> None:
+    """A grid with one row per class; images (n, bands, frames, channels), first channel shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = len(class_names)
+    fig, axes = plt.subplots(rows, per_class, figsize=(1.6 * per_class + 1.2, 1.2 * rows), squeeze=False)
+    i = 0
+    for r, name in enumerate(class_names):
+        for c in range(per_class):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+            if i < len(images) and images[i] is not None and c < per_class:
+                ax.imshow(images[i][..., 0].astype(np.float32), origin="lower", aspect="auto", cmap="magma")
+            i += 1
+    fig.suptitle("Example spectrograms, one row per class")
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
+def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: Path, preview: Path, jobs: int) -> dict:
+    """Run the stage; returns the number of files per split."""
+    manifest = pd.read_csv(augmented / "manifest.csv", dtype={"source_id": str})
+    splits = pd.read_csv(split_csv, dtype={"source_id": str})[["clip_id", "split"]]
+    index = manifest.merge(splits, on="clip_id", how="left", validate="many_to_one")
+    if index["split"].isna().any():
+        missing = index.loc[index["split"].isna(), "clip_id"].iloc[0]
+        raise ConfigError(f"{split_csv}: clip {missing!r} has no split; expected the split of the same extract output")
+    index = index.sort_values(["clip_id", "copy"], ignore_index=True)
+    cfg.check_rate(audio.read_wav(augmented / index["path"].iloc[0])[1])
+    counts = {}
+    with atomic_dir(out) as tmp:
+        for name in SPLITS:
+            part = index[index["split"] == name].reset_index(drop=True)
+            (tmp / name).mkdir()
+            x = render_files([augmented / p for p in part["path"]], cfg, jobs, desc=f"spectrograms {name}") if len(part) \
+                else np.zeros((0,), dtype=cfg.dtype)  # fmt: skip
+            np.save(tmp / name / "x.npy", x)
+            part.to_csv(tmp / name / "index.csv", index=False)
+            counts[name] = len(part)
+            log.info("%s: %d files, array %s %s", name, len(part), x.shape, x.dtype)
+        if cfg.preview_per_class:
+            _write_preview(tmp / "train", cfg, preview)
+    return counts
+
+
+def _write_preview(train_dir: Path, cfg: SpectrogramConfig, preview: Path) -> None:
+    index = pd.read_csv(train_dir / "index.csv")
+    x = np.load(train_dir / "x.npy", mmap_mode="r")
+    classes = index.drop_duplicates("label").sort_values("label")
+    picks = choose_preview(index, cfg.preview_per_class, cfg.seed)
+    images = []
+    for label in classes["label"]:
+        rows = picks.index[picks["label"] == label]
+        images += [x[i] for i in rows] + [None] * (cfg.preview_per_class - len(rows))
+    plot_preview(images, list(classes["class_name"]), cfg.preview_per_class, preview)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="audioclass spectrograms", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--params", default="params.yaml", help="params file (section: spectrograms)")
+    parser.add_argument("--augmented", type=Path, required=True, help="augment's output folder")
+    parser.add_argument("--split", type=Path, required=True, help="split's CSV")
+    parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/spectrograms")
+    parser.add_argument("--preview", type=Path, required=True, help="preview PNG, e.g. reports/spectrogram_grid.png")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes (default: all cores)")
+    args = parser.parse_args(argv)
+    cfg = stage_config(SpectrogramConfig, load_params(args.params), "spectrograms", args.params)
+    counts = spectrograms(args.augmented, args.split, cfg, args.out, args.preview, args.jobs)
+    log.info("wrote %s to %s", ", ".join(f"{k} {v}" for k, v in counts.items()), args.out)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,146 @@
+"""Stage ``split``: assign every clip to train, val or test without leakage.
+
+Reads ``<prepared>/metadata.csv`` and writes ``<out>`` (a CSV with columns
+``clip_id, source_id, label, fold, split``) in clip-id order.
+
+Strategies (``split.strategy``):
+
+``folds`` (default)
+    Test is the official fold ``split.test_fold``. Validation is the fold
+    ``split.val_fold`` or, when that is null, a fraction ``split.val_fraction``
+    of the other clips, stratified by class and grouped by source recording.
+``holdout``
+    The study's protocol: ``split.test_per_class`` test clips per class, drawn
+    with ``split.seed``. With ``group_by_source: true`` whole source recordings
+    are drawn so none straddles train and test; ``false`` reproduces the
+    study's plain random draw (which leaks) for like-for-like comparison.
+
+In both, validation never holds test clips, and no source recording straddles
+train and validation.
+
+Rerun with ``dvc repro split``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from audioclass.cli import run_stage
+from audioclass.config import load_params, require, stage_config
+from audioclass.errors import ConfigError, DataError
+from audioclass.outputs import atomic_file
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    strategy: Literal["folds", "holdout"]
+    test_fold: int
+    val_fold: int | None
+    val_fraction: float
+    test_per_class: int
+    group_by_source: bool
+    seed: int
+
+    def __post_init__(self):
+        require(0 < self.val_fraction < 1, "val_fraction", "a fraction in (0, 1)", self.val_fraction)
+        require(self.test_per_class >= 1, "test_per_class", "an integer >= 1", self.test_per_class)
+        require(self.val_fold != self.test_fold, "val_fold", f"a fold other than test_fold={self.test_fold}", self.val_fold)
+
+
+def grouped_fraction(clips: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask selecting about ``fraction`` of ``clips``, stratified by label, whole sources only."""
+    n_splits = max(2, round(1 / fraction))
+    if clips["source_id"].nunique() < n_splits:
+        raise DataError(f"split.val_fraction: {fraction} needs at least {n_splits} source recordings "
+                        f"outside test, found {clips['source_id'].nunique()}")  # fmt: skip
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, chosen = next(splitter.split(clips, clips["label"], clips["source_id"]))
+    mask = np.zeros(len(clips), dtype=bool)
+    mask[chosen] = True
+    return mask
+
+
+def _holdout_test(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
+    rng = np.random.default_rng(cfg.seed)
+    test = np.zeros(len(meta), dtype=bool)
+    for label, clips in meta.groupby("label", sort=True):
+        if len(clips) <= cfg.test_per_class:
+            raise ConfigError(f"params.yaml: split.test_per_class: expected fewer than the {len(clips)} "
+                              f"clips of class {clips['class_name'].iloc[0]!r}, got {cfg.test_per_class}")  # fmt: skip
+        if not cfg.group_by_source:
+            test[rng.choice(clips.index.to_numpy(), cfg.test_per_class, replace=False)] = True
+            continue
+        # Whole sources in random order, skipping any that would overshoot, so
+        # the count is exact whenever the source sizes allow it.
+        taken = 0
+        for source in rng.permutation(clips["source_id"].unique()):
+            members = clips.index[clips["source_id"] == source]
+            if taken + len(members) <= cfg.test_per_class:
+                test[members] = True
+                taken += len(members)
+            if taken == cfg.test_per_class:
+                break
+    return test
+
+
+def assign_splits(meta: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
+    """'train' | 'val' | 'test' for each row of ``meta`` (index-aligned)."""
+    meta = meta.reset_index(drop=True)
+    folds = sorted(meta["fold"].unique())
+    if cfg.strategy == "folds":
+        _check_fold("test_fold", cfg.test_fold, folds)
+        test = (meta["fold"] == cfg.test_fold).to_numpy()
+    else:
+        test = _holdout_test(meta, cfg)
+    split = np.where(test, "test", "train").astype(object)
+    rest = np.flatnonzero(~test)
+    if cfg.val_fold is not None:
+        _check_fold("val_fold", cfg.val_fold, folds)
+        val = rest[meta["fold"].to_numpy()[rest] == cfg.val_fold]
+    else:
+        val = rest[grouped_fraction(meta.iloc[rest], cfg.val_fraction, cfg.seed)]
+    split[val] = "val"
+    return pd.Series(split, index=meta.index, name="split")
+
+
+def _check_fold(key: str, value: int, folds: list) -> None:
+    if value not in folds:
+        raise ConfigError(f"params.yaml: split.{key}: expected one of the folds {[int(f) for f in folds]}, got {value}")
+
+
+def split(meta: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """The stage's output table: clip_id, source_id, label, fold, split."""
+    table = meta[["clip_id", "source_id", "label", "fold"]].reset_index(drop=True).copy()
+    table["split"] = assign_splits(meta, cfg)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="audioclass split", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--params", default="params.yaml", help="params file (section: split)")
+    parser.add_argument("--metadata", type=Path, required=True, help="extract's metadata.csv")
+    parser.add_argument("--out", type=Path, required=True, help="output CSV, e.g. data/split.csv")
+    args = parser.parse_args(argv)
+    cfg = stage_config(SplitConfig, load_params(args.params), "split", args.params)
+    table = split(pd.read_csv(args.metadata, dtype={"source_id": str, "take": str}), cfg)
+    with atomic_file(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    counts = table["split"].value_counts()
+    log.info("%s: %s", args.out, ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS))
+
+
+if __name__ == "__main__":
+    run_stage(main)
