@@ -71,18 +71,25 @@ class SpectrogramConfig:
         require(1 <= self.n_mels <= n_bins, "n_mels", f"at most n_fft // 2 + 1 = {n_bins} bands for n_fft={self.n_fft}", self.n_mels)
         require(self.fmin >= 0, "fmin", "a frequency >= 0 Hz", self.fmin)
         require(self.fmax is None or self.fmax > self.fmin, "fmax", f"null or a frequency above fmin={self.fmin}", self.fmax)
-        require(1 <= self.n_mfcc <= self.n_mels, "n_mfcc", f"an integer in [1, n_mels={self.n_mels}]", self.n_mfcc)
+        if self.kind == "mfcc":
+            require(1 <= self.n_mfcc <= self.n_mels, "n_mfcc", f"an integer in [1, n_mels={self.n_mels}]", self.n_mfcc)
         require(self.top_db > 0, "top_db", "a positive number of dB", self.top_db)
         require(self.preview_per_class >= 0, "preview_per_class", "an integer >= 0", self.preview_per_class)
 
     def check_rate(self, sr: int) -> None:
-        """Checks that need the sample rate: fmax below Nyquist, no empty mel filter."""
+        """Checks that need the sample rate: fmax within Nyquist, mel bands at least one FFT bin apart.
+
+        Mel bands closer than one FFT bin (sr / n_fft Hz) at the low end sample
+        the same bins as their neighbours, so they add rows without information.
+        """
         if self.fmax is not None and self.fmax > sr / 2:
             raise ConfigError(f"params.yaml: spectrograms.fmax: expected at most Nyquist = {sr / 2:g} Hz, got {self.fmax}")
-        empty = ~self.mel_basis(sr).any(axis=1)
-        if empty.any():
-            raise ConfigError(f"params.yaml: spectrograms.n_mels: {self.n_mels} mel bands leave {int(empty.sum())} "
-                              f"empty at n_fft={self.n_fft}, {sr} Hz; expected fewer bands or a larger n_fft")  # fmt: skip
+        centres = librosa.mel_frequencies(self.n_mels + 2, fmin=self.fmin, fmax=self.fmax or sr / 2)
+        spacing, bin_width = float(np.diff(centres).min()), sr / self.n_fft
+        if spacing < bin_width:
+            raise ConfigError(f"params.yaml: spectrograms.n_mels: {self.n_mels} mel bands are {spacing:.1f} Hz apart at "
+                              f"the low end, finer than the {bin_width:.1f} Hz FFT bins of n_fft={self.n_fft} at {sr} Hz; "
+                              "expected fewer bands or a larger n_fft")  # fmt: skip
 
     def mel_basis(self, sr: int) -> np.ndarray:
         return librosa.filters.mel(sr=sr, n_fft=self.n_fft, n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax)

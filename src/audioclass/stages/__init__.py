@@ -1,0 +1,1 @@
+"""Pipeline stages, one module each, in DVC order: extract, split, augment, spectrograms."""

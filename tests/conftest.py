@@ -1,0 +1,121 @@
+"""Shared fixtures: synthetic audio and tiny corpora in every layout, built per test."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from audioclass.config import from_mapping, load_params
+from audioclass.layouts import ESC10_CLASSES, ESC10_FOLDERS
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_ESC10 = Path(os.environ.get("AUDIOCLASS_ESC10", PROJECT.parent / "shared" / "datasets" / "ESC-10"))
+ESC50_TARGETS = {"dog": 0, "rooster": 1, "rain": 10, "sea_waves": 11, "crackling_fire": 12, "crying_baby": 20,
+                 "sneezing": 21, "clock_tick": 38, "helicopter": 40, "chainsaw": 41}  # fmt: skip
+FOLDER_OF = {name: f"{i:03d} - {folder}" for i, (folder, name) in enumerate(ESC10_FOLDERS.items(), start=1)}
+
+
+def config(cls, section: str, **overrides):
+    """A stage config from the project's params.yaml with some keys replaced."""
+    raw = dict(load_params(PROJECT / "params.yaml")[section])
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return from_mapping(cls, raw)
+
+
+def tone(freq: float, seconds: float, sr: int, *, seed: int = 0, amp: float = 0.5) -> np.ndarray:
+    """A sine at ``freq`` Hz plus a little noise; float32 in [-1, 1]."""
+    t = np.arange(round(seconds * sr)) / sr
+    noise = np.random.default_rng(seed).uniform(-0.05, 0.05, t.size)
+    return (amp * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+@dataclasses.dataclass
+class TinyClip:
+    clip_id: str  # {fold}-{source}-{take}
+    class_name: str
+    fold: int
+    source: str
+    take: str
+    audio: np.ndarray
+    sr: int
+
+
+def tiny_clips(per_class: int = 5, sr: int = 8000, seconds: float = 0.6) -> list[TinyClip]:
+    """``per_class`` clips for each ESC-10 class; each class is a tone of its own pitch.
+
+    Clip j of a class is in fold ``j % 5 + 1``; clips 0 and 5 share a source
+    recording (takes A and B) so grouping can be checked.
+    """
+    clips = []
+    for c, name in enumerate(ESC10_CLASSES):
+        for j in range(per_class):
+            source = str(100 + 10 * c + (j % 5))
+            take = "AB"[j // 5]
+            fold = j % 5 + 1
+            clips.append(TinyClip(f"{fold}-{source}-{take}", name, fold, source, take,
+                                  tone(200 + 150 * c, seconds, sr, seed=c * 100 + j), sr))  # fmt: skip
+    return clips
+
+
+def write_esc10_release(root: Path, clips: list[TinyClip], fmt: str = "ogg") -> Path:
+    for clip in clips:
+        folder = root / FOLDER_OF[clip.class_name]
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{clip.clip_id}.{fmt}", clip.audio, clip.sr)
+    return root
+
+
+def write_esc50_master(root: Path, clips: list[TinyClip], extra_classes: int = 1) -> Path:
+    """ESC-50 master layout with the ESC-10 clips plus some non-ESC-10 rows."""
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rows = []
+    for clip in clips:
+        target = ESC50_TARGETS[clip.class_name]
+        filename = f"{clip.clip_id}-{target}.wav"
+        sf.write(root / "audio" / filename, clip.audio, clip.sr, subtype="PCM_16")
+        rows.append((filename, clip.fold, target, clip.class_name, True, clip.source, clip.take))
+    for k in range(extra_classes):
+        filename = f"1-9{k:04d}-A-{2 + k}.wav"
+        sf.write(root / "audio" / filename, tone(3000, 0.3, 8000), 8000, subtype="PCM_16")
+        rows.append((filename, 1, 2 + k, f"other_{k}", False, f"9{k:04d}", "A"))
+    pd.DataFrame(rows, columns=["filename", "fold", "target", "category", "esc10", "src_file", "take"]).to_csv(
+        root / "meta" / "esc50.csv", index=False
+    )
+    return root
+
+
+def write_folders(root: Path, classes: dict[str, list[np.ndarray]], sr: int, *, channels: int = 1) -> Path:
+    """Generic folder-per-class corpus; files named ``<class>_<i>.wav``."""
+    for name, signals in classes.items():
+        (root / name).mkdir(parents=True)
+        for i, y in enumerate(signals):
+            data = np.stack([y] * channels, axis=1) if channels > 1 else y
+            sf.write(root / name / f"{name}_{i}.wav", data, sr)
+    return root
+
+
+@pytest.fixture
+def esc10_release(tmp_path) -> Path:
+    return write_esc10_release(tmp_path / "ESC-10", tiny_clips())
+
+
+@pytest.fixture
+def esc50_master(tmp_path) -> Path:
+    return write_esc50_master(tmp_path / "ESC-50-master", tiny_clips())
+
+
+def shared_esc10() -> Path:
+    if not SHARED_ESC10.is_dir():
+        pytest.skip(f"real ESC-10 release not found at {SHARED_ESC10} (set AUDIOCLASS_ESC10)")
+    return SHARED_ESC10

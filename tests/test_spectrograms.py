@@ -1,0 +1,101 @@
+"""Stage spectrograms: shapes by formula, value ranges, bad params, per-split storage."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audioclass.errors import ConfigError
+from audioclass.stages.augment import AugmentConfig, augment
+from audioclass.stages.extract import ExtractConfig, extract
+from audioclass.stages.spectrograms import SpectrogramConfig, n_frames, render_spectrogram, spectrograms
+from audioclass.stages.split import SplitConfig, split
+from conftest import config, tiny_clips, tone, write_esc10_release
+
+SR = 8000
+
+
+def cfg(**overrides) -> SpectrogramConfig:
+    return config(SpectrogramConfig, "spectrograms", **{"n_fft": 256, "hop_length": 64, "n_mels": 32, **overrides})
+
+
+@pytest.mark.parametrize("n_samples", [4000, 4001, 4095, 8192])
+@pytest.mark.parametrize("hop", [32, 64, 100])
+def test_logmel_shape_matches_formula_and_range(n_samples, hop):
+    y = tone(500, n_samples / SR, SR)[:n_samples]
+    x = render_spectrogram(y, sr=SR, cfg=cfg(hop_length=hop))
+    assert x.shape == (32, n_frames(n_samples, hop), 1) == (32, 1 + n_samples // hop, 1)
+    assert x.dtype == np.float32 and x.min() >= 0.0 and x.max() == pytest.approx(1.0)
+
+
+def test_mfcc_has_three_channels():
+    x = render_spectrogram(tone(500, 0.5, SR), sr=SR, cfg=cfg(kind="mfcc", n_mfcc=13))
+    assert x.shape == (13, n_frames(4000, 64), 3) and np.isfinite(x).all()
+
+
+def test_batch_equals_one_by_one():
+    batch = np.stack([tone(f, 0.5, SR, seed=i) for i, f in enumerate([300, 900, 2000])])
+    together = render_spectrogram(batch, sr=SR, cfg=cfg())
+    for i, y in enumerate(batch):
+        np.testing.assert_allclose(together[i], render_spectrogram(y, sr=SR, cfg=cfg()), atol=1e-6)
+
+
+def test_tone_energy_lands_in_the_right_band():
+    low, high = render_spectrogram(tone(300, 0.5, SR, amp=0.9), sr=SR, cfg=cfg()), render_spectrogram(
+        tone(3000, 0.5, SR, amp=0.9), sr=SR, cfg=cfg()
+    )
+    assert low[..., 0].mean(axis=1).argmax() < high[..., 0].mean(axis=1).argmax()
+
+
+def test_too_many_mels_for_the_fft_is_rejected():
+    with pytest.raises(ConfigError, match=r"n_mels: expected at most n_fft // 2 \+ 1 = 129"):
+        cfg(n_mels=200)
+    with pytest.raises(ConfigError, match=r"spectrograms\.n_mels: 128 mel bands are 18\.2 Hz apart .* 31\.2 Hz FFT bins"):
+        cfg(n_mels=128).check_rate(SR)
+    cfg(n_mels=32).check_rate(SR)  # 71 Hz apart: fine
+    with pytest.raises(ConfigError, match=r"spectrograms\.fmax: expected at most Nyquist = 4000 Hz"):
+        cfg(fmax=6000.0).check_rate(SR)
+
+
+@pytest.fixture(scope="module")
+def pipeline_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spec")
+    source = write_esc10_release(root / "ESC-10", tiny_clips(per_class=5))
+    meta = extract(config(ExtractConfig, "extract", source=str(source), sample_rate=SR, duration=0.5), root / "prepared", jobs=1)
+    augment(meta, root / "prepared", config(AugmentConfig, "augment", copies=2), root / "augmented", jobs=2)
+    table = split(meta, config(SplitConfig, "split", val_fraction=0.25))
+    table.to_csv(root / "split.csv", index=False)
+    return root
+
+
+def test_stage_writes_aligned_arrays_per_split_and_a_preview(pipeline_inputs, tmp_path):
+    root = pipeline_inputs
+    counts = spectrograms(root / "augmented", root / "split.csv", cfg(preview_per_class=3), tmp_path / "spec", tmp_path / "grid.png", jobs=2)
+    assert sum(counts.values()) == 100 and counts["test"] == 20
+    for name, n in counts.items():
+        x = np.load(tmp_path / "spec" / name / "x.npy")
+        index = pd.read_csv(tmp_path / "spec" / name / "index.csv")
+        assert x.shape == (n, 32, n_frames(4000, 64), 1) and x.dtype == np.float16
+        assert len(index) == n and (index["split"] == name).all()
+        assert list(index["clip_id"]) == sorted(index["clip_id"])  # documented row order
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stage_is_byte_identical_serial_and_parallel(pipeline_inputs, tmp_path):
+    root = pipeline_inputs
+    for jobs in (1, 2):
+        spectrograms(root / "augmented", root / "split.csv", cfg(preview_per_class=2), tmp_path / f"s{jobs}", tmp_path / f"g{jobs}.png", jobs=jobs)
+    for name in ("train", "val", "test"):
+        for f in ("x.npy", "index.csv"):
+            assert (tmp_path / "s1" / name / f).read_bytes() == (tmp_path / "s2" / name / f).read_bytes()
+    assert (tmp_path / "g1.png").read_bytes() == (tmp_path / "g2.png").read_bytes()
+
+
+def test_split_from_another_extract_is_rejected(pipeline_inputs, tmp_path):
+    root = pipeline_inputs
+    table = pd.read_csv(root / "split.csv").iloc[5:]
+    table.to_csv(tmp_path / "split.csv", index=False)
+    with pytest.raises(ConfigError, match="has no split"):
+        spectrograms(root / "augmented", tmp_path / "split.csv", cfg(), tmp_path / "spec", tmp_path / "g.png", jobs=1)
+    assert not (tmp_path / "spec").exists()
