@@ -24,12 +24,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from audioclass import audio
 from audioclass.cli import run_stage
 from audioclass.config import load_params, require, stage_config
-from audioclass.errors import DataError
+from audioclass.grouping import grouped_folds
 from audioclass.layouts import Corpus, Source, SourceClip, read_corpus
 from audioclass.outputs import atomic_dir
 from audioclass.parallel import default_jobs, parallel_map
@@ -72,18 +71,6 @@ def prepare_clip(y: np.ndarray, sr: int, cfg: ExtractConfig) -> np.ndarray:
     return audio.to_int16(audio.fit_length(y, cfg.n_samples, pad=cfg.pad, crop=cfg.crop))
 
 
-def assign_folds(clips: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
-    """Folds 1..n_folds, stratified by label and grouped by source recording."""
-    n_groups = clips["source_id"].nunique()
-    if n_groups < n_folds:
-        raise DataError(f"extract.n_folds: {n_folds} folds need at least as many source recordings, found {n_groups}")
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    folds = np.zeros(len(clips), dtype=int)
-    for fold, (_, idx) in enumerate(splitter.split(clips, clips["label"], clips["source_id"]), start=1):
-        folds[idx] = fold
-    return pd.Series(folds, index=clips.index)
-
-
 def build_metadata(corpus: Corpus, cfg: ExtractConfig) -> pd.DataFrame:
     """One row per clip, in clip-id order, with folds filled in."""
     rows = [
@@ -98,7 +85,7 @@ def build_metadata(corpus: Corpus, cfg: ExtractConfig) -> pd.DataFrame:
     if meta["fold"].isna().any():
         if meta["fold"].notna().any():
             log.warning("some file names carry a fold and some do not; assigning all folds afresh")
-        meta["fold"] = assign_folds(meta, cfg.n_folds, cfg.seed)
+        meta["fold"] = grouped_folds(meta["label"], meta["source_id"], cfg.n_folds, cfg.seed, key="extract.n_folds")
     meta["fold"] = meta["fold"].astype(int)
     return meta
 

@@ -145,25 +145,22 @@ def choose_preview(index: pd.DataFrame, per_class: int, seed: int) -> pd.DataFra
     return pd.concat(picks)
 
 
-def plot_preview(images: np.ndarray, class_names: list[str], per_class: int, path: Path) -> None:
-    """A grid with one row per class; images (n, bands, frames, channels), first channel shown."""
+def plot_preview(images: list[np.ndarray | None], class_names: list[str], per_class: int, path: Path) -> None:
+    """A grid with one row per class. ``images[r * per_class + c]`` is row r, column c:
+    shape (bands, frames, channels), first channel shown; None leaves the cell empty."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = len(class_names)
-    fig, axes = plt.subplots(rows, per_class, figsize=(1.6 * per_class + 1.2, 1.2 * rows), squeeze=False)
-    i = 0
-    for r, name in enumerate(class_names):
-        for c in range(per_class):
-            ax = axes[r, c]
-            ax.set_xticks([]), ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-            if i < len(images) and images[i] is not None and c < per_class:
-                ax.imshow(images[i][..., 0].astype(np.float32), origin="lower", aspect="auto", cmap="magma")
-            i += 1
+    fig, axes = plt.subplots(len(class_names), per_class, figsize=(1.6 * per_class + 1.2, 1.2 * len(class_names)), squeeze=False)
+    for (r, c), ax in np.ndenumerate(axes):
+        ax.set_xticks([]), ax.set_yticks([])
+        if c == 0:
+            ax.set_ylabel(class_names[r], rotation=0, ha="right", va="center", fontsize=8)
+        image = images[r * per_class + c]
+        if image is not None:
+            ax.imshow(np.asarray(image[..., 0], dtype=np.float32), origin="lower", aspect="auto", cmap="magma")
     fig.suptitle("Example spectrograms, one row per class")
     fig.tight_layout()
     with atomic_file(path) as tmp:
@@ -180,14 +177,17 @@ def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: 
         missing = index.loc[index["split"].isna(), "clip_id"].iloc[0]
         raise ConfigError(f"{split_csv}: clip {missing!r} has no split; expected the split of the same extract output")
     index = index.sort_values(["clip_id", "copy"], ignore_index=True)
-    cfg.check_rate(audio.read_wav(augmented / index["path"].iloc[0])[1])
+    first, sr = audio.read_wav(augmented / index["path"].iloc[0])
+    cfg.check_rate(sr)
+    shape = render_spectrogram(first, sr=sr, cfg=cfg).shape  # of one file; an empty split keeps it
     counts = {}
     with atomic_dir(out) as tmp:
         for name in SPLITS:
             part = index[index["split"] == name].reset_index(drop=True)
             (tmp / name).mkdir()
-            x = render_files([augmented / p for p in part["path"]], cfg, jobs, desc=f"spectrograms {name}") if len(part) \
-                else np.zeros((0,), dtype=cfg.dtype)  # fmt: skip
+            x = np.zeros((0, *shape), dtype=cfg.dtype)
+            if len(part):
+                x = render_files([augmented / p for p in part["path"]], cfg, jobs, desc=f"spectrograms {name}")
             np.save(tmp / name / "x.npy", x)
             part.to_csv(tmp / name / "index.csv", index=False)
             counts[name] = len(part)

@@ -31,11 +31,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from audioclass.cli import run_stage
 from audioclass.config import load_params, require, stage_config
-from audioclass.errors import ConfigError, DataError
+from audioclass.errors import ConfigError
+from audioclass.grouping import grouped_folds
 from audioclass.outputs import atomic_file
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,9 @@ class SplitConfig:
 
 def grouped_fraction(clips: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask selecting about ``fraction`` of ``clips``, stratified by label, whole sources only."""
-    n_splits = max(2, round(1 / fraction))
-    if clips["source_id"].nunique() < n_splits:
-        raise DataError(f"split.val_fraction: {fraction} needs at least {n_splits} source recordings "
-                        f"outside test, found {clips['source_id'].nunique()}")  # fmt: skip
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, chosen = next(splitter.split(clips, clips["label"], clips["source_id"]))
-    mask = np.zeros(len(clips), dtype=bool)
-    mask[chosen] = True
-    return mask
+    n_folds = max(2, round(1 / fraction))
+    folds = grouped_folds(clips["label"], clips["source_id"], n_folds, seed, key="split.val_fraction")
+    return folds == 1
 
 
 def _holdout_test(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:

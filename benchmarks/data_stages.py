@@ -1,0 +1,247 @@
+"""Benchmark the data stages on the real ESC-10 at default params.
+
+    python benchmarks/data_stages.py                    # one run from scratch
+    python benchmarks/data_stages.py --twice            # plus a second run: are dvc.lock hashes identical?
+    python benchmarks/data_stages.py --esc50            # plus: does an ESC-50-master copy give the same clips?
+
+Each stage runs as ``dvc repro -s <stage>`` in a sandbox copy of the project
+(under --work), measured for wall time, CPU time (user + sys of every
+process it started) and peak memory (the sum of RSS over the stage's whole
+process tree, sampled every 0.1 s, since parallel workers add up). Then a
+second ``dvc repro`` with nothing changed is timed. The report goes to
+``<report>.json`` and ``<report>.md``, with each target met or missed by how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import soundfile as sf
+import yaml
+
+from audioclass import sandbox
+from audioclass.audio import to_int16
+from audioclass.layouts import ESC10_FOLDERS
+
+PROJECT = Path(__file__).resolve().parents[1]
+STAGES = ("extract", "split", "augment", "spectrograms")
+GIB = 1024**3
+TARGETS = {  # (what, limit, unit) on a 2-core machine, from issue 2
+    "augment_wall_s": ("augmentation of 8,000 files", 8 * 60, "s"),
+    "spectrograms_wall_s": ("spectrograms for 8,000 files", 60, "s"),
+    "noop_repro_wall_s": ("second dvc repro, nothing changed", 10, "s"),
+    "peak_memory_gib": ("peak memory of any stage", 4, "GiB"),
+}
+ESC50_TARGETS = {"dog": 0, "rooster": 1, "rain": 10, "sea_waves": 11, "crackling_fire": 12, "crying_baby": 20,
+                 "sneezing": 21, "clock_tick": 38, "helicopter": 40, "chainsaw": 41}  # fmt: skip
+
+
+def measure(cmd: list[str], cwd: Path) -> dict:
+    """Run ``cmd``; wall and CPU seconds, and the peak summed RSS of its process tree."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0]
+
+    def sample():
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{output}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_memory_gib": round(peak[0] / GIB, 3), "log": output}
+
+
+def run_pipeline(work: Path, source: Path) -> dict:
+    box = sandbox.create(PROJECT, work, {"extract": {"source": str(source.resolve())}})
+    dvc = [sys.executable, "-m", "dvc"]
+    stages = {}
+    for stage in STAGES:
+        print(f"  {stage} …", flush=True)
+        stages[stage] = measure([*dvc, "repro", "-s", stage], box)
+        print(f"    {stages[stage]['wall_s']} s wall, {stages[stage]['cpu_s']} s CPU, "
+              f"{stages[stage]['peak_memory_gib']} GiB peak", flush=True)  # fmt: skip
+    noop = measure([*dvc, "repro"], box)
+    assert "Running stage" not in noop["log"], noop["log"]
+    for result in [*stages.values(), noop]:
+        result.pop("log")
+    counts = {
+        "prepared_clips": len(pd.read_csv(box / "data/prepared/metadata.csv")),
+        "augmented_wavs": len(list((box / "data/augmented/wav").glob("*.wav"))),
+        "spectrograms": {s: int(np.load(box / f"data/spectrograms/{s}/x.npy", mmap_mode="r").shape[0])
+                         for s in ("train", "val", "test")},  # fmt: skip
+        "spectrogram_shape": list(np.load(box / "data/spectrograms/train/x.npy", mmap_mode="r").shape[1:]),
+        "clips_per_class": pd.read_csv(box / "data/prepared/metadata.csv").groupby("class_name").size().to_dict(),
+        "preview_png": (box / "reports/spectrogram_grid.png").is_file(),
+        "augmented_gib": round(sum(p.stat().st_size for p in (box / "data/augmented").rglob("*") if p.is_file()) / GIB, 3),
+    }
+    return {"sandbox": str(box), "stages": stages, "noop_repro": noop, "counts": counts}
+
+
+def lock_hashes(box: Path) -> dict:
+    lock = yaml.safe_load((box / "dvc.lock").read_text())
+    return {f"{stage}:{out['path']}": out["md5"] for stage, body in lock["stages"].items() for out in body.get("outs", [])}
+
+
+def esc50_from_release(release: Path, dest: Path) -> Path:
+    """An ESC-50-master layout holding the ESC-10 clips as 16-bit WAV (what the real zip has)."""
+    (dest / "audio").mkdir(parents=True)
+    (dest / "meta").mkdir()
+    rows = []
+    for folder in sorted(p for p in release.iterdir() if p.is_dir()):
+        category = ESC10_FOLDERS[folder.name.split(" - ", 1)[1]]
+        for clip in sorted(folder.glob("*.ogg")):
+            fold, source, take = clip.stem.split("-")
+            name = f"{clip.stem}-{ESC50_TARGETS[category]}.wav"
+            # Decode to float and clip: libsndfile's own float→int16 conversion wraps
+            # the Ogg's few samples above full scale instead of clipping them.
+            y, sr = sf.read(clip, dtype="float32")
+            sf.write(dest / "audio" / name, to_int16(y), sr, subtype="PCM_16")
+            rows.append((name, int(fold), ESC50_TARGETS[category], category, True, source, take))
+    columns = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
+    pd.DataFrame(rows, columns=columns).to_csv(dest / "meta" / "esc50.csv", index=False)
+    return dest
+
+
+def esc50_check(release: Path, work: Path, reference: Path) -> dict:
+    """Extract an ESC-50-master copy (folder and zip) and compare it with the ESC-10 run's clips."""
+    from audioclass.config import load_params, stage_config
+    from audioclass.stages.extract import ExtractConfig, extract
+
+    master = esc50_from_release(release, work / "ESC-50-master")
+    archive = Path(shutil.make_archive(str(work / "ESC-50-master"), "zip", work, "ESC-50-master"))
+    ref = pd.read_csv(reference / "metadata.csv", dtype={"source_id": str, "take": str})
+    same = ["clip_id", "source_id", "take", "fold", "label", "class_name"]
+    result = {}
+    for name, source in (("folder", master), ("zip", archive)):
+        params = load_params(PROJECT / "params.yaml")
+        params["extract"]["source"] = str(source)
+        meta = extract(stage_config(ExtractConfig, params, "extract"), work / f"prepared-{name}", jobs=os.cpu_count())
+        max_diff = max(
+            int(np.abs(sf.read(work / f"prepared-{name}" / p, dtype="int16")[0].astype(int)
+                       - sf.read(reference / p, dtype="int16")[0].astype(int)).max())
+            for p in meta["path"]
+        )  # fmt: skip
+        result[name] = {"clips": len(meta), "same_ids_labels_folds": bool(meta[same].equals(ref[same])),
+                        "max_sample_difference_int16": max_diff}  # fmt: skip
+    return result
+
+
+def verdicts(figures: dict) -> list[dict]:
+    rows = []
+    for key, (what, limit, unit) in TARGETS.items():
+        value = figures[key]
+        rows.append({"target": what, "limit": f"≤ {limit} {unit}", "measured": f"{value} {unit}", "met": value <= limit,
+                     "gap": None if value <= limit else f"{value - limit:.2f} {unit} over ({value / limit:.2f}×)"})  # fmt: skip
+    return rows
+
+
+def markdown(report: dict) -> str:
+    run = report["runs"][0]
+    lines = [
+        "# Data stages benchmark", "",
+        f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB, Python {report['machine']['python']}. "
+        f"Source: `{report['source']}`. Default params. Command: `{report['command']}`.", "",
+        "| stage | wall (s) | CPU (s) | peak memory (GiB) |", "|---|---:|---:|---:|",
+    ]  # fmt: skip
+    for stage, m in run["stages"].items():
+        lines.append(f"| {stage} | {m['wall_s']} | {m['cpu_s']} | {m['peak_memory_gib']} |")
+    m = run["noop_repro"]
+    lines += [f"| second `dvc repro` (no-op) | {m['wall_s']} | {m['cpu_s']} | {m['peak_memory_gib']} |", ""]
+    c = run["counts"]
+    lines += [
+        f"Produced: {c['prepared_clips']} prepared clips ({min(c['clips_per_class'].values())}–"
+        f"{max(c['clips_per_class'].values())} per class), {c['augmented_wavs']} augmented WAVs "
+        f"({c['augmented_gib']} GiB), spectrograms {c['spectrograms']} of shape {c['spectrogram_shape']}, "
+        f"preview PNG: {'yes' if c['preview_png'] else 'no'}.", "",
+        "| target | limit | measured | met |", "|---|---|---|---|",
+    ]  # fmt: skip
+    for v in report["targets"]:
+        lines.append(f"| {v['target']} | {v['limit']} | {v['measured']} | {'yes' if v['met'] else 'no: ' + v['gap']} |")
+    if "deterministic" in report:
+        d = report["deterministic"]
+        lines += ["", f"Two runs from scratch: dvc.lock output hashes {'identical' if d['identical'] else 'DIFFER'} "
+                      f"({d['outputs_compared']} outputs compared)."]  # fmt: skip
+    if "esc50" in report:
+        for name, e in report["esc50"].items():
+            lines.append(f"ESC-50 master ({name}): {e['clips']} clips, same ids/labels/folds as the ESC-10 release: "
+                         f"{'yes' if e['same_ids_labels_folds'] else 'NO'}; largest int16 sample difference "
+                         f"{e['max_sample_difference_int16']} (the ESC-50 WAVs are 16-bit decodes of the Ogg clips).")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, default=PROJECT.parent / "shared/datasets/ESC-10", help="ESC-10 release folder")
+    parser.add_argument("--work", type=Path, default=PROJECT / "benchmarks/work", help="scratch folder (emptied first)")
+    parser.add_argument("--report", type=Path, default=PROJECT / "benchmarks/reports/data_stages", help="report path without suffix")
+    parser.add_argument("--twice", action="store_true", help="run twice from scratch and compare dvc.lock hashes")
+    parser.add_argument("--esc50", action="store_true", help="check that an ESC-50-master copy gives the same clips")
+    args = parser.parse_args()
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    runs = []
+    for i in range(2 if args.twice else 1):
+        print(f"run {i + 1}: dvc repro in a sandbox of {PROJECT}", flush=True)
+        runs.append(run_pipeline(args.work / f"run{i + 1}", args.source))
+    first = runs[0]
+    figures = {
+        "augment_wall_s": first["stages"]["augment"]["wall_s"],
+        "spectrograms_wall_s": first["stages"]["spectrograms"]["wall_s"],
+        "noop_repro_wall_s": first["noop_repro"]["wall_s"],
+        "peak_memory_gib": max(m["peak_memory_gib"] for m in first["stages"].values()),
+    }
+    report = {
+        "command": "python benchmarks/data_stages.py" + (" --twice" if args.twice else "") + (" --esc50" if args.esc50 else ""),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
+                    "python": platform.python_version(), "platform": platform.platform()},  # fmt: skip
+        "source": str(args.source),
+        "runs": runs,
+        "figures": figures,
+        "targets": verdicts(figures),
+    }
+    if args.twice:
+        a, b = (lock_hashes(Path(r["sandbox"])) for r in runs)
+        report["deterministic"] = {"identical": a == b, "outputs_compared": len(a),
+                                   "differing": sorted(k for k in a if a[k] != b.get(k))}  # fmt: skip
+    if args.esc50:
+        with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+            report["esc50"] = esc50_check(args.source, Path(tmp), Path(first["sandbox"]) / "data/prepared")
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    args.report.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Scratch copies of this project, for running the real pipeline in tests and benchmarks.
+
+A sandbox is a fresh git repository holding the project's files (what git
+tracks plus untracked, unignored files), with ``params.yaml`` overridden and
+a dataset source of its own, so ``dvc repro`` there never touches the
+project's data, cache or experiment stores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+
+def project_files(root: Path) -> list[str]:
+    """The project's files as git sees them: tracked or new, never ignored, still present."""
+    listing = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=root, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return sorted(name for name in listing.split("\0") if name and (root / name).is_file())
+
+
+def create(root: Path, dest: Path, params: Mapping | None = None) -> Path:
+    """Copy the project at ``root`` into ``dest`` (a new git repo, one commit) with ``params`` merged in."""
+    for name in project_files(root):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, dest / name)
+    if params:
+        set_params(dest, params)
+    git = ["git", "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "sandbox"], cwd=dest, check=True)
+    return dest
+
+
+def set_params(dest: Path, overrides: Mapping) -> None:
+    """Deep-merge ``overrides`` into ``dest/params.yaml``."""
+    path = dest / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    _merge(params, overrides)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _merge(base: dict, overrides: Mapping) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def tiny_esc10(release: Path, dest: Path, per_class: int) -> Path:
+    """A small ESC-10 release: ``per_class`` real clips per class, taken from as many folds as possible."""
+    for folder in sorted(p for p in release.iterdir() if p.is_dir()):
+        by_fold: dict[str, list[Path]] = {}
+        for clip in sorted(folder.iterdir()):
+            by_fold.setdefault(clip.name.split("-")[0], []).append(clip)
+        picks, round_ = [], 0
+        while len(picks) < per_class and any(len(c) > round_ for c in by_fold.values()):
+            picks += [clips[round_] for clips in by_fold.values() if len(clips) > round_][: per_class - len(picks)]
+            round_ += 1
+        (dest / folder.name).mkdir(parents=True)
+        for clip in picks:
+            shutil.copyfile(clip, dest / folder.name / clip.name)
+    return dest
+
+
+def dvc(sandbox: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``dvc`` from this interpreter's environment inside the sandbox; output captured."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=sandbox, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed in {sandbox}:\n{result.stdout}\n{result.stderr}")
+    return result
