@@ -7,6 +7,7 @@ the module form so a reader sees which file each stage runs.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import sys
@@ -21,6 +22,19 @@ COMMANDS = {
     "augment": ("audioclass.stages.augment", "stage: write each clip plus augmented copies as WAVs"),
     "spectrograms": ("audioclass.stages.spectrograms", "stage: render a spectrogram per file, per split"),
 }
+
+
+def stage_parser(name: str, doc: str | None, *, jobs: bool = False) -> argparse.ArgumentParser:
+    """The argument parser every stage starts from: ``--params`` and, for parallel stages, ``--jobs``."""
+    from audioclass.parallel import default_jobs
+
+    parser = argparse.ArgumentParser(prog=f"audioclass {name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--params", default="params.yaml", help=f"params file (section: {name})")
+    if jobs:
+        parser.add_argument("--jobs", type=int, default=default_jobs(),
+                            help="worker processes (default: all cores; never changes the output)")  # fmt: skip
+    return parser
 
 
 def run_stage(main: Callable[[], None]) -> None:

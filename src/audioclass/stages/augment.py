@@ -20,7 +20,6 @@ Rerun with ``dvc repro augment``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import logging
@@ -33,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from audioclass import audio
-from audioclass.cli import run_stage
+from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.outputs import atomic_dir
-from audioclass.parallel import default_jobs, parallel_map
+from audioclass.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +171,9 @@ def augment(meta: pd.DataFrame, prepared: Path, cfg: AugmentConfig, out: Path, j
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="audioclass augment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--params", default="params.yaml", help="params file (section: augment)")
+    parser = stage_parser("augment", __doc__, jobs=True)
     parser.add_argument("--prepared", type=Path, required=True, help="extract's output folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/augmented")
-    parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes (default: all cores)")
     args = parser.parse_args(argv)
     cfg = stage_config(AugmentConfig, load_params(args.params), "augment", args.params)
     meta = pd.read_csv(args.prepared / "metadata.csv", dtype={"source_id": str, "take": str})

@@ -15,7 +15,6 @@ Rerun with ``dvc repro extract``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from audioclass import audio
-from audioclass.cli import run_stage
+from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.grouping import grouped_folds
 from audioclass.layouts import Corpus, Source, SourceClip, read_corpus
 from audioclass.outputs import atomic_dir
-from audioclass.parallel import default_jobs, parallel_map
+from audioclass.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +109,8 @@ def extract(cfg: ExtractConfig, out: Path, jobs: int) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="audioclass extract", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--params", default="params.yaml", help="params file (section: extract)")
+    parser = stage_parser("extract", __doc__, jobs=True)
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/prepared")
-    parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes (default: all cores)")
     args = parser.parse_args(argv)
     cfg = stage_config(ExtractConfig, load_params(args.params), "extract", args.params)
     meta = extract(cfg, args.out, args.jobs)

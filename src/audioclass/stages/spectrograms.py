@@ -24,7 +24,6 @@ Rerun with ``dvc repro spectrograms``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 from dataclasses import dataclass
@@ -36,11 +35,11 @@ import numpy as np
 import pandas as pd
 
 from audioclass import audio
-from audioclass.cli import run_stage
+from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_dir, atomic_file
-from audioclass.parallel import default_jobs, parallel_map
+from audioclass.parallel import parallel_map
 from audioclass.stages.split import SPLITS
 
 log = logging.getLogger(__name__)
@@ -210,14 +209,11 @@ def _write_preview(train_dir: Path, cfg: SpectrogramConfig, preview: Path) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="audioclass spectrograms", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--params", default="params.yaml", help="params file (section: spectrograms)")
+    parser = stage_parser("spectrograms", __doc__, jobs=True)
     parser.add_argument("--augmented", type=Path, required=True, help="augment's output folder")
     parser.add_argument("--split", type=Path, required=True, help="split's CSV")
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/spectrograms")
     parser.add_argument("--preview", type=Path, required=True, help="preview PNG, e.g. reports/spectrogram_grid.png")
-    parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes (default: all cores)")
     args = parser.parse_args(argv)
     cfg = stage_config(SpectrogramConfig, load_params(args.params), "spectrograms", args.params)
     counts = spectrograms(args.augmented, args.split, cfg, args.out, args.preview, args.jobs)

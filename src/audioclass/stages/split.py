@@ -23,7 +23,6 @@ Rerun with ``dvc repro split``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from audioclass.cli import run_stage
+from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.errors import ConfigError
 from audioclass.grouping import grouped_folds
@@ -122,9 +121,7 @@ def split(meta: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="audioclass split", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--params", default="params.yaml", help="params file (section: split)")
+    parser = stage_parser("split", __doc__, jobs=False)
     parser.add_argument("--metadata", type=Path, required=True, help="extract's metadata.csv")
     parser.add_argument("--out", type=Path, required=True, help="output CSV, e.g. data/split.csv")
     args = parser.parse_args(argv)
