@@ -1,5 +1,7 @@
 """The real ``dvc repro`` on a tiny profile, in a temporary copy of the project."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,6 +43,10 @@ def test_repro_produces_every_output(workspace):
         total += len(x)
     assert total == 2 * n_clips
     assert (workspace / "reports/spectrogram_grid.png").stat().st_size > 10_000
+    metrics = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)
+    summary = metrics[""]["data"]["reports/data.json"]["data"]
+    assert sum(summary["files"].values()) == 2 * n_clips and sum(summary["clips"].values()) == n_clips
+    assert summary["clips"]["test"] == 10 and summary["classes"] == 10  # one test-fold clip per class
 
 
 def test_second_repro_does_nothing(workspace):

@@ -71,9 +71,10 @@ def pipeline_inputs(tmp_path_factory):
 
 def test_stage_writes_aligned_arrays_per_split_and_a_preview(pipeline_inputs, tmp_path):
     root = pipeline_inputs
-    counts = spectrograms(root / "augmented", root / "split.csv", cfg(preview_per_class=3), tmp_path / "spec", tmp_path / "grid.png", jobs=2)
-    assert sum(counts.values()) == 100 and counts["test"] == 20
-    for name, n in counts.items():
+    summary = spectrograms(root / "augmented", root / "split.csv", cfg(preview_per_class=3), tmp_path / "spec", tmp_path / "grid.png", jobs=2)
+    assert sum(summary["files"].values()) == 100 and summary["files"]["test"] == 20 and summary["clips"]["test"] == 10
+    assert summary["classes"] == 10 and summary["shape"] == [32, n_frames(4000, 64), 1]
+    for name, n in summary["files"].items():
         x = np.load(tmp_path / "spec" / name / "x.npy")
         index = pd.read_csv(tmp_path / "spec" / name / "index.csv")
         assert x.shape == (n, 32, n_frames(4000, 64), 1) and x.dtype == np.float16

@@ -5,6 +5,7 @@ Reads the augment stage's folder and the split CSV, and writes, atomically::
     <out>/<split>/x.npy       (n_files, n_bands, n_frames, n_channels), float16 or float32
     <out>/<split>/index.csv   row i of x: path, clip_id, copy, label, class_name, source_id, fold, split
     <preview>                 PNG grid: one row per class, preview_per_class examples each
+    <summary>                 JSON metrics: files and clips per split, classes, array shape
 
 Rows are ordered by clip id, then copy. ``n_frames = 1 + n_samples // hop_length``
 (centred frames). Kinds:
@@ -25,6 +26,7 @@ Rerun with ``dvc repro spectrograms``.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +170,7 @@ def plot_preview(images: list[np.ndarray | None], class_names: list[str], per_cl
 
 
 def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: Path, preview: Path, jobs: int) -> dict:
-    """Run the stage; returns the number of files per split."""
+    """Run the stage; returns a summary (files and clips per split, classes, shape) for the metrics file."""
     manifest = pd.read_csv(augmented / "manifest.csv", dtype={"source_id": str})
     splits = pd.read_csv(split_csv, dtype={"source_id": str})[["clip_id", "split"]]
     index = manifest.merge(splits, on="clip_id", how="left", validate="many_to_one")
@@ -179,7 +181,7 @@ def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: 
     first, sr = audio.read_wav(augmented / index["path"].iloc[0])
     cfg.check_rate(sr)
     shape = render_spectrogram(first, sr=sr, cfg=cfg).shape  # of one file; an empty split keeps it
-    counts = {}
+    summary = {"files": {}, "clips": {}, "classes": int(index["label"].nunique()), "shape": list(shape)}
     with atomic_dir(out) as tmp:
         for name in SPLITS:
             part = index[index["split"] == name].reset_index(drop=True)
@@ -189,11 +191,12 @@ def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: 
                 x = render_files([augmented / p for p in part["path"]], cfg, jobs, desc=f"spectrograms {name}")
             np.save(tmp / name / "x.npy", x)
             part.to_csv(tmp / name / "index.csv", index=False)
-            counts[name] = len(part)
+            summary["files"][name] = len(part)
+            summary["clips"][name] = int(part["clip_id"].nunique())
             log.info("%s: %d files, array %s %s", name, len(part), x.shape, x.dtype)
         if cfg.preview_per_class:
             _write_preview(tmp / "train", cfg, preview)
-    return counts
+    return summary
 
 
 def _write_preview(train_dir: Path, cfg: SpectrogramConfig, preview: Path) -> None:
@@ -214,10 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", type=Path, required=True, help="split's CSV")
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/spectrograms")
     parser.add_argument("--preview", type=Path, required=True, help="preview PNG, e.g. reports/spectrogram_grid.png")
+    parser.add_argument("--summary", type=Path, required=True, help="metrics JSON, e.g. reports/data.json")
     args = parser.parse_args(argv)
     cfg = stage_config(SpectrogramConfig, load_params(args.params), "spectrograms", args.params)
-    counts = spectrograms(args.augmented, args.split, cfg, args.out, args.preview, args.jobs)
-    log.info("wrote %s to %s", ", ".join(f"{k} {v}" for k, v in counts.items()), args.out)
+    summary = spectrograms(args.augmented, args.split, cfg, args.out, args.preview, args.jobs)
+    with atomic_file(args.summary) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("wrote %s to %s", ", ".join(f"{k} {v}" for k, v in summary["files"].items()), args.out)
 
 
 if __name__ == "__main__":
