@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audioclass.errors import ConfigError
+from audioclass.errors import ConfigError, DataError
 from audioclass.stages.augment import AugmentConfig, augment
 from audioclass.stages.extract import ExtractConfig, extract
 from audioclass.stages.spectrograms import SpectrogramConfig, n_frames, render_spectrogram, spectrograms
@@ -97,6 +97,6 @@ def test_split_from_another_extract_is_rejected(pipeline_inputs, tmp_path):
     root = pipeline_inputs
     table = pd.read_csv(root / "split.csv").iloc[5:]
     table.to_csv(tmp_path / "split.csv", index=False)
-    with pytest.raises(ConfigError, match="has no split"):
+    with pytest.raises(DataError, match="has no split"):
         spectrograms(root / "augmented", tmp_path / "split.csv", cfg(), tmp_path / "spec", tmp_path / "g.png", jobs=1)
     assert not (tmp_path / "spec").exists()

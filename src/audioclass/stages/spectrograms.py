@@ -39,7 +39,7 @@ import pandas as pd
 from audioclass import audio
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
-from audioclass.errors import ConfigError
+from audioclass.errors import ConfigError, DataError
 from audioclass.outputs import atomic_dir, atomic_file
 from audioclass.parallel import parallel_map
 from audioclass.stages.split import SPLITS
@@ -75,7 +75,7 @@ class SpectrogramConfig:
         if self.kind == "mfcc":
             require(1 <= self.n_mfcc <= self.n_mels, "n_mfcc", f"an integer in [1, n_mels={self.n_mels}]", self.n_mfcc)
         require(self.top_db > 0, "top_db", "a positive number of dB", self.top_db)
-        require(self.preview_per_class >= 0, "preview_per_class", "an integer >= 0", self.preview_per_class)
+        require(self.preview_per_class >= 1, "preview_per_class", "an integer >= 1 (the preview is a declared output)", self.preview_per_class)
 
     def check_rate(self, sr: int) -> None:
         """Checks that need the sample rate: fmax within Nyquist, mel bands at least one FFT bin apart.
@@ -176,7 +176,7 @@ def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: 
     index = manifest.merge(splits, on="clip_id", how="left", validate="many_to_one")
     if index["split"].isna().any():
         missing = index.loc[index["split"].isna(), "clip_id"].iloc[0]
-        raise ConfigError(f"{split_csv}: clip {missing!r} has no split; expected the split of the same extract output")
+        raise DataError(f"{split_csv}: clip {missing!r} has no split; expected the split of the same extract output")
     index = index.sort_values(["clip_id", "copy"], ignore_index=True)
     first, sr = audio.read_wav(augmented / index["path"].iloc[0])
     cfg.check_rate(sr)
@@ -194,8 +194,7 @@ def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: 
             summary["files"][name] = len(part)
             summary["clips"][name] = int(part["clip_id"].nunique())
             log.info("%s: %d files, array %s %s", name, len(part), x.shape, x.dtype)
-        if cfg.preview_per_class:
-            _write_preview(tmp / "train", cfg, preview)
+        _write_preview(tmp / "train", cfg, preview)
     return summary
 
 
