@@ -12,7 +12,15 @@ from conftest import PROJECT, shared_esc10
 pytestmark = pytest.mark.e2e
 
 # 3 clips per class remain outside the test fold, so validation takes one grouped third.
-TINY = {"split": {"val_fraction": 0.34}, "augment": {"copies": 2}, "spectrograms": {"preview_per_class": 3}}
+TINY = {
+    "split": {"val_fraction": 0.34},
+    "augment": {"copies": 2},
+    "spectrograms": {"preview_per_class": 3},
+    "train": {"seeds": [1, 2], "model": {"width": 4, "depth": 2}, "fit": {"epochs": 2, "batch_size": 16}},
+    "ensemble": {"population": 6, "iterations": 5},
+}
+DATA_STAGES = ["extract", "split", "augment", "spectrograms"]
+MODEL_STAGES = ["train@1", "train@2", "ensemble"]
 PER_CLASS = 4
 
 
@@ -27,7 +35,7 @@ def workspace(tmp_path_factory):
     source = sandbox.tiny_esc10(shared_esc10(), root / "ESC-10", PER_CLASS)
     work = sandbox.create(PROJECT, root / "project", {**TINY, "extract": {"source": str(source)}})
     first = sandbox.dvc(work, "repro")
-    assert stages_run(first.stdout) == ["extract", "split", "augment", "spectrograms"], first.stdout
+    assert stages_run(first.stdout) == DATA_STAGES + MODEL_STAGES, first.stdout
     return work
 
 
@@ -55,17 +63,48 @@ def test_second_repro_does_nothing(workspace):
     assert "up to date" in sandbox.dvc(workspace, "status").stdout
 
 
-def test_spectrogram_param_reruns_only_spectrograms(workspace):
+def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("audioclass")
+    runs = client.search_runs([experiment.experiment_id])
+    train_runs = [r for r in runs if r.data.tags.get("pipeline_role") == "train"]
+    assert sorted(r.data.params["seed"] for r in train_runs) == ["1", "2"]
+    for run in train_runs:
+        assert run.data.tags["dvc_stage"].startswith("train@")
+        assert 0 <= run.data.metrics["test_clip_accuracy"] <= 1
+        assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # one point per epoch
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
+        assert {"run/val_probs.npy", "run/test_probs.npy", "run/model.keras"} <= artifacts
+    (ensemble_run,) = [r for r in runs if r.data.tags.get("pipeline_role") == "ensemble"]
+    assert "swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics
+    report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
+    assert sorted(report["member_mlflow_run_ids"]) == sorted(r.info.run_id for r in train_runs)
+    for method in report["methods"].values():
+        assert method["weights"] is None or abs(sum(method["weights"]) - 1) < 1e-6
+    shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"]
+    assert {"reports/train/run-1.json", "reports/train/run-2.json", "reports/ensemble/ensemble.json"} <= set(shown)
+    assert np.load(workspace / "models/run-1/val_probs.npy").shape == (len(pd.read_csv(workspace / "data/spectrograms/val/index.csv")), 10)
+
+
+def test_ensemble_param_reruns_only_the_ensemble(workspace):
+    sandbox.set_params(workspace, {"ensemble": {"iterations": 6}})
+    result = sandbox.dvc(workspace, "repro")
+    assert stages_run(result.stdout) == ["ensemble"], result.stdout
+
+
+def test_spectrogram_param_reruns_spectrograms_and_what_depends_on_them(workspace):
     sandbox.set_params(workspace, {"spectrograms": {"n_mels": 48}})
     result = sandbox.dvc(workspace, "repro")
-    assert stages_run(result.stdout) == ["spectrograms"], result.stdout
+    assert stages_run(result.stdout) == ["spectrograms", *MODEL_STAGES], result.stdout
     assert np.load(workspace / "data/spectrograms/test/x.npy", mmap_mode="r").shape[1] == 48
 
 
 def test_split_param_reruns_split_and_spectrograms_but_not_augment(workspace):
     sandbox.set_params(workspace, {"split": {"test_fold": 2}})
     result = sandbox.dvc(workspace, "repro")
-    assert stages_run(result.stdout) == ["split", "spectrograms"], result.stdout
+    assert stages_run(result.stdout) == ["split", "spectrograms", *MODEL_STAGES], result.stdout
     index = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
     assert set(index["fold"]) == {2}
 

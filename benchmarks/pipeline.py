@@ -1,10 +1,12 @@
-"""Benchmark the data stages on the real ESC-10 at default params.
+"""Benchmark the whole pipeline on the real ESC-10 at default params.
 
-    python benchmarks/data_stages.py                    # one run from scratch
-    python benchmarks/data_stages.py --twice            # plus a second run: are dvc.lock hashes identical?
-    python benchmarks/data_stages.py --esc50            # plus: does an ESC-50-master copy give the same clips?
+    python benchmarks/pipeline.py                       # every stage once, from scratch
+    python benchmarks/pipeline.py --until spectrograms  # the data stages only
+    python benchmarks/pipeline.py --twice               # plus the data stages again: identical dvc.lock hashes?
+    python benchmarks/pipeline.py --esc50               # plus: does an ESC-50-master copy give the same clips?
 
-Each stage runs as ``dvc repro -s <stage>`` in a sandbox copy of the project
+Each stage (in ``dvc stage list`` order: ``train@<seed>`` is one stage per
+run) runs as ``dvc repro -s <stage>`` in a sandbox copy of the project
 (under --work), measured for wall time, CPU time (user + sys of every
 process it started) and peak memory (the sum of RSS over the stage's whole
 process tree, sampled every 0.1 s, since parallel workers add up). Then a
@@ -38,11 +40,13 @@ from audioclass.audio import to_int16
 from audioclass.layouts import ESC10_FOLDERS
 
 PROJECT = Path(__file__).resolve().parents[1]
-STAGES = ("extract", "split", "augment", "spectrograms")
+DATA_STAGES = ("extract", "split", "augment", "spectrograms")
 GIB = 1024**3
-TARGETS = {  # (what, limit, unit) on a 2-core machine, from issue 2
+TARGETS = {  # (what, limit, unit) on a 2-core machine, from issues 2 and 3
     "augment_wall_s": ("augmentation of 8,000 files", 8 * 60, "s"),
     "spectrograms_wall_s": ("spectrograms for 8,000 files", 60, "s"),
+    "train_wall_s": ("training every run", 15 * 60, "s"),
+    "ensemble_wall_s": ("ensemble, all six optimisers", 30, "s"),
     "noop_repro_wall_s": ("second dvc repro, nothing changed", 10, "s"),
     "peak_memory_gib": ("peak memory of any stage", 4, "GiB"),
 }
@@ -80,16 +84,20 @@ def measure(cmd: list[str], cwd: Path) -> dict:
     return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_memory_gib": round(peak[0] / GIB, 3), "log": output}
 
 
-def run_pipeline(work: Path, source: Path) -> dict:
+def run_pipeline(work: Path, source: Path, until: str | None) -> dict:
     box = sandbox.create(PROJECT, work, {"extract": {"source": str(source.resolve())}})
     dvc = [sys.executable, "-m", "dvc"]
+    names = sandbox.dvc(box, "stage", "list", "--names-only").stdout.split()
+    order = [n for n in DATA_STAGES if n in names] + [n for n in names if n not in DATA_STAGES]
+    if until:
+        order = order[: order.index(until) + 1]
     stages = {}
-    for stage in STAGES:
+    for stage in order:
         print(f"  {stage} …", flush=True)
         stages[stage] = measure([*dvc, "repro", "-s", stage], box)
         print(f"    {stages[stage]['wall_s']} s wall, {stages[stage]['cpu_s']} s CPU, "
               f"{stages[stage]['peak_memory_gib']} GiB peak", flush=True)  # fmt: skip
-    noop = measure([*dvc, "repro"], box)
+    noop = measure([*dvc, "repro", *order], box)
     assert "Running stage" not in noop["log"], noop["log"]
     for result in [*stages.values(), noop]:
         result.pop("log")
@@ -103,7 +111,18 @@ def run_pipeline(work: Path, source: Path) -> dict:
         "preview_png": (box / "reports/spectrogram_grid.png").is_file(),
         "augmented_gib": round(sum(p.stat().st_size for p in (box / "data/augmented").rglob("*") if p.is_file()) / GIB, 3),
     }
-    return {"sandbox": str(box), "stages": stages, "noop_repro": noop, "counts": counts}
+    result = {"sandbox": str(box), "stages": stages, "noop_repro": noop, "counts": counts}
+    runs = {}
+    for stage in (s for s in stages if s.startswith("train@")):
+        metrics = json.loads((box / f"reports/train/run-{stage.split('@')[1]}.json").read_text())
+        runs[stage] = {**{k: metrics[k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy", "epochs_run", "best_epoch")},
+                       "seconds_per_epoch": round(stages[stage]["wall_s"] / metrics["epochs_run"], 1)}  # fmt: skip
+    if runs:
+        result["runs"] = runs
+    if (box / "reports/ensemble/ensemble.json").is_file():
+        result["ensemble"] = json.loads((box / "reports/ensemble/ensemble.json").read_text())
+        result["ensemble_table"] = (box / "reports/ensemble/ensemble.md").read_text()
+    return result
 
 
 def lock_hashes(box: Path) -> dict:
@@ -168,6 +187,8 @@ def esc50_check(release: Path, work: Path, reference: Path) -> dict:
 def verdicts(figures: dict) -> list[dict]:
     rows = []
     for key, (what, limit, unit) in TARGETS.items():
+        if key not in figures:
+            continue
         value = figures[key]
         rows.append({"target": what, "limit": f"≤ {limit} {unit}", "measured": f"{value} {unit}", "met": value <= limit,
                      "gap": None if value <= limit else f"{value - limit:.2f} {unit} over ({value / limit:.2f}×)"})  # fmt: skip
@@ -177,7 +198,7 @@ def verdicts(figures: dict) -> list[dict]:
 def markdown(report: dict) -> str:
     run = report["runs"][0]
     lines = [
-        "# Data stages benchmark", "",
+        "# Pipeline benchmark", "",
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB, Python {report['machine']['python']}. "
         f"Source: `{report['source']}`. Default params. Command: `{report['command']}`.", "",
         "| stage | wall (s) | CPU (s) | peak memory (GiB) |", "|---|---:|---:|---:|",
@@ -196,9 +217,16 @@ def markdown(report: dict) -> str:
     ]  # fmt: skip
     for v in report["targets"]:
         lines.append(f"| {v['target']} | {v['limit']} | {v['measured']} | {'yes' if v['met'] else 'no: ' + v['gap']} |")
+    if "runs" in run:
+        lines += ["", "| run | epochs | best epoch | s / epoch | val (file) | test (clip) | test (file) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in run["runs"].items():
+            lines.append(f"| {name} | {r['epochs_run']} | {r['best_epoch']} | {r['seconds_per_epoch']} | "
+                         f"{100 * r['val_file_accuracy']:.2f} % | {100 * r['test_clip_accuracy']:.2f} % | {100 * r['test_file_accuracy']:.2f} % |")  # fmt: skip
+    if "ensemble_table" in run:
+        lines += ["", "Results (test accuracy; weights fitted on validation only):", "", run["ensemble_table"].rstrip()]
     if "deterministic" in report:
         d = report["deterministic"]
-        lines += ["", f"Two runs from scratch: dvc.lock output hashes {'identical' if d['identical'] else 'DIFFER'} "
+        lines += ["", f"Data stages run twice from scratch: dvc.lock output hashes {'identical' if d['identical'] else 'DIFFER'} "
                       f"({d['outputs_compared']} outputs compared)."]  # fmt: skip
     if "esc50" in report:
         for name, e in report["esc50"].items():
@@ -214,17 +242,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=PROJECT.parent / "shared/datasets/ESC-10", help="ESC-10 release folder")
     parser.add_argument("--work", type=Path, default=PROJECT / "benchmarks/work", help="scratch folder (emptied first)")
-    parser.add_argument("--report", type=Path, default=PROJECT / "benchmarks/reports/data_stages", help="report path without suffix")
-    parser.add_argument("--twice", action="store_true", help="run twice from scratch and compare dvc.lock hashes")
+    parser.add_argument("--report", type=Path, default=PROJECT / "benchmarks/reports/pipeline", help="report path without suffix")
+    parser.add_argument("--until", help="stop after this stage, e.g. spectrograms")
+    parser.add_argument("--twice", action="store_true", help="run the data stages again from scratch and compare dvc.lock hashes")
     parser.add_argument("--esc50", action="store_true", help="check that an ESC-50-master copy gives the same clips")
     args = parser.parse_args()
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    runs = []
-    for i in range(2 if args.twice else 1):
-        print(f"run {i + 1}: dvc repro in a sandbox of {PROJECT}", flush=True)
-        runs.append(run_pipeline(args.work / f"run{i + 1}", args.source))
+    print(f"run 1: dvc repro in a sandbox of {PROJECT}", flush=True)
+    runs = [run_pipeline(args.work / "run1", args.source, args.until)]
+    if args.twice:
+        print("run 2: the data stages again, from scratch", flush=True)
+        runs.append(run_pipeline(args.work / "run2", args.source, "spectrograms"))
     first = runs[0]
     figures = {
         "augment_wall_s": first["stages"]["augment"]["wall_s"],
@@ -232,8 +262,14 @@ def main() -> None:
         "noop_repro_wall_s": first["noop_repro"]["wall_s"],
         "peak_memory_gib": max(m["peak_memory_gib"] for m in first["stages"].values()),
     }
+    trains = [m["wall_s"] for s, m in first["stages"].items() if s.startswith("train@")]
+    if trains:
+        figures["train_wall_s"] = round(sum(trains), 1)
+    if "ensemble" in first["stages"]:
+        figures["ensemble_wall_s"] = first["stages"]["ensemble"]["wall_s"]
     report = {
-        "command": "python benchmarks/data_stages.py" + (" --twice" if args.twice else "") + (" --esc50" if args.esc50 else ""),
+        "command": "python benchmarks/pipeline.py" + (f" --until {args.until}" if args.until else "")
+                   + (" --twice" if args.twice else "") + (" --esc50" if args.esc50 else ""),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
                     "python": platform.python_version(), "platform": platform.platform()},  # fmt: skip
@@ -244,8 +280,9 @@ def main() -> None:
     }
     if args.twice:
         a, b = (lock_hashes(Path(r["sandbox"])) for r in runs)
-        report["deterministic"] = {"identical": a == b, "outputs_compared": len(a),
-                                   "differing": sorted(k for k in a if a[k] != b.get(k))}  # fmt: skip
+        data = [k for k in b if k.split(":")[0] in DATA_STAGES]
+        report["deterministic"] = {"identical": all(a[k] == b[k] for k in data), "outputs_compared": len(data),
+                                   "differing": sorted(k for k in data if a[k] != b[k])}  # fmt: skip
     if args.esc50:
         with tempfile.TemporaryDirectory(dir=args.work) as tmp:
             report["esc50"] = esc50_check(args.source, Path(tmp), Path(first["sandbox"]) / "data/prepared")

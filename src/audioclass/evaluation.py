@@ -1,0 +1,43 @@
+"""Scores shared by the train and ensemble stages.
+
+``probs`` are (n_files, n_classes) rows aligned with a split's ``index.csv``.
+File level scores every augmented file; clip level first averages each clip's
+probabilities over its augmented copies (test-time averaging), then scores
+one prediction per clip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, f1_score
+
+
+def clip_level(probs: np.ndarray, index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clip ids, mean probabilities per clip (n_clips, n_classes), label per clip), clips sorted by id."""
+    frame = pd.DataFrame(probs).assign(clip_id=index["clip_id"].to_numpy())
+    mean = frame.groupby("clip_id", sort=True).mean()
+    labels = index.drop_duplicates("clip_id").set_index("clip_id")["label"].reindex(mean.index)
+    return mean.index.to_numpy(), mean.to_numpy(dtype=np.float32), labels.to_numpy()
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float((probs.argmax(axis=1) == labels).mean())
+
+
+def summarize(val_probs: np.ndarray, val_index: pd.DataFrame, test_probs: np.ndarray, test_index: pd.DataFrame,
+              class_names: tuple[str, ...]) -> dict:  # fmt: skip
+    """Validation and test accuracy (file and clip level), clip-level macro-F1 and confusion matrix."""
+    _, val_clip, val_clip_labels = clip_level(val_probs, val_index)
+    _, test_clip, test_clip_labels = clip_level(test_probs, test_index)
+    predicted = test_clip.argmax(axis=1)
+    labels = list(range(len(class_names)))
+    return {
+        "val_file_accuracy": accuracy(val_probs, val_index["label"].to_numpy()),
+        "val_clip_accuracy": accuracy(val_clip, val_clip_labels),
+        "test_file_accuracy": accuracy(test_probs, test_index["label"].to_numpy()),
+        "test_clip_accuracy": accuracy(test_clip, test_clip_labels),
+        "test_clip_macro_f1": float(f1_score(test_clip_labels, predicted, labels=labels, average="macro", zero_division=0)),
+        "test_clip_confusion": confusion_matrix(test_clip_labels, predicted, labels=labels).tolist(),
+        "class_names": list(class_names),
+    }

@@ -1,0 +1,214 @@
+"""Stage ``ensemble``: combine the training runs' predictions; weights fitted on validation only.
+
+Reads each run folder's ``val_probs.npy``, ``test_probs.npy`` and
+``metrics.json`` (never model code), plus the val/test ``index.csv`` of the
+spectrogram stage for labels and clip ids. Writes:
+
+    <out>/ensemble.json         every method: test accuracy (clip, file), val accuracy, weights, calls, seconds
+    <out>/ensemble.md           a results table in the study's style
+    <out>/ensemble_predictions.csv   clip-level actual/predicted of ``ensemble.chosen`` (confusion plot)
+
+Methods: ``average``, ``maximum`` (the class of the single largest
+probability), ``vote`` (majority of the runs' predictions, ties to the
+highest summed probability), ``val_weighted`` (weights ∝ each run's
+validation accuracy), and ``swarm_<name>`` for each optimiser in
+``ensemble.optimisers``. The swarms minimise ``-(validation accuracy) +
+logloss_weight × validation log-loss``; the small log-loss term breaks ties
+between weightings with equal accuracy. Weights are ≥ 0 and sum to 1.
+
+Clip level applies each method to the runs' clip-averaged probabilities; file
+level to the per-file probabilities.
+
+Rerun with ``dvc repro ensemble``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audioclass import tracking
+from audioclass.cli import run_stage, stage_parser
+from audioclass.config import load_params, require, stage_config
+from audioclass.errors import ConfigError, DataError
+from audioclass.evaluation import accuracy, clip_level
+from audioclass.outputs import atomic_file
+from audioclass.swarm import OPTIMISERS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    optimisers: tuple[str, ...]
+    population: int
+    iterations: int
+    logloss_weight: float
+    seed: int
+    chosen: str  # the method whose confusion matrix is plotted
+
+    def __post_init__(self):
+        for name in self.optimisers:
+            require(name in OPTIMISERS, "optimisers", f"names from {sorted(OPTIMISERS)}", name)
+        require(self.population >= 4, "population", "an integer >= 4", self.population)
+        require(self.iterations >= 1, "iterations", "an integer >= 1", self.iterations)
+        require(self.logloss_weight >= 0, "logloss_weight", "a number >= 0", self.logloss_weight)
+        methods = ["average", "maximum", "vote", "val_weighted", *(f"swarm_{o}" for o in self.optimisers)]
+        require(self.chosen in methods, "chosen", f"one of {methods}", self.chosen)
+
+
+def combine(probs: np.ndarray, method: str, weights: np.ndarray | None = None) -> np.ndarray:
+    """Scores (n, n_classes) whose argmax is the ensemble's prediction.
+
+    probs : (n_runs, n, n_classes) each run's probabilities
+    """
+    if method == "maximum":
+        return probs.max(axis=0)
+    if method == "vote":
+        votes = np.zeros(probs.shape[1:])
+        np.add.at(votes, (np.arange(probs.shape[1])[None, :], probs.argmax(axis=2)), 1)
+        # Ties go to the class with the largest summed probability (a fraction below one vote).
+        return votes + probs.sum(axis=0) / (probs.shape[0] + 1)
+    if weights is None:
+        weights = np.full(probs.shape[0], 1 / probs.shape[0])
+    return np.tensordot(weights, probs, axes=1)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to 1 (uniform if all are zero)."""
+    x = np.maximum(x, 0)
+    total = x.sum()
+    return x / total if total > 0 else np.full_like(x, 1 / len(x))
+
+
+def fit_weights(val_probs: np.ndarray, y_val: np.ndarray, cfg: EnsembleConfig, optimiser: str) -> tuple[np.ndarray, int]:
+    """Swarm-fitted weights (n_runs,) from validation predictions only; returns (weights, fitness calls)."""
+    eps = 1e-7
+
+    def fitness(x: np.ndarray) -> float:
+        p = np.tensordot(normalise(x), val_probs, axes=1)
+        logloss = -np.mean(np.log(np.clip(p[np.arange(len(y_val)), y_val], eps, 1)))
+        return -accuracy(p, y_val) + cfg.logloss_weight * logloss
+
+    rng = np.random.default_rng([cfg.seed, sorted(OPTIMISERS).index(optimiser)])
+    result = OPTIMISERS[optimiser](fitness, val_probs.shape[0], rng=rng, population=cfg.population, iterations=cfg.iterations)
+    return normalise(result.x), result.calls
+
+
+@dataclass(frozen=True)
+class Runs:
+    names: list[str]
+    val: np.ndarray  # (n_runs, n_val_files, n_classes)
+    test: np.ndarray  # (n_runs, n_test_files, n_classes)
+    metrics: list[dict]
+
+
+def load_runs(folders: list[Path]) -> Runs:
+    val, test, metrics = [], [], []
+    for folder in folders:
+        for name in ("val_probs.npy", "test_probs.npy", "metrics.json"):
+            if not (folder / name).is_file():
+                raise DataError(f"{folder / name}: missing; expected a finished train run folder")
+        val.append(np.load(folder / "val_probs.npy"))
+        test.append(np.load(folder / "test_probs.npy"))
+        metrics.append(json.loads((folder / "metrics.json").read_text()))
+    shapes = {(v.shape, t.shape) for v, t in zip(val, test)}
+    if len(shapes) != 1:
+        raise DataError(f"{', '.join(map(str, folders))}: runs predict different shapes {sorted(shapes)}; expected one data version")
+    return Runs([f.name for f in folders], np.stack(val), np.stack(test), metrics)
+
+
+def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg: EnsembleConfig) -> tuple[dict, pd.DataFrame]:
+    """Every method's weights and scores, and a table of clip-level test labels and predictions per method."""
+    y_val, y_test = val_index["label"].to_numpy(), test_index["label"].to_numpy()
+    clip_test = np.stack([clip_level(p, test_index)[1] for p in runs.test])
+    _, _, y_test_clip = clip_level(runs.test[0], test_index)
+    clip_val = np.stack([clip_level(p, val_index)[1] for p in runs.val])
+    _, _, y_val_clip = clip_level(runs.val[0], val_index)
+
+    plan: dict[str, tuple[str, np.ndarray | None, int, float]] = {}
+    for method in ("average", "maximum", "vote"):
+        plan[method] = (method, None, 0, 0.0)
+    plan["val_weighted"] = ("weighted", normalise(np.array([m["val_file_accuracy"] for m in runs.metrics])), 0, 0.0)
+    for name in cfg.optimisers:
+        start = time.perf_counter()
+        weights, calls = fit_weights(runs.val, y_val, cfg, name)
+        plan[f"swarm_{name}"] = ("weighted", weights, calls, time.perf_counter() - start)
+
+    results = {}
+    predictions = pd.DataFrame({"label": y_test_clip})
+    for method, (kind, weights, calls, seconds) in plan.items():
+        scores = combine(clip_test, kind, weights)
+        predictions[method] = scores.argmax(axis=1)
+        results[method] = {
+            "test_clip_accuracy": accuracy(scores, y_test_clip),
+            "test_file_accuracy": accuracy(combine(runs.test, kind, weights), y_test),
+            "val_file_accuracy": accuracy(combine(runs.val, kind, weights), y_val),
+            "val_clip_accuracy": accuracy(combine(clip_val, kind, weights), y_val_clip),
+            "weights": None if weights is None else [round(float(w), 6) for w in weights],
+            "calls": calls,
+            "seconds": round(seconds, 3),
+        }
+    single = {k: [m[k] for m in runs.metrics] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")}
+    return {"runs": runs.names, "single_runs": single, "methods": results}, predictions
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
+
+
+def markdown(report: dict) -> str:
+    lines = ["| Model | Test accuracy, clip level | Test accuracy, file level | Val accuracy |", "|---|---:|---:|---:|"]
+    single = report["single_runs"]
+    stats = [mean_se(single[k]) for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")]
+    lines.append(f"| {len(report['runs'])} single runs (mean ± SE) | " + " | ".join(f"{100 * m:.2f} ± {100 * s:.2f} %" for m, s in stats) + " |")
+    for name, acc in zip(report["runs"], zip(*(single[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")))):
+        lines.append(f"| {name} | " + " | ".join(f"{100 * a:.2f} %" for a in acc) + " |")
+    for method, r in report["methods"].items():
+        lines.append(f"| ensemble: {method} | {100 * r['test_clip_accuracy']:.2f} % | {100 * r['test_file_accuracy']:.2f} % | {100 * r['val_file_accuracy']:.2f} % |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("ensemble", __doc__)
+    parser.add_argument("--models", type=Path, required=True, help="folder of train runs: <models>/run-<seed> for each of train.seeds")
+    parser.add_argument("--data", type=Path, required=True, help="the spectrogram stage's folder (for val/test index.csv)")
+    parser.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cfg = stage_config(EnsembleConfig, params, "ensemble", args.params)
+    seeds = params.get("train", {}).get("seeds") or []
+    if len(seeds) < 2:
+        raise ConfigError(f"{args.params}: train.seeds: expected at least 2 runs to ensemble, got {seeds!r}")
+    runs = load_runs([args.models / f"run-{seed}" for seed in seeds])
+    val_index = pd.read_csv(args.data / "val" / "index.csv", dtype={"source_id": str})
+    test_index = pd.read_csv(args.data / "test" / "index.csv", dtype={"source_id": str})
+    with tracking.run("ensemble", {"ensemble": vars(cfg)}, tags={"pipeline_role": "ensemble"}):
+        report, predictions = ensemble(runs, val_index, test_index, cfg)
+        report["member_mlflow_run_ids"] = [m.get("mlflow_run_id") for m in runs.metrics]
+        for method, r in report["methods"].items():
+            tracking.log_metrics({f"{method}.{k}": r[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")})
+        names = runs.metrics[0]["class_names"]
+        outputs = {
+            "ensemble_predictions.csv": pd.DataFrame({"actual": [names[i] for i in predictions["label"]],
+                                                      "predicted": [names[i] for i in predictions[cfg.chosen]]}).to_csv(index=False),
+            "ensemble.md": markdown(report),
+            "ensemble.json": json.dumps(report, indent=2) + "\n",
+        }  # fmt: skip
+        for name, text in outputs.items():
+            with atomic_file(args.out / name) as tmp:
+                tmp.write_text(text)
+            tracking.log_artifact(args.out / name)
+    best = max(report["methods"].items(), key=lambda kv: kv[1]["val_file_accuracy"])
+    log.info("best on validation: %s (test clip %.3f)", best[0], best[1]["test_clip_accuracy"])
+
+
+if __name__ == "__main__":
+    run_stage(main)

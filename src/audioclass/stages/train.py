@@ -1,0 +1,210 @@
+"""Stage ``train``: fit one CNN run on the spectrograms; one DVC stage per seed (foreach).
+
+Reads ``<data>/{train,val,test}/`` (the spectrogram stage's output) and writes,
+atomically, to ``<out>`` (e.g. ``models/run-1``)::
+
+    model.keras          the fitted model (best validation epoch)
+    history.csv          per epoch: epoch, loss, accuracy, val_loss, val_accuracy
+    val_probs.npy        (n_val_files, n_classes) float32, rows as <data>/val/index.csv
+    test_probs.npy       (n_test_files, n_classes) float32, rows as <data>/test/index.csv
+    metrics.json         validation and test accuracy (file and clip level), macro-F1, confusion matrix
+    test_predictions.csv clip-level actual/predicted class names (DVC's confusion-matrix plot)
+    config.json          the resolved config and seed
+
+Training sees the train split only. The validation split drives early
+stopping and the choice of the best epoch; the test split is only predicted.
+File level is every augmented test file; clip level averages each clip's
+probabilities over its augmented copies. Every run is an MLflow run (params,
+per-epoch metrics, final metrics, the model, the confusion matrix and history).
+
+Rerun with ``dvc repro train`` (all seeds) or ``dvc repro train@1`` (one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audioclass import tracking
+from audioclass.cli import run_stage, stage_parser
+from audioclass.config import load_params, require, stage_config
+from audioclass.evaluation import clip_level, summarize
+from audioclass.models import ARCHITECTURES
+from audioclass.errors import ConfigError
+from audioclass.outputs import atomic_dir, atomic_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    architecture: str
+    width: int  # compact_cnn: filters in the first block, doubled per block
+    depth: int  # compact_cnn: conv blocks
+    dropout: float  # compact_cnn: before the classifier
+    first_kernel: int  # book_cnn: the first convolution's kernel size
+
+    def __post_init__(self):
+        require(self.architecture in ARCHITECTURES, "architecture", f"one of {sorted(ARCHITECTURES)}", self.architecture)
+        require(self.width >= 1, "width", "an integer >= 1", self.width)
+        require(1 <= self.depth <= 6, "depth", "an integer in [1, 6]", self.depth)
+        require(0 <= self.dropout < 1, "dropout", "a fraction in [0, 1)", self.dropout)
+        require(self.first_kernel >= 1, "first_kernel", "an integer >= 1", self.first_kernel)
+
+
+@dataclass(frozen=True)
+class FitParams:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    patience: int  # epochs without a better validation loss before stopping
+
+    def __post_init__(self):
+        require(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        require(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        require(0 < self.learning_rate < 1, "learning_rate", "a rate in (0, 1)", self.learning_rate)
+        require(self.patience >= 1, "patience", "an integer >= 1", self.patience)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seeds: tuple[int, ...]  # one run per seed
+    model: ModelParams
+    fit: FitParams
+
+    def __post_init__(self):
+        require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", "a list of distinct integers", list(self.seeds))
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of the spectrogram stage: x (n, bands, frames, channels) and its index table."""
+
+    x: np.ndarray
+    index: pd.DataFrame
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.index["label"].to_numpy()
+
+
+@dataclass(frozen=True)
+class Data:
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+
+
+def load_data(folder: Path) -> Data:
+    splits = {}
+    for name in ("train", "val", "test"):
+        index = pd.read_csv(folder / name / "index.csv", dtype={"source_id": str})
+        splits[name] = Split(np.load(folder / name / "x.npy"), index)
+    labels = pd.concat(s.index for s in splits.values()).drop_duplicates("label").sort_values("label")
+    class_names = tuple(labels.set_index("label")["class_name"].reindex(range(labels["label"].max() + 1), fill_value="?"))
+    return Data(**splits, class_names=class_names)
+
+
+def _dataset(split: Split, batch_size: int, *, shuffle_seed: int | None = None):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(split.y), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(2)
+
+
+def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int, callbacks: tuple = ()) -> tuple[Any, pd.DataFrame]:
+    """Build and fit one model; returns (model at its best validation epoch, history per epoch).
+
+    The same function serves ``dvc repro`` and Optuna, so tuning and training
+    cannot drift apart. Deterministic per seed on one machine.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    model = ARCHITECTURES[model_params.architecture](data.train.x.shape[1:], len(data.class_names), model_params)
+    steps = fit.epochs * -(-len(data.train.y) // fit.batch_size)
+    # Cosine decay to zero over the planned epochs: the last epochs fine-tune at small steps.
+    schedule = keras.optimizers.schedules.CosineDecay(fit.learning_rate, decay_steps=steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.patience, restore_best_weights=True)
+    history = model.fit(
+        _dataset(data.train, fit.batch_size, shuffle_seed=seed),
+        validation_data=_dataset(data.val, 256),
+        epochs=fit.epochs,
+        callbacks=[early, *callbacks],
+        verbose=2,
+    )
+    table = pd.DataFrame(history.history)
+    table.insert(0, "epoch", np.arange(len(table)))
+    return model, table
+
+
+def predict(model: Any, split: Split) -> np.ndarray:
+    """Class probabilities, (n_files, n_classes) float32, rows as the split's index."""
+    return model.predict(_dataset(split, 256), verbose=0).astype(np.float32)
+
+
+def train(cfg: TrainConfig, data: Data, seed: int, out: Path) -> tuple[dict, pd.DataFrame]:
+    """Run the stage for one seed: fit, predict, evaluate, write ``out`` and log to MLflow.
+
+    Returns (metrics, history) for the DVC metrics and plots files.
+    """
+    resolved = {"seed": seed, "model": dataclasses.asdict(cfg.model), "fit": dataclasses.asdict(cfg.fit)}
+    with tracking.run(f"train-seed{seed}", resolved, tags={"pipeline_role": "train"}) as active, atomic_dir(out) as tmp:
+        model, history = fit_run(cfg.model, cfg.fit, data, seed=seed, callbacks=(tracking.epoch_logger(),))
+        val_probs, test_probs = predict(model, data.val), predict(model, data.test)
+        metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names)
+        metrics["epochs_run"] = len(history)
+        metrics["best_epoch"] = int(history["val_loss"].idxmin())
+        model.save(tmp / "model.keras")
+        history.to_csv(tmp / "history.csv", index=False)
+        np.save(tmp / "val_probs.npy", val_probs)
+        np.save(tmp / "test_probs.npy", test_probs)
+        _, clip_probs, clip_labels = clip_level(test_probs, data.test.index)
+        pd.DataFrame({"actual": [data.class_names[i] for i in clip_labels],
+                      "predicted": [data.class_names[i] for i in clip_probs.argmax(1)]}).to_csv(  # fmt: skip
+            tmp / "test_predictions.csv", index=False
+        )
+        metrics["mlflow_run_id"] = active.info.run_id
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        tracking.log_artifacts(tmp, artifact_path="run")
+        tracking.log_keras_model(model)
+    return metrics, history
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("train", __doc__)
+    parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of train.seeds)")
+    parser.add_argument("--data", type=Path, required=True, help="the spectrogram stage's folder")
+    parser.add_argument("--out", type=Path, required=True, help="the run's folder, e.g. models/run-1")
+    parser.add_argument("--metrics", type=Path, required=True, help="DVC metrics file, e.g. reports/train/run-1.json")
+    parser.add_argument("--history", type=Path, required=True, help="DVC plots file, e.g. reports/train/run-1.csv")
+    args = parser.parse_args(argv)
+    cfg = stage_config(TrainConfig, load_params(args.params), "train", args.params)
+    if args.seed not in cfg.seeds:
+        raise ConfigError(f"{args.params}: train.seeds: expected to contain --seed {args.seed}, got {list(cfg.seeds)}")
+    metrics, history = train(cfg, load_data(args.data), args.seed, args.out)
+    with atomic_file(args.metrics) as tmp:
+        tmp.write_text(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2) + "\n")
+    with atomic_file(args.history) as tmp:
+        history.to_csv(tmp, index=False)
+    log.info("seed %d: val %.3f, test clip %.3f / file %.3f after %d epochs", args.seed, metrics["val_file_accuracy"],
+             metrics["test_clip_accuracy"], metrics["test_file_accuracy"], metrics["epochs_run"])  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,96 @@
+"""Ensemble methods by hand, and every swarm optimiser against uniform weights."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audioclass.errors import ConfigError
+from audioclass.evaluation import accuracy
+from audioclass.stages.ensemble import EnsembleConfig, Runs, combine, ensemble, fit_weights, normalise
+from audioclass.swarm import OPTIMISERS
+
+
+def cfg(**overrides) -> EnsembleConfig:
+    base = dict(optimisers=tuple(OPTIMISERS), population=20, iterations=30, logloss_weight=1e-3, seed=0, chosen="average")
+    return EnsembleConfig(**{**base, **overrides})
+
+
+def test_average_maximum_vote_by_hand():
+    # Two samples, three classes, three runs.
+    probs = np.array([
+        [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]],
+        [[0.1, 0.8, 0.1], [0.4, 0.3, 0.3]],
+        [[0.5, 0.4, 0.1], [0.1, 0.1, 0.8]],
+    ])  # fmt: skip
+    np.testing.assert_allclose(combine(probs, "average"), [[0.4, 0.5, 0.1], [0.7 / 3, 0.3, 1.4 / 3]])
+    assert combine(probs, "average").argmax(1).tolist() == [1, 2]
+    assert combine(probs, "maximum").argmax(1).tolist() == [1, 2]  # 0.8 is the largest value in each row
+    # Votes: sample 0 → classes 0, 1, 0 → class 0; sample 1 → 1, 0, 2 → a three-way tie, broken by summed probability (class 2: 1.4).
+    assert combine(probs, "vote").argmax(1).tolist() == [0, 2]
+    np.testing.assert_allclose(combine(probs, "weighted", np.array([0, 1, 0])), probs[1])
+
+
+def test_normalise():
+    np.testing.assert_allclose(normalise(np.array([1.0, 3.0])), [0.25, 0.75])
+    np.testing.assert_allclose(normalise(np.array([-1.0, 0.0])), [0.5, 0.5])
+
+
+def constructed(n=600, n_classes=10, seed=0):
+    """(probs (3, n, k), labels): a useless run, a strong run, and one good only on classes 0–4."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(n_classes, size=n)
+    onehot = np.eye(n_classes)[y]
+    useless = rng.dirichlet(np.ones(n_classes), size=n)
+    strong_hit = rng.random(n) < 0.7
+    strong = np.where(strong_hit[:, None], 0.5 * onehot + 0.5 * rng.dirichlet(np.ones(n_classes), n), rng.dirichlet(np.ones(n_classes), n))
+    partial = np.where((y < 5)[:, None], 0.9 * onehot + 0.01, rng.dirichlet(np.ones(n_classes), n))
+    return np.stack([useless, strong, partial / partial.sum(1, keepdims=True)]), y
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMISERS))
+def test_every_optimiser_beats_uniform_weights(name):
+    probs, y = constructed()
+    weights, calls = fit_weights(probs, y, cfg(), name)
+    uniform = accuracy(combine(probs, "average"), y)
+    fitted = accuracy(combine(probs, "weighted", weights), y)
+    assert fitted > uniform + 0.02, (name, fitted, uniform, weights)
+    assert weights[0] < weights[1] and weights.min() >= 0 and weights.sum() == pytest.approx(1)
+    assert 20 * 30 * 0.9 <= calls <= 20 * 31  # the shared budget: population × (iterations + 1)
+    # The weights generalise: they also beat uniform on fresh data from the same runs' behaviour.
+    probs2, y2 = constructed(seed=1)
+    assert accuracy(combine(probs2, "weighted", weights), y2) > accuracy(combine(probs2, "average"), y2)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMISERS))
+def test_optimisers_are_seeded(name):
+    probs, y = constructed(n=200)
+    a, _ = fit_weights(probs, y, cfg(iterations=5), name)
+    b, _ = fit_weights(probs, y, cfg(iterations=5), name)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_stage_core_reports_every_method_and_never_reads_test_for_weights():
+    probs, y = constructed(n=400)
+    index = pd.DataFrame({"clip_id": [f"c{i // 4}" for i in range(400)], "label": y})
+    index["label"] = index.groupby("clip_id")["label"].transform("first")  # a clip's copies share its label
+    runs = Runs(["run-1", "run-2", "run-3"], probs, probs, [{"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0}
+                                                         for a in (0.1, 0.7, 0.5)])  # fmt: skip
+    report, predictions = ensemble(runs, index, index, cfg(optimisers=("de", "jaya")))
+    assert list(report["methods"]) == ["average", "maximum", "vote", "val_weighted", "swarm_de", "swarm_jaya"]
+    assert report["methods"]["val_weighted"]["weights"] == pytest.approx([0.1 / 1.3, 0.7 / 1.3, 0.5 / 1.3], abs=1e-6)
+    assert len(predictions) == 100
+    # Same weights whatever the test predictions are: test never chooses anything.
+    shuffled = Runs(runs.names, probs, np.random.default_rng(5).permutation(probs, axis=1), runs.metrics)
+    report2, _ = ensemble(shuffled, index, index, cfg(optimisers=("de", "jaya")))
+    for m in ("swarm_de", "swarm_jaya"):
+        assert report2["methods"][m]["weights"] == report["methods"][m]["weights"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"optimisers": ("pso2",)}, "optimisers: expected names from"),
+    ({"chosen": "swarm_gwo", "optimisers": ("de",)}, "chosen: expected one of"),
+    ({"population": 2}, "population: expected an integer >= 4"),
+])  # fmt: skip
+def test_bad_config(change, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg(**change)
