@@ -76,7 +76,7 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
         assert 0 <= run.data.metrics["test_clip_accuracy"] <= 1
         assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # one point per epoch
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
-        assert {"run/val_probs.npy", "run/test_probs.npy", "run/model.keras"} <= artifacts
+        assert {"run/val_probs.npy", "run/test_probs.npy", "run/model.keras", "run/confusion.png", "run/history.csv"} <= artifacts
     (ensemble_run,) = [r for r in runs if r.data.tags.get("pipeline_role") == "ensemble"]
     assert "swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())

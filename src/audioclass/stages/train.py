@@ -8,7 +8,8 @@ atomically, to ``<out>`` (e.g. ``models/run-1``)::
     val_probs.npy        (n_val_files, n_classes) float32, rows as <data>/val/index.csv
     test_probs.npy       (n_test_files, n_classes) float32, rows as <data>/test/index.csv
     metrics.json         validation and test accuracy (file and clip level), macro-F1, confusion matrix
-    test_predictions.csv clip-level actual/predicted class names (DVC's confusion-matrix plot)
+    test_predictions.csv clip-level actual/predicted class names
+    confusion.png        the clip-level test confusion matrix
     config.json          the resolved config and seed
 
 Training sees the train split only. The validation split drives early
@@ -39,6 +40,7 @@ from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
 from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_dir, atomic_file
+from audioclass.plots import confusion_png
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,7 @@ def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int,
         validation_data=_dataset(data.val, 256),
         epochs=fit.epochs,
         callbacks=[early, *callbacks],
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=2,
     )
     table = pd.DataFrame(history.history)
@@ -177,6 +180,7 @@ def train(cfg: TrainConfig, data: Data, seed: int, out: Path) -> tuple[dict, pd.
                       "predicted": [data.class_names[i] for i in clip_probs.argmax(1)]}).to_csv(  # fmt: skip
             tmp / "test_predictions.csv", index=False
         )
+        confusion_png(metrics["test_clip_confusion"], list(data.class_names), tmp / "confusion.png", f"Seed {seed}, test clips")
         metrics["mlflow_run_id"] = active.info.run_id
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (tmp / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")

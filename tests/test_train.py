@@ -1,0 +1,78 @@
+"""Stage train: the architecture registry, config checks, clip-level scoring, and a deterministic fit."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audioclass.config import load_params, stage_config
+from audioclass.errors import ConfigError
+from audioclass.evaluation import clip_level, summarize
+from audioclass.models import ARCHITECTURES
+from audioclass.stages.train import Data, FitParams, ModelParams, Split, TrainConfig, fit_run, predict
+from conftest import PROJECT
+
+N_CLASSES = 3
+
+
+def split(n_clips: int, copies: int, seed: int) -> Split:
+    """Class c is a bright horizontal band at rows 2c..2c+1 of an (8, 16, 1) image, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_clips) % N_CLASSES, copies)
+    x = rng.uniform(0, 0.3, (len(labels), 8, 16, 1)).astype(np.float16)
+    for i, c in enumerate(labels):
+        x[i, 2 * c : 2 * c + 2] += 0.7
+    index = pd.DataFrame({"clip_id": np.repeat([f"s{seed}-c{i:03d}" for i in range(n_clips)], copies), "label": labels,
+                          "class_name": [f"class{c}" for c in labels]})  # fmt: skip
+    return Split(x, index)
+
+
+@pytest.fixture(scope="module")
+def data() -> Data:
+    return Data(split(30, 2, 0), split(9, 2, 1), split(9, 2, 2), tuple(f"class{c}" for c in range(N_CLASSES)))
+
+
+MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3)
+FIT = FitParams(epochs=4, batch_size=8, learning_rate=0.01, patience=4)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_outputs_probabilities(name):
+    model = ARCHITECTURES[name]((16, 32, 1), 4, ModelParams(name, 4, 2, 0.1, 7))
+    out = model(np.random.default_rng(0).random((2, 16, 32, 1)).astype("float32")).numpy()
+    assert out.shape == (2, 4)
+    np.testing.assert_allclose(out.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_unknown_architecture_and_bad_fit_params_are_named():
+    params = load_params(PROJECT / "params.yaml")
+    params["train"]["model"]["architecture"] = "resnet"
+    with pytest.raises(ConfigError, match=r"train\.model\.architecture: expected one of \['book_cnn', 'compact_cnn'\], got 'resnet'"):
+        stage_config(TrainConfig, params, "train")
+    params = load_params(PROJECT / "params.yaml")
+    params["train"]["fit"]["learning_rate"] = 2
+    with pytest.raises(ConfigError, match=r"train\.fit\.learning_rate: expected a rate in \(0, 1\)"):
+        stage_config(TrainConfig, params, "train")
+    params["train"] = {**load_params(PROJECT / "params.yaml")["train"], "seeds": [1, 1]}
+    with pytest.raises(ConfigError, match=r"train\.seeds: expected a list of distinct integers"):
+        stage_config(TrainConfig, params, "train")
+
+
+def test_clip_level_averages_each_clips_copies():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]], dtype=np.float32)
+    index = pd.DataFrame({"clip_id": ["b", "a", "b"], "label": [0, 1, 0]})
+    clips, mean, labels = clip_level(probs, index)
+    assert clips.tolist() == ["a", "b"] and labels.tolist() == [1, 0]
+    np.testing.assert_allclose(mean, [[0.3, 0.7], [0.55, 0.45]])
+
+
+def test_fit_learns_and_is_deterministic_per_seed(data):
+    model_a, history = fit_run(MODEL, FIT, data, seed=3)
+    model_b, _ = fit_run(MODEL, FIT, data, seed=3)
+    model_c, _ = fit_run(MODEL, FIT, data, seed=4)
+    a, b, c = (predict(m, data.val) for m in (model_a, model_b, model_c))
+    np.testing.assert_allclose(a, b, atol=1e-6)  # same seed, same machine: same predictions
+    assert not np.allclose(a, c, atol=1e-3)
+    assert list(history.columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"] and len(history) <= FIT.epochs
+    metrics = summarize(a, data.val.index, predict(model_a, data.test), data.test.index, data.class_names)
+    assert metrics["test_clip_accuracy"] > 0.6  # chance is 1/3
+    assert np.array(metrics["test_clip_confusion"]).sum() == 9
