@@ -4,6 +4,7 @@
     python benchmarks/pipeline.py --until spectrograms  # the data stages only
     python benchmarks/pipeline.py --twice               # plus the data stages again: identical dvc.lock hashes?
     python benchmarks/pipeline.py --esc50               # plus: does an ESC-50-master copy give the same clips?
+    python benchmarks/pipeline.py --set split.strategy=holdout --report benchmarks/reports/pipeline-holdout
 
 Each stage (in ``dvc stage list`` order: ``train@<seed>`` is one stage per
 run) runs as ``dvc repro -s <stage>`` in a sandbox copy of the project
@@ -84,8 +85,21 @@ def measure(cmd: list[str], cwd: Path) -> dict:
     return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_memory_gib": round(peak[0] / GIB, 3), "log": output}
 
 
-def run_pipeline(work: Path, source: Path, until: str | None) -> dict:
-    box = sandbox.create(PROJECT, work, {"extract": {"source": str(source.resolve())}})
+def overrides(assignments: list[str]) -> dict:
+    """``["split.strategy=holdout"]`` → ``{"split": {"strategy": "holdout"}}`` (values parsed as YAML)."""
+    tree: dict = {}
+    for assignment in assignments:
+        key, _, value = assignment.partition("=")
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return tree
+
+
+def run_pipeline(work: Path, source: Path, until: str | None, params: dict) -> dict:
+    box = sandbox.create(PROJECT, work, {**params, "extract": {**params.get("extract", {}), "source": str(source.resolve())}})
     dvc = [sys.executable, "-m", "dvc"]
     names = sandbox.dvc(box, "stage", "list", "--names-only").stdout.split()
     order = [n for n in DATA_STAGES if n in names] + [n for n in names if n not in DATA_STAGES]
@@ -200,7 +214,8 @@ def markdown(report: dict) -> str:
     lines = [
         "# Pipeline benchmark", "",
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB, Python {report['machine']['python']}. "
-        f"Source: `{report['source']}`. Default params. Command: `{report['command']}`.", "",
+        f"Source: `{report['source']}`. Params: {'defaults' if not report['params_overrides'] else 'defaults with ' + json.dumps(report['params_overrides'])}. "
+        f"Command: `{report['command']}`.", "",
         "| stage | wall (s) | CPU (s) | peak memory (GiB) |", "|---|---:|---:|---:|",
     ]  # fmt: skip
     for stage, m in run["stages"].items():
@@ -244,6 +259,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=PROJECT / "benchmarks/work", help="scratch folder (emptied first)")
     parser.add_argument("--report", type=Path, default=PROJECT / "benchmarks/reports/pipeline", help="report path without suffix")
     parser.add_argument("--until", help="stop after this stage, e.g. spectrograms")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param, e.g. split.strategy=holdout")
     parser.add_argument("--twice", action="store_true", help="run the data stages again from scratch and compare dvc.lock hashes")
     parser.add_argument("--esc50", action="store_true", help="check that an ESC-50-master copy gives the same clips")
     args = parser.parse_args()
@@ -251,10 +267,11 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     print(f"run 1: dvc repro in a sandbox of {PROJECT}", flush=True)
-    runs = [run_pipeline(args.work / "run1", args.source, args.until)]
+    params = overrides(args.set)
+    runs = [run_pipeline(args.work / "run1", args.source, args.until, params)]
     if args.twice:
         print("run 2: the data stages again, from scratch", flush=True)
-        runs.append(run_pipeline(args.work / "run2", args.source, "spectrograms"))
+        runs.append(run_pipeline(args.work / "run2", args.source, "spectrograms", params))
     first = runs[0]
     figures = {
         "augment_wall_s": first["stages"]["augment"]["wall_s"],
@@ -268,12 +285,14 @@ def main() -> None:
     if "ensemble" in first["stages"]:
         figures["ensemble_wall_s"] = first["stages"]["ensemble"]["wall_s"]
     report = {
-        "command": "python benchmarks/pipeline.py" + (f" --until {args.until}" if args.until else "")
+        "command": "python benchmarks/pipeline.py" + "".join(f" --set {a}" for a in args.set)
+                   + (f" --until {args.until}" if args.until else "")
                    + (" --twice" if args.twice else "") + (" --esc50" if args.esc50 else ""),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
                     "python": platform.python_version(), "platform": platform.platform()},  # fmt: skip
         "source": str(args.source),
+        "params_overrides": params,
         "runs": runs,
         "figures": figures,
         "targets": verdicts(figures),
