@@ -115,3 +115,19 @@ def test_bad_param_fails_the_stage_with_one_line(workspace):
     assert result.returncode != 0
     assert "error: params.yaml: augment.copies: expected an integer >= 1 (1 = originals only), got 0" in result.stderr + result.stdout
     assert not (workspace / "data/augmented").exists() or not any((workspace / "data/augmented").glob(".augmented.*"))
+    sandbox.set_params(workspace, TINY)  # leave the shared workspace valid for the tests after this one
+
+
+def test_temporary_experiment_logs_to_the_projects_store(workspace):
+    """``dvc exp run --temp`` works in .dvc/tmp/exps/…; its runs must land in the project's mlflow.db."""
+    from mlflow.tracking import MlflowClient
+
+    result = sandbox.dvc(workspace, "exp", "run", "--temp", "-S", "ensemble.population=7", "-n", "temp-exp")
+    assert "ensemble" in stages_run(result.stdout), result.stdout
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("audioclass")
+    runs = client.search_runs([experiment.experiment_id], "tags.dvc_exp_name = 'temp-exp'")
+    assert [r.data.tags["pipeline_role"] for r in runs] == ["ensemble"]
+    assert runs[0].data.params["ensemble.population"] == "7"
+    assert not list((workspace / ".dvc" / "tmp").rglob("mlflow.db"))  # no stray store in the temporary copy
+    assert experiment.artifact_location.startswith((workspace / "mlartifacts").resolve().as_uri())
