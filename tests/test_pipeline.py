@@ -81,6 +81,7 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     assert "swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
     assert sorted(report["member_mlflow_run_ids"]) == sorted(r.info.run_id for r in train_runs)
+    assert sorted(ensemble_run.data.params["member_mlflow_run_ids"].split(",")) == sorted(r.info.run_id for r in train_runs)
     for method in report["methods"].values():
         assert method["weights"] is None or abs(sum(method["weights"]) - 1) < 1e-6
     shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"]

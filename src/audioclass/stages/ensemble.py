@@ -190,9 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     runs = load_runs([args.models / f"run-{seed}" for seed in seeds])
     val_index = pd.read_csv(args.data / "val" / "index.csv", dtype={"source_id": str})
     test_index = pd.read_csv(args.data / "test" / "index.csv", dtype={"source_id": str})
-    with tracking.run("ensemble", {"ensemble": vars(cfg)}, tags={"pipeline_role": "ensemble"}):
+    members = [m.get("mlflow_run_id") for m in runs.metrics]
+    logged = {"ensemble": vars(cfg), "member_runs": ",".join(runs.names), "member_mlflow_run_ids": ",".join(map(str, members))}
+    with tracking.run("ensemble", logged, tags={"pipeline_role": "ensemble"}):
         report, predictions = ensemble(runs, val_index, test_index, cfg)
-        report["member_mlflow_run_ids"] = [m.get("mlflow_run_id") for m in runs.metrics]
+        report["member_mlflow_run_ids"] = members
         for method, r in report["methods"].items():
             tracking.log_metrics({f"{method}.{k}": r[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")})
         names = runs.metrics[0]["class_names"]
