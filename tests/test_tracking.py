@@ -35,3 +35,8 @@ def test_run_tags_name_the_dvc_stage_and_experiment(monkeypatch):
 
 def test_flatten_nested_params():
     assert tracking.flatten({"seed": 1, "model": {"width": 16, "opt": {"lr": 0.1}}}) == {"seed": 1, "model.width": 16, "model.opt.lr": 0.1}
+
+
+def test_run_tags_without_git(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert "mlflow.source.git.commit" not in tracking.run_tags()

@@ -50,7 +50,10 @@ def run_tags() -> dict[str, str]:
     tags = {"dvc_stage": os.environ.get("DVC_STAGE", "")}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:  # no git on this machine: the commit tag is a nicety, not a reason to fail
+        commit = ""
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return {k: v for k, v in tags.items() if v}

@@ -124,13 +124,17 @@ def load_runs(folders: list[Path]) -> Runs:
     return Runs([f.name for f in folders], np.stack(val), np.stack(test), metrics)
 
 
+def _clip_level_runs(probs: np.ndarray, index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(n_runs, n_clips, n_classes) clip-averaged probabilities, and the clips' labels."""
+    per_run = [clip_level(p, index) for p in probs]
+    return np.stack([mean for _, mean, _ in per_run]), per_run[0][2]
+
+
 def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg: EnsembleConfig) -> tuple[dict, pd.DataFrame]:
     """Every method's weights and scores, and a table of clip-level test labels and predictions per method."""
     y_val, y_test = val_index["label"].to_numpy(), test_index["label"].to_numpy()
-    clip_test = np.stack([clip_level(p, test_index)[1] for p in runs.test])
-    _, _, y_test_clip = clip_level(runs.test[0], test_index)
-    clip_val = np.stack([clip_level(p, val_index)[1] for p in runs.val])
-    _, _, y_val_clip = clip_level(runs.val[0], val_index)
+    clip_test, y_test_clip = _clip_level_runs(runs.test, test_index)
+    clip_val, y_val_clip = _clip_level_runs(runs.val, val_index)
 
     plan: dict[str, tuple[str, np.ndarray | None, int, float]] = {}
     for method in ("average", "maximum", "vote"):
