@@ -1,7 +1,5 @@
 """Stage spectrograms: shapes by formula, value ranges, bad params, per-split storage."""
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest

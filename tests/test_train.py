@@ -76,3 +76,20 @@ def test_fit_learns_and_is_deterministic_per_seed(data):
     metrics = summarize(a, data.val.index, predict(model_a, data.test), data.test.index, data.class_names)
     assert metrics["test_clip_accuracy"] > 0.6  # chance is 1/3
     assert np.array(metrics["test_clip_confusion"]).sum() == 9
+
+
+def test_missing_inputs_fail_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    train = subprocess.run(
+        [sys.executable, "-m", "audioclass.stages.train", "--params", str(PROJECT / "params.yaml"), "--seed", "1",
+         "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), "--metrics", str(tmp_path / "m.json"),
+         "--history", str(tmp_path / "h.csv")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert train.returncode == 1 and "Traceback" not in train.stderr
+    assert train.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'nowhere' / 'train' / 'index.csv'}: missing; expected the spectrogram stage's output (dvc repro spectrograms)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

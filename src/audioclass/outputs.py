@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from audioclass.errors import DataError
+
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
@@ -51,3 +53,10 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def require_inputs(paths: list[Path], expected: str) -> None:
+    """Raise one DataError line for the first missing input file, saying what should have made it."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"{path}: missing; expected {expected}")

@@ -38,7 +38,7 @@ from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.errors import ConfigError, DataError
 from audioclass.evaluation import accuracy, clip_level
-from audioclass.outputs import atomic_file
+from audioclass.outputs import atomic_file, require_inputs
 from audioclass.swarm import OPTIMISERS
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,7 @@ class Runs:
 def load_runs(folders: list[Path]) -> Runs:
     val, test, metrics = [], [], []
     for folder in folders:
-        for name in ("val_probs.npy", "test_probs.npy", "metrics.json"):
-            if not (folder / name).is_file():
-                raise DataError(f"{folder / name}: missing; expected a finished train run folder")
+        require_inputs([folder / n for n in ("val_probs.npy", "test_probs.npy", "metrics.json")], "a finished train run (dvc repro train)")
         val.append(np.load(folder / "val_probs.npy"))
         test.append(np.load(folder / "test_probs.npy"))
         metrics.append(json.loads((folder / "metrics.json").read_text()))
@@ -192,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(seeds) < 2:
         raise ConfigError(f"{args.params}: train.seeds: expected at least 2 runs to ensemble, got {seeds!r}")
     runs = load_runs([args.models / f"run-{seed}" for seed in seeds])
+    require_inputs([args.data / s / "index.csv" for s in ("val", "test")], "the spectrogram stage's output (dvc repro spectrograms)")
     val_index = pd.read_csv(args.data / "val" / "index.csv", dtype={"source_id": str})
     test_index = pd.read_csv(args.data / "test" / "index.csv", dtype={"source_id": str})
     members = [m.get("mlflow_run_id") for m in runs.metrics]

@@ -39,7 +39,7 @@ from audioclass.config import load_params, require, stage_config
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
 from audioclass.errors import ConfigError
-from audioclass.outputs import atomic_dir, atomic_file
+from audioclass.outputs import atomic_dir, atomic_file, require_inputs
 from audioclass.plots import confusion_png
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class Data:
 
 
 def load_data(folder: Path) -> Data:
+    files = [folder / name / f for name in ("train", "val", "test") for f in ("index.csv", "x.npy")]
+    require_inputs(files, "the spectrogram stage's output (dvc repro spectrograms)")
     splits = {}
     for name in ("train", "val", "test"):
         index = pd.read_csv(folder / name / "index.csv", dtype={"source_id": str})
