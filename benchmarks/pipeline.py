@@ -253,13 +253,32 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def benchmark_parser(doc: str | None, name: str) -> argparse.ArgumentParser:
+    """The options every benchmark has: the data, a scratch folder, the report path and param overrides."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=PROJECT.parent / "shared/datasets/ESC-10", help="ESC-10 release folder")
-    parser.add_argument("--work", type=Path, default=PROJECT / "benchmarks/work", help="scratch folder (emptied first)")
-    parser.add_argument("--report", type=Path, default=PROJECT / "benchmarks/reports/pipeline", help="report path without suffix")
-    parser.add_argument("--until", help="stop after this stage, e.g. spectrograms")
+    parser.add_argument("--work", type=Path, default=PROJECT / "benchmarks/work" / name, help="scratch folder (emptied first)")
+    parser.add_argument("--report", type=Path, default=PROJECT / "benchmarks/reports" / name, help="report path without suffix")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param, e.g. split.strategy=holdout")
+    return parser
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
+            "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
+
+
+def write_report(report: dict, text: str, path: Path) -> None:
+    """``<path>.json`` (every figure) and ``<path>.md`` (the readable summary, also printed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    path.with_suffix(".md").write_text(text)
+    print(text)
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, "pipeline")
+    parser.add_argument("--until", help="stop after this stage, e.g. spectrograms")
     parser.add_argument("--twice", action="store_true", help="run the data stages again from scratch and compare dvc.lock hashes")
     parser.add_argument("--esc50", action="store_true", help="check that an ESC-50-master copy gives the same clips")
     args = parser.parse_args()
@@ -289,8 +308,7 @@ def main() -> None:
                    + (f" --until {args.until}" if args.until else "")
                    + (" --twice" if args.twice else "") + (" --esc50" if args.esc50 else ""),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
-                    "python": platform.python_version(), "platform": platform.platform()},  # fmt: skip
+        "machine": machine(),
         "source": str(args.source),
         "params_overrides": params,
         "runs": runs,
@@ -305,10 +323,7 @@ def main() -> None:
     if args.esc50:
         with tempfile.TemporaryDirectory(dir=args.work) as tmp:
             report["esc50"] = esc50_check(args.source, Path(tmp), Path(first["sandbox"]) / "data/prepared")
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.report.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(report, markdown(report), args.report)
 
 
 if __name__ == "__main__":

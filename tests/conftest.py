@@ -115,6 +115,29 @@ def esc50_master(tmp_path) -> Path:
     return write_esc50_master(tmp_path / "ESC-50-master", tiny_clips())
 
 
+def band_spectrograms(n_clips: int, copies: int, seed: int, n_classes: int = 3):
+    """A spectrogram split where class c is a bright band at rows 2c..2c+1 of an (8, 16, 1) image, plus noise."""
+    from audioclass.stages.train import Split
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_clips) % n_classes, copies)
+    x = rng.uniform(0, 0.3, (len(labels), 8, 16, 1)).astype(np.float16)
+    for i, c in enumerate(labels):
+        x[i, 2 * c : 2 * c + 2] += 0.7
+    index = pd.DataFrame({"clip_id": np.repeat([f"s{seed}-c{i:03d}" for i in range(n_clips)], copies), "label": labels,
+                          "class_name": [f"class{c}" for c in labels]})  # fmt: skip
+    return Split(x, index)
+
+
+def write_spectrogram_folder(folder: Path, splits: dict) -> Path:
+    """The spectrogram stage's layout: ``<folder>/<split>/{x.npy,index.csv}``."""
+    for name, split in splits.items():
+        (folder / name).mkdir(parents=True)
+        np.save(folder / name / "x.npy", split.x)
+        split.index.to_csv(folder / name / "index.csv", index=False)
+    return folder
+
+
 def shared_esc10() -> Path:
     if not SHARED_ESC10.is_dir():
         pytest.skip(f"real ESC-10 release not found at {SHARED_ESC10} (set AUDIOCLASS_ESC10)")

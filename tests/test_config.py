@@ -57,8 +57,8 @@ def test_missing_key_and_missing_section():
     del raw["split"]["seed"]
     with pytest.raises(ConfigError, match=r"split\.seed: missing key"):
         stage_config(SplitConfig, raw, "split")
-    with pytest.raises(ConfigError, match="tune: missing section"):
-        stage_config(SplitConfig, raw, "tune")
+    with pytest.raises(ConfigError, match="evaluate: missing section"):
+        stage_config(SplitConfig, raw, "evaluate")
 
 
 def test_unreadable_params_file(tmp_path):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from audioclass import sandbox
 from conftest import PROJECT, shared_esc10
@@ -16,11 +17,12 @@ TINY = {
     "split": {"val_fraction": 0.34},
     "augment": {"copies": 2},
     "spectrograms": {"preview_per_class": 3},
+    "tune": {"trials": 2, "trial_epochs": 1, "data_fraction": 1.0, "startup_trials": 1, "warmup_epochs": 0},
     "train": {"seeds": [1, 2], "model": {"width": 4, "depth": 2}, "fit": {"epochs": 2, "batch_size": 16}},
     "ensemble": {"population": 6, "iterations": 5},
 }
 DATA_STAGES = ["extract", "split", "augment", "spectrograms"]
-MODEL_STAGES = ["train@1", "train@2", "ensemble"]
+MODEL_STAGES = ["tune", "train@1", "train@2", "ensemble"]
 PER_CLASS = 4
 
 
@@ -87,6 +89,47 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"]
     assert {"reports/train/run-1.json", "reports/train/run-2.json", "reports/ensemble/ensemble.json"} <= set(shown)
     assert np.load(workspace / "models/run-1/val_probs.npy").shape == (len(pd.read_csv(workspace / "data/spectrograms/val/index.csv")), 10)
+
+
+def mlflow_runs(workspace, role: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("audioclass")
+    return client.search_runs([experiment.experiment_id], f"tags.pipeline_role = '{role}'")
+
+
+def test_tuning_is_one_mlflow_run_with_nested_trials_and_its_best_params_train(workspace):
+    (parent,) = mlflow_runs(workspace, "tune")
+    trials = mlflow_runs(workspace, "tune_trial")
+    assert len(trials) == 2 and {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent.info.run_id}
+    assert {t.data.tags["dvc_stage"] for t in trials} == {"tune"}
+    best = yaml.safe_load((workspace / "reports/tune/best_params.yaml").read_text())
+    assert parent.data.tags["best_trial"] == str(json.loads((workspace / "reports/tune/tune.json").read_text())["best_trial"])
+    for run in mlflow_runs(workspace, "train"):
+        assert run.data.params["model.width"] == str(best["model"]["width"]) != "4"  # tuned, not train.model's 4
+        assert run.data.params["fit.learning_rate"] == str(best["fit"]["learning_rate"])
+    shown = json.loads(sandbox.dvc(workspace, "params", "diff", "--all", "--json").stdout)
+    assert "model.width" in shown["reports/tune/best_params.yaml"]  # DVC sees the tuned values as train's params
+
+
+def test_a_larger_tuning_budget_resumes_the_study_and_reruns_only_what_follows(workspace):
+    before = yaml.safe_load((workspace / "reports/tune/best_params.yaml").read_text())
+    sandbox.set_params(workspace, {"tune": {"trials": 3}})
+    ran = stages_run(sandbox.dvc(workspace, "repro").stdout)
+    assert len(pd.read_csv(workspace / "reports/tune/trials.csv")) == 3
+    assert len(mlflow_runs(workspace, "tune_trial")) == 3 and len(mlflow_runs(workspace, "tune")) == 1  # one new trial
+    changed = yaml.safe_load((workspace / "reports/tune/best_params.yaml").read_text()) != before
+    assert ran == (MODEL_STAGES if changed else ["tune"]), ran  # new best values retrain; a new header line alone does not
+
+
+def test_tuning_off_trains_with_the_params_as_written(workspace):
+    sandbox.set_params(workspace, {"tune": {"enabled": False}})
+    assert stages_run(sandbox.dvc(workspace, "repro").stdout) == MODEL_STAGES
+    best = yaml.safe_load((workspace / "reports/tune/best_params.yaml").read_text())
+    params = yaml.safe_load((workspace / "params.yaml").read_text())["train"]
+    assert best == {"model": params["model"], "fit": params["fit"]}
+    assert json.loads((workspace / "models/run-1/config.json").read_text())["model"]["width"] == 4
 
 
 def test_ensemble_param_reruns_only_the_ensemble(workspace):

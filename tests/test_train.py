@@ -8,27 +8,16 @@ from audioclass.config import load_params, stage_config
 from audioclass.errors import ConfigError
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
-from audioclass.stages.train import Data, FitParams, ModelParams, Split, TrainConfig, fit_run, predict
-from conftest import PROJECT
+from audioclass.stages.train import Data, FitParams, ModelParams, TrainConfig, fit_run, predict
+from conftest import PROJECT, band_spectrograms
 
 N_CLASSES = 3
 
 
-def split(n_clips: int, copies: int, seed: int) -> Split:
-    """Class c is a bright horizontal band at rows 2c..2c+1 of an (8, 16, 1) image, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(n_clips) % N_CLASSES, copies)
-    x = rng.uniform(0, 0.3, (len(labels), 8, 16, 1)).astype(np.float16)
-    for i, c in enumerate(labels):
-        x[i, 2 * c : 2 * c + 2] += 0.7
-    index = pd.DataFrame({"clip_id": np.repeat([f"s{seed}-c{i:03d}" for i in range(n_clips)], copies), "label": labels,
-                          "class_name": [f"class{c}" for c in labels]})  # fmt: skip
-    return Split(x, index)
-
-
 @pytest.fixture(scope="module")
 def data() -> Data:
-    return Data(split(30, 2, 0), split(9, 2, 1), split(9, 2, 2), tuple(f"class{c}" for c in range(N_CLASSES)))
+    return Data(band_spectrograms(30, 2, 0), band_spectrograms(9, 2, 1), band_spectrograms(9, 2, 2),
+                tuple(f"class{c}" for c in range(N_CLASSES)))  # fmt: skip
 
 
 MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3)

@@ -21,6 +21,9 @@ COMMANDS = {
     "split": ("audioclass.stages.split", "stage: assign clips to train / val / test without leakage"),
     "augment": ("audioclass.stages.augment", "stage: write each clip plus augmented copies as WAVs"),
     "spectrograms": ("audioclass.stages.spectrograms", "stage: render a spectrogram per file, per split"),
+    "tune": ("audioclass.stages.tune", "stage: Optuna study of the CNN's hyperparameters (or join one: --worker)"),
+    "train": ("audioclass.stages.train", "stage: fit one CNN run per seed"),
+    "ensemble": ("audioclass.stages.ensemble", "stage: combine the runs, weights fitted on validation"),
 }
 
 

@@ -64,6 +64,14 @@ def stage_config(cls: type[T], params: Mapping, section: str, source: str = "par
         raise ConfigError(f"{source}: {section}.{err.key}: {err.message}") from None
 
 
+def file_config(cls: type[T], path: str | Path) -> T:
+    """Build ``cls`` from a whole YAML file (e.g. tuned hyperparameters); errors read ``path: key: …``."""
+    try:
+        return from_mapping(cls, load_params(path))
+    except _KeyError as err:
+        raise ConfigError(f"{path}: {err.key}: {err.message}") from None
+
+
 def from_mapping(cls: type[T], raw: Any) -> T:
     """Build dataclass ``cls`` from ``raw``, rejecting unknown, missing or mistyped keys."""
     if not isinstance(raw, Mapping):
@@ -117,6 +125,10 @@ def _convert(value: Any, hint: Any, name: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise _TypeMismatch(f"expected a list, got {value!r}")
         return tuple(_convert(v, item, name) for v in value)
+    if hint is dict:  # a free-form mapping (e.g. a search space); its dataclass checks the contents
+        if not isinstance(value, Mapping):
+            raise _TypeMismatch(f"expected a mapping, got {value!r}")
+        return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise _TypeMismatch(f"expected true or false, got {value!r}")

@@ -4,10 +4,11 @@ Inputs are spectrogram batches ``(batch, n_bands, n_frames, n_channels)``;
 outputs are class probabilities ``(batch, n_classes)``.
 
 ``compact_cnn`` (default)
-    Built for CPUs: ``depth`` blocks of 3×3 conv → batch norm → ReLU →
-    2×2 max pool, doubling ``width`` each block (the first conv strides 2 in
-    time), then global average and max pooling, dropout and a softmax. About
-    0.1 M parameters at width 16, depth 4.
+    Built for CPUs: ``depth`` blocks of conv → batch norm → ReLU → 2×2 max
+    pool, doubling ``width`` each block, then global average and max pooling,
+    dropout and a softmax. The first conv is ``first_kernel`` square and
+    strides 2 in time; the others are 3×3. About 0.1 M parameters at width 16,
+    depth 4.
 ``book_cnn``
     The reference study's 2D CNN: Conv 32 (k×k) → Conv 64 3×3 → MaxPool 2 →
     Dropout 0.25 → Conv 64 3×3 → MaxPool 2 → Dropout 0.25 → Dense 128 →
@@ -47,7 +48,8 @@ def compact_cnn(input_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig) 
         # The first convolution strides 2 in time: 5 s at 23 ms hops is finer than
         # the classes need, and it halves the most expensive block (13 s vs 20 s an epoch).
         strides = (1, 2) if block == 0 else 1
-        x = layers.Conv2D(cfg.width * 2**block, 3, strides=strides, padding="same", use_bias=False)(x)
+        kernel = cfg.first_kernel if block == 0 else 3
+        x = layers.Conv2D(cfg.width * 2**block, kernel, strides=strides, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         x = layers.ReLU()(x)
         x = layers.MaxPooling2D(2, padding="same")(x)

@@ -59,22 +59,60 @@ def run_tags() -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
-@contextlib.contextmanager
-def run(name: str, params: Mapping[str, Any], *, nested: bool = False, tags: Mapping[str, str] | None = None) -> Iterator[Any]:
-    """Start an MLflow run with the standard tags and ``params`` (flattened) logged."""
+def _configure() -> None:
+    """Point MLflow at the store and the experiment (created on first use)."""
     import mlflow
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    name_ = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name_) is None:
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
         # Pin artifacts to the project root; MLflow's default (./mlruns of whichever
         # folder made the experiment) could be a temporary DVC experiment workspace.
-        mlflow.create_experiment(name_, artifact_location=(project_root() / "mlartifacts").as_uri())
-    mlflow.set_experiment(name_)
+        mlflow.create_experiment(name, artifact_location=(project_root() / "mlartifacts").as_uri())
+    mlflow.set_experiment(name)
+
+
+@contextlib.contextmanager
+def run(name: str, params: Mapping[str, Any], *, nested: bool = False, tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+    """Start an MLflow run with the standard tags and ``params`` (flattened) logged.
+
+    ``nested=True`` makes it a child of the run active in this process.
+    """
+    import mlflow
+
+    _configure()
     with mlflow.start_run(run_name=name, nested=nested, tags={**run_tags(), **(tags or {})}) as active:
         mlflow.log_params(flatten(params))
         yield active
+
+
+@contextlib.contextmanager
+def resume(run_id: str) -> Iterator[Any]:
+    """Make an existing run active again (e.g. a study's parent run, from another process)."""
+    import mlflow
+
+    _configure()
+    with mlflow.start_run(run_id=run_id) as active:
+        yield active
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether the current store has this (undeleted) run; a study may outlive an MLflow store."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    _configure()
+    try:
+        return mlflow.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:
+        return False
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    import mlflow
+
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,6 +1,9 @@
 """Stage ``train``: fit one CNN run on the spectrograms; one DVC stage per seed (foreach).
 
-Reads ``<data>/{train,val,test}/`` (the spectrogram stage's output) and writes,
+Reads ``<data>/{train,val,test}/`` (the spectrogram stage's output) and the
+model and fit hyperparameters from ``--hyperparameters`` (the tune stage's
+``best_params.yaml``: the tuned values, or ``train.model`` / ``train.fit``
+when tuning is off; without the option, ``params.yaml``'s). Writes,
 atomically, to ``<out>`` (e.g. ``models/run-1``)::
 
     model.keras          the fitted model (best validation epoch)
@@ -35,7 +38,7 @@ import pandas as pd
 
 from audioclass import tracking
 from audioclass.cli import run_stage, stage_parser
-from audioclass.config import load_params, require, stage_config
+from audioclass.config import file_config, load_params, require, stage_config
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
 from audioclass.errors import ConfigError
@@ -51,7 +54,7 @@ class ModelParams:
     width: int  # compact_cnn: filters in the first block, doubled per block
     depth: int  # compact_cnn: conv blocks
     dropout: float  # compact_cnn: before the classifier
-    first_kernel: int  # book_cnn: the first convolution's kernel size
+    first_kernel: int  # the first convolution's kernel size
 
     def __post_init__(self):
         require(self.architecture in ARCHITECTURES, "architecture", f"one of {sorted(ARCHITECTURES)}", self.architecture)
@@ -86,6 +89,14 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Hyperparameters:
+    """What the tune stage chooses and the train stage uses: the file between them."""
+
+    model: ModelParams
+    fit: FitParams
+
+
+@dataclass(frozen=True)
 class Split:
     """One split of the spectrogram stage: x (n, bands, frames, channels) and its index table."""
 
@@ -101,20 +112,21 @@ class Split:
 class Data:
     train: Split
     val: Split
-    test: Split
+    test: Split | None  # None where nothing may look at it (tuning)
     class_names: tuple[str, ...]
 
 
-def load_data(folder: Path) -> Data:
-    files = [folder / name / f for name in ("train", "val", "test") for f in ("index.csv", "x.npy")]
+def load_data(folder: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> Data:
+    """The spectrogram stage's splits; a split left out of ``splits`` is never read."""
+    files = [folder / name / f for name in splits for f in ("index.csv", "x.npy")]
     require_inputs(files, "the spectrogram stage's output (dvc repro spectrograms)")
-    splits = {}
-    for name in ("train", "val", "test"):
+    loaded = {}
+    for name in splits:
         index = pd.read_csv(folder / name / "index.csv", dtype={"source_id": str})
-        splits[name] = Split(np.load(folder / name / "x.npy"), index)
-    labels = pd.concat(s.index for s in splits.values()).drop_duplicates("label").sort_values("label")
+        loaded[name] = Split(np.load(folder / name / "x.npy"), index)
+    labels = pd.concat(s.index for s in loaded.values()).drop_duplicates("label").sort_values("label")
     class_names = tuple(labels.set_index("label")["class_name"].reindex(range(labels["label"].max() + 1), fill_value="?"))
-    return Data(**splits, class_names=class_names)
+    return Data(loaded["train"], loaded["val"], loaded.get("test"), class_names)
 
 
 def _dataset(split: Split, batch_size: int, *, shuffle_seed: int | None = None):
@@ -126,7 +138,8 @@ def _dataset(split: Split, batch_size: int, *, shuffle_seed: int | None = None):
     return ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(2)
 
 
-def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int, callbacks: tuple = ()) -> tuple[Any, pd.DataFrame]:
+def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int, callbacks: tuple = (),
+            verbose: int = 2) -> tuple[Any, pd.DataFrame]:  # fmt: skip
     """Build and fit one model; returns (model at its best validation epoch, history per epoch).
 
     The same function serves ``dvc repro`` and Optuna, so tuning and training
@@ -149,7 +162,7 @@ def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int,
         epochs=fit.epochs,
         callbacks=[early, *callbacks],
         shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=2,
+        verbose=verbose,
     )
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", np.arange(len(table)))
@@ -196,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("train", __doc__)
     parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of train.seeds)")
     parser.add_argument("--data", type=Path, required=True, help="the spectrogram stage's folder")
+    parser.add_argument("--hyperparameters", type=Path,
+                        help="model and fit values, e.g. reports/tune/best_params.yaml (default: params.yaml's train.model/fit)")
     parser.add_argument("--out", type=Path, required=True, help="the run's folder, e.g. models/run-1")
     parser.add_argument("--metrics", type=Path, required=True, help="DVC metrics file, e.g. reports/train/run-1.json")
     parser.add_argument("--history", type=Path, required=True, help="DVC plots file, e.g. reports/train/run-1.csv")
@@ -203,6 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = stage_config(TrainConfig, load_params(args.params), "train", args.params)
     if args.seed not in cfg.seeds:
         raise ConfigError(f"{args.params}: train.seeds: expected to contain --seed {args.seed}, got {list(cfg.seeds)}")
+    if args.hyperparameters:
+        require_inputs([args.hyperparameters], "the tune stage's output (dvc repro tune)")
+        chosen = file_config(Hyperparameters, args.hyperparameters)
+        cfg = dataclasses.replace(cfg, model=chosen.model, fit=chosen.fit)
     metrics, history = train(cfg, load_data(args.data), args.seed, args.out)
     with atomic_file(args.metrics) as tmp:
         tmp.write_text(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2) + "\n")
