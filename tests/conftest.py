@@ -138,6 +138,22 @@ def write_spectrogram_folder(folder: Path, splits: dict) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def pipeline_inputs(tmp_path_factory) -> Path:
+    """extract → augment (2 copies) → split on 5 synthetic clips per class at 8 kHz, 0.5 s:
+    ``<root>/augmented`` and ``<root>/split.csv``, as the feature stages read them."""
+    from audioclass.stages.augment import AugmentConfig, augment
+    from audioclass.stages.extract import ExtractConfig, extract
+    from audioclass.stages.split import SplitConfig, split
+
+    root = tmp_path_factory.mktemp("pipeline-inputs")
+    source = write_esc10_release(root / "ESC-10", tiny_clips(per_class=5))
+    meta = extract(config(ExtractConfig, "extract", source=str(source), sample_rate=8000, duration=0.5), root / "prepared", jobs=1)
+    augment(meta, root / "prepared", config(AugmentConfig, "augment", copies=2), root / "augmented", jobs=2)
+    split(meta, config(SplitConfig, "split", val_fraction=0.25)).to_csv(root / "split.csv", index=False)
+    return root
+
+
 def shared_esc10() -> Path:
     if not SHARED_ESC10.is_dir():
         pytest.skip(f"real ESC-10 release not found at {SHARED_ESC10} (set AUDIOCLASS_ESC10)")

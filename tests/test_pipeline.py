@@ -23,6 +23,7 @@ TINY = {
 }
 DATA_STAGES = ["extract", "split", "augment", "spectrograms"]
 MODEL_STAGES = ["tune", "train@1", "train@2", "ensemble"]
+BASELINE_STAGES = ["raw_vectors", "classical"]
 PER_CLASS = 4
 
 
@@ -37,7 +38,10 @@ def workspace(tmp_path_factory):
     source = sandbox.tiny_esc10(shared_esc10(), root / "ESC-10", PER_CLASS)
     work = sandbox.create(PROJECT, root / "project", {**TINY, "extract": {"source": str(source)}})
     first = sandbox.dvc(work, "repro")
-    assert stages_run(first.stdout) == DATA_STAGES + MODEL_STAGES, first.stdout
+    ran = stages_run(first.stdout)
+    assert sorted(ran) == sorted(DATA_STAGES + MODEL_STAGES + BASELINE_STAGES), first.stdout
+    assert [s for s in ran if s not in BASELINE_STAGES] == DATA_STAGES + MODEL_STAGES  # DVC's order: dependencies first
+    assert ran.index("spectrograms") < ran.index("tune") and ran.index("raw_vectors") < ran.index("classical")
     return work
 
 
@@ -132,6 +136,17 @@ def test_tuning_off_trains_with_the_params_as_written(workspace):
     assert json.loads((workspace / "models/run-1/config.json").read_text())["model"]["width"] == 4
 
 
+def test_classical_baselines_are_dvc_metrics_and_mlflow_runs(workspace):
+    x = np.load(workspace / "data/raw_vectors/train/x.npy")
+    assert x.shape[1] == 882 and 0 <= x.min() and x.max() <= 1
+    shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"]
+    metrics = shown["reports/baselines/classical.json"]["data"]
+    models = yaml.safe_load((PROJECT / "params.yaml").read_text())["classical"]["models"]  # the study's list, in full
+    assert sorted(metrics) == sorted(models) and 0 <= metrics["gaussian_nb"]["test_file_accuracy"] <= 1
+    assert len(mlflow_runs(workspace, "baseline")) == len(models) and len(mlflow_runs(workspace, "baselines")) == 1
+    assert "| gaussian_nb |" in (workspace / "reports/baselines/classical.md").read_text()
+
+
 def test_ensemble_param_reruns_only_the_ensemble(workspace):
     sandbox.set_params(workspace, {"ensemble": {"iterations": 6}})
     result = sandbox.dvc(workspace, "repro")
@@ -148,7 +163,8 @@ def test_spectrogram_param_reruns_spectrograms_and_what_depends_on_them(workspac
 def test_split_param_reruns_split_and_spectrograms_but_not_augment(workspace):
     sandbox.set_params(workspace, {"split": {"test_fold": 2}})
     result = sandbox.dvc(workspace, "repro")
-    assert stages_run(result.stdout) == ["split", "spectrograms", *MODEL_STAGES], result.stdout
+    ran = stages_run(result.stdout)
+    assert sorted(ran) == sorted(["split", "spectrograms", *MODEL_STAGES, *BASELINE_STAGES]), result.stdout
     index = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
     assert set(index["fold"]) == {2}
 

@@ -5,11 +5,8 @@ import pandas as pd
 import pytest
 
 from audioclass.errors import ConfigError, DataError
-from audioclass.stages.augment import AugmentConfig, augment
-from audioclass.stages.extract import ExtractConfig, extract
 from audioclass.stages.spectrograms import SpectrogramConfig, n_frames, render_spectrogram, spectrograms
-from audioclass.stages.split import SplitConfig, split
-from conftest import config, tiny_clips, tone, write_esc10_release
+from conftest import config, tone
 
 SR = 8000
 
@@ -54,17 +51,6 @@ def test_too_many_mels_for_the_fft_is_rejected():
     cfg(n_mels=32).check_rate(SR)  # 71 Hz apart: fine
     with pytest.raises(ConfigError, match=r"spectrograms\.fmax: expected at most Nyquist = 4000 Hz"):
         cfg(fmax=6000.0).check_rate(SR)
-
-
-@pytest.fixture(scope="module")
-def pipeline_inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("spec")
-    source = write_esc10_release(root / "ESC-10", tiny_clips(per_class=5))
-    meta = extract(config(ExtractConfig, "extract", source=str(source), sample_rate=SR, duration=0.5), root / "prepared", jobs=1)
-    augment(meta, root / "prepared", config(AugmentConfig, "augment", copies=2), root / "augmented", jobs=2)
-    table = split(meta, config(SplitConfig, "split", val_fraction=0.25))
-    table.to_csv(root / "split.csv", index=False)
-    return root
 
 
 def test_stage_writes_aligned_arrays_per_split_and_a_preview(pipeline_inputs, tmp_path):

@@ -39,10 +39,10 @@ import pandas as pd
 from audioclass import audio
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
-from audioclass.errors import ConfigError, DataError
+from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_dir, atomic_file
 from audioclass.parallel import parallel_map
-from audioclass.stages.split import SPLITS
+from audioclass.stages.split import SPLITS, files_by_split
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +171,7 @@ def plot_preview(images: list[np.ndarray | None], class_names: list[str], per_cl
 
 def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: Path, preview: Path, jobs: int) -> dict:
     """Run the stage; returns a summary (files and clips per split, classes, shape) for the metrics file."""
-    manifest = pd.read_csv(augmented / "manifest.csv", dtype={"source_id": str})
-    splits = pd.read_csv(split_csv, dtype={"source_id": str})[["clip_id", "split"]]
-    index = manifest.merge(splits, on="clip_id", how="left", validate="many_to_one")
-    if index["split"].isna().any():
-        missing = index.loc[index["split"].isna(), "clip_id"].iloc[0]
-        raise DataError(f"{split_csv}: clip {missing!r} has no split; expected the split of the same extract output")
-    index = index.sort_values(["clip_id", "copy"], ignore_index=True)
+    index = files_by_split(augmented, split_csv)
     first, sr = audio.read_wav(augmented / index["path"].iloc[0])
     cfg.check_rate(sr)
     shape = render_spectrogram(first, sr=sr, cfg=cfg).shape  # of one file; an empty split keeps it

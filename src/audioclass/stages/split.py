@@ -33,7 +33,7 @@ import pandas as pd
 
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
-from audioclass.errors import ConfigError
+from audioclass.errors import ConfigError, DataError
 from audioclass.grouping import grouped_folds
 from audioclass.outputs import atomic_file
 
@@ -118,6 +118,21 @@ def split(meta: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     table = meta[["clip_id", "source_id", "label", "fold"]].reset_index(drop=True).copy()
     table["split"] = assign_splits(meta, cfg)
     return table
+
+
+def files_by_split(augmented: Path, split_csv: Path) -> pd.DataFrame:
+    """The augment stage's manifest with each file's split, ordered by clip id, then copy.
+
+    Stages that turn augmented files into features read their input through this,
+    so every feature table has the same rows in the same order.
+    """
+    manifest = pd.read_csv(augmented / "manifest.csv", dtype={"source_id": str})
+    splits = pd.read_csv(split_csv, dtype={"source_id": str})[["clip_id", "split"]]
+    index = manifest.merge(splits, on="clip_id", how="left", validate="many_to_one")
+    if index["split"].isna().any():
+        missing = index.loc[index["split"].isna(), "clip_id"].iloc[0]
+        raise DataError(f"{split_csv}: clip {missing!r} has no split; expected the split of the same extract output")
+    return index.sort_values(["clip_id", "copy"], ignore_index=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,156 @@
+"""Stage ``classical``: the study's classical baselines on the raw 1D vectors; every fit an MLflow run.
+
+``classical.models`` names each model and gives its scikit-learn estimator and
+arguments, e.g. ``knn_3: {estimator: KNeighborsClassifier, n_neighbors: 3}``.
+The default list is the study's: nearest centroid, k-NN (k = 3, 7), Gaussian
+naive Bayes, random forests of 5–1000 trees, linear SVMs (C = 0.01–10) and an
+MLP (512, 128) trained with L-BFGS, plus a stratified dummy classifier as the
+floor. Estimators that take a ``random_state`` get ``classical.seed``.
+
+Each model is fitted on the train split of ``<data>`` (the raw_vectors stage's
+output) and scored on validation and test, at file level and at clip level
+(probabilities, or one-hot predictions for models without them, averaged over
+a clip's copies). Writes::
+
+    <out>/classical.json   metrics per model: accuracies, fit seconds (dvc metrics)
+    <out>/classical.md     a results table with the study's published figure beside ours
+
+MLflow: one parent run for the stage, one nested run per model with its
+params, metrics and clip-level test confusion matrix.
+
+Rerun with ``dvc repro classical``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+from sklearn.neural_network import MLPClassifier
+from sklearn.svm import SVC, LinearSVC
+
+from audioclass import tracking
+from audioclass.cli import run_stage, stage_parser
+from audioclass.config import load_params, require, stage_config
+from audioclass.errors import ConfigError
+from audioclass.evaluation import summarize
+from audioclass.outputs import atomic_file, require_inputs
+from audioclass.plots import confusion_png
+from audioclass.stages.split import SPLITS
+from audioclass.stages.train import Data, load_data
+
+log = logging.getLogger(__name__)
+
+ESTIMATORS = {cls.__name__: cls for cls in (DummyClassifier, NearestCentroid, KNeighborsClassifier, GaussianNB,
+                                            RandomForestClassifier, LinearSVC, SVC, LogisticRegression, MLPClassifier)}  # fmt: skip
+
+# The study's test accuracy on its 1,600 augmented test files (1D raw input), by our default model names.
+STUDY_FIGURES = {"nearest_centroid": 11.9, "knn_3": 12.1, "knn_7": 10.5, "gaussian_nb": 28.1, "random_forest_5": 22.6,
+                 "random_forest_50": 30.8, "random_forest_500": 32.8, "random_forest_1000": 34.4, "linear_svm_c001": 16.5,
+                 "linear_svm_c01": 17.5, "linear_svm_c1": 13.4, "linear_svm_c10": 10.2, "mlp_512_128_lbfgs": 19.1}  # fmt: skip
+
+
+def make_estimator(spec: dict, seed: int, jobs: int = 1) -> Any:
+    """The estimator a model spec names, seeded, with ``jobs`` workers where it takes them (never changes results)."""
+    kwargs = {k: v for k, v in spec.items() if k != "estimator"}
+    estimator = ESTIMATORS[spec["estimator"]](**kwargs)
+    settable = estimator.get_params()
+    estimator.set_params(**{k: v for k, v in {"random_state": seed, "n_jobs": jobs}.items() if k in settable and k not in kwargs})
+    return estimator
+
+
+@dataclass(frozen=True)
+class ClassicalConfig:
+    models: dict  # name → {estimator: <scikit-learn class>, **its arguments}
+    seed: int
+
+    def __post_init__(self):
+        require(len(self.models) >= 1, "models", "at least one model", self.models)
+        for name, spec in self.models.items():
+            key = f"models.{name}"
+            require(isinstance(spec, dict) and spec.get("estimator") in ESTIMATORS, key,
+                    f"a mapping with estimator: one of {sorted(ESTIMATORS)}", spec)  # fmt: skip
+            try:
+                make_estimator(spec, self.seed)
+            except TypeError as err:  # an argument the estimator does not take
+                require(False, key, f"arguments {spec['estimator']} takes ({err})", spec)
+
+
+def class_probabilities(estimator: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, n_classes) probabilities; one-hot predictions for estimators without ``predict_proba``."""
+    out = np.zeros((len(x), n_classes), dtype=np.float32)
+    if hasattr(estimator, "predict_proba"):
+        out[:, estimator.classes_] = estimator.predict_proba(x)
+    else:
+        out[np.arange(len(x)), estimator.predict(x)] = 1.0
+    return out
+
+
+def fit_model(name: str, spec: dict, data: Data, seed: int, jobs: int) -> dict:
+    """Fit one model on train; its validation and test scores, logged as a nested MLflow run."""
+    n_classes = len(data.class_names)
+    with tracking.run(f"classical-{name}", {"model": name, **spec}, nested=True, tags={"pipeline_role": "baseline"}):
+        estimator = make_estimator(spec, seed, jobs)
+        start = time.perf_counter()
+        try:
+            estimator.fit(data.train.x, data.train.y)
+        except ValueError as err:  # e.g. an argument value the estimator rejects
+            raise ConfigError(f"params.yaml: classical.models.{name}: {str(err).splitlines()[0]}") from None
+        seconds = time.perf_counter() - start
+        val = class_probabilities(estimator, data.val.x, n_classes)
+        test = class_probabilities(estimator, data.test.x, n_classes)
+        metrics = summarize(val, data.val.index, test, data.test.index, data.class_names)
+        metrics["fit_seconds"] = round(seconds, 2)
+        tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        with tempfile.TemporaryDirectory() as tmp:
+            png = Path(tmp) / "confusion.png"
+            confusion_png(metrics["test_clip_confusion"], list(data.class_names), png, f"{name}, test clips")
+            tracking.log_artifact(png)
+    log.info("%s: test %.3f file / %.3f clip, fit %.1f s", name, metrics["test_file_accuracy"], metrics["test_clip_accuracy"], seconds)
+    return metrics
+
+
+def results_table(results: dict[str, dict]) -> str:
+    lines = ["| model | test (file) | test (clip) | val (file) | study (file, its split) | fit (s) |", "|---|---:|---:|---:|---:|---:|"]
+    for name, m in results.items():
+        study = f"{STUDY_FIGURES[name]:.1f} %" if name in STUDY_FIGURES else "–"
+        lines.append(f"| {name} | {100 * m['test_file_accuracy']:.1f} % | {100 * m['test_clip_accuracy']:.1f} % | "
+                     f"{100 * m['val_file_accuracy']:.1f} % | {study} | {m['fit_seconds']:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def classical(cfg: ClassicalConfig, data: Data, out: Path, jobs: int) -> dict[str, dict]:
+    """Run the stage: every model in turn, then the metrics file and the table."""
+    with tracking.run("classical", {"models": ",".join(cfg.models), "seed": cfg.seed}, tags={"pipeline_role": "baselines"}):
+        results = {name: fit_model(name, spec, data, cfg.seed, jobs) for name, spec in cfg.models.items()}
+    metrics = {name: {k: v for k, v in m.items() if isinstance(v, (int, float))} for name, m in results.items()}
+    with atomic_file(out / "classical.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    with atomic_file(out / "classical.md") as tmp:
+        tmp.write_text("# Classical baselines on raw 1D vectors\n\n" + results_table(results))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("classical", __doc__, jobs=True)
+    parser.add_argument("--data", type=Path, required=True, help="the raw_vectors stage's folder")
+    parser.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports/baselines")
+    args = parser.parse_args(argv)
+    cfg = stage_config(ClassicalConfig, load_params(args.params), "classical", args.params)
+    require_inputs([args.data / s / f for s in SPLITS for f in ("index.csv", "x.npy")], "the raw_vectors stage's output (dvc repro raw_vectors)")
+    classical(cfg, load_data(args.data), args.out, args.jobs)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,103 @@
+"""Stage ``raw_vectors``: the study's 1D baseline input, one short raw-sample vector per augmented file.
+
+The study kept the first 2 s of each 44.1 kHz file and every 100th sample:
+882 values, scaled from int16 to [0, 1] by ``(x + 32768) / 65536``. Here the
+span (``seconds``) and the values kept per second (``rate``, 441 in the study)
+are params, so any sample rate gives the same time span and vector length: at
+22,050 Hz the stage keeps every 50th sample. Like the study it decimates
+without a low-pass filter; that is the baseline being reproduced.
+
+Reads the augment stage's folder and the split CSV; writes, atomically::
+
+    <out>/<split>/x.npy       (n_files, round(seconds × rate)) float32 in [0, 1]
+    <out>/<split>/index.csv   row i of x, as the spectrogram stage's index
+
+Rerun with ``dvc repro raw_vectors``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audioclass import audio
+from audioclass.cli import run_stage, stage_parser
+from audioclass.config import load_params, require, stage_config
+from audioclass.errors import ConfigError
+from audioclass.outputs import atomic_dir
+from audioclass.parallel import parallel_map
+from audioclass.stages.split import SPLITS, files_by_split
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256  # files per task
+
+
+@dataclass(frozen=True)
+class RawVectorConfig:
+    seconds: float  # span kept from the start of each file
+    rate: float  # values kept per second
+
+    def __post_init__(self):
+        require(self.seconds > 0, "seconds", "a positive number of seconds", self.seconds)
+        require(self.rate > 0, "rate", "a positive number of values per second", self.rate)
+
+    @property
+    def length(self) -> int:
+        return round(self.seconds * self.rate)
+
+    def positions(self, sr: int, n_samples: int) -> np.ndarray:
+        """Sample indices kept from a file of ``n_samples`` at ``sr`` Hz."""
+        if self.rate > sr:
+            raise ConfigError(f"params.yaml: raw_vectors.rate: expected at most the sample rate ({sr} Hz), got {self.rate}")
+        if self.seconds * sr > n_samples:
+            raise ConfigError(f"params.yaml: raw_vectors.seconds: expected at most the files' {n_samples / sr:g} s, got {self.seconds}")
+        return np.floor(np.arange(self.length) * (sr / self.rate)).astype(np.int64)
+
+
+def raw_vector(y: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The kept samples of ``y`` (float in [-1, 1]) scaled to [0, 1], as the study's (x + 32768) / 65536."""
+    return ((y[..., positions] + 1.0) / 2.0).astype(np.float32)
+
+
+def _chunk(paths: list[Path], positions: np.ndarray) -> np.ndarray:
+    return np.stack([raw_vector(audio.read_wav(p)[0], positions) for p in paths])
+
+
+def raw_vectors(augmented: Path, split_csv: Path, cfg: RawVectorConfig, out: Path, jobs: int) -> dict[str, int]:
+    """Run the stage; returns the number of files per split."""
+    index = files_by_split(augmented, split_csv)
+    first, sr = audio.read_wav(augmented / index["path"].iloc[0])
+    positions = cfg.positions(sr, len(first))
+    counts = {}
+    with atomic_dir(out) as tmp:
+        for name in SPLITS:
+            part = index[index["split"] == name].reset_index(drop=True)
+            paths = [augmented / p for p in part["path"]]
+            chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+            parts = parallel_map(functools.partial(_chunk, positions=positions), chunks, jobs=jobs, desc=f"raw vectors {name}", unit="chunk")
+            x = np.concatenate(parts) if parts else np.zeros((0, cfg.length), np.float32)
+            (tmp / name).mkdir()
+            np.save(tmp / name / "x.npy", x)
+            part.to_csv(tmp / name / "index.csv", index=False)
+            counts[name] = len(part)
+            log.info("%s: %d files, array %s", name, len(part), x.shape)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("raw_vectors", __doc__, jobs=True)
+    parser.add_argument("--augmented", type=Path, required=True, help="augment's output folder")
+    parser.add_argument("--split", type=Path, required=True, help="split's CSV")
+    parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/raw_vectors")
+    args = parser.parse_args(argv)
+    cfg = stage_config(RawVectorConfig, load_params(args.params), "raw_vectors", args.params)
+    raw_vectors(args.augmented, args.split, cfg, args.out, args.jobs)
+
+
+if __name__ == "__main__":
+    run_stage(main)
