@@ -126,3 +126,32 @@ def test_an_argument_value_the_estimator_rejects_is_named(vector_data, tmp_path,
     with pytest.raises(ConfigError, match=r"^params\.yaml: classical\.models\.knn: The 'n_neighbors' parameter"):
         classical(cfg, vector_data, tmp_path / "reports", jobs=1)
     assert not (tmp_path / "reports" / "classical.json").exists()
+
+
+@pytest.mark.parametrize(("architecture", "convs", "pools"), [("shallow", 1, 1), ("medium", 3, 1), ("deep0", 5, 2), ("deep1", 7, 3), ("deep2", 9, 4)])
+def test_the_1d_family_comes_from_one_definition(architecture, convs, pools):
+    from audioclass.stages.cnn1d import build
+
+    model = build(architecture, 7, 882, 10)
+    layers = [type(layer).__name__ for layer in model.layers]
+    assert layers.count("Conv1D") == convs and layers.count("MaxPooling1D") == pools
+    first = next(layer for layer in model.layers if type(layer).__name__ == "Conv1D")
+    assert first.kernel_size == (7,) and first.filters == 32
+    assert model.output_shape == (None, 10)
+
+
+def test_a_1d_cell_learns_separable_vectors_deterministically(vector_data):
+    from audioclass.stages.cnn1d import Cnn1dConfig, fit_cell
+
+    cfg = Cnn1dConfig(("shallow",), (3,), epochs=6, batch_size=8, learning_rate=0.003, seed=1)
+    metrics, curve = fit_cell(cfg, "shallow", 3, vector_data)
+    again, _ = fit_cell(cfg, "shallow", 3, vector_data)
+    assert metrics["test_file_accuracy"] > 0.6 and len(curve) == 6  # chance is 1/3
+    assert metrics["val_file_accuracy"] == again["val_file_accuracy"] and metrics["best_epoch"] == curve["val_loss"].idxmin()
+
+
+def test_1d_grid_params_are_checked():
+    from audioclass.stages.cnn1d import Cnn1dConfig
+
+    with pytest.raises(ConfigError, match=r"^architectures: expected names from \['shallow', 'medium', 'deep0', 'deep1', 'deep2'\], got 'deep9'"):
+        config(Cnn1dConfig, "cnn1d", architectures=["deep9"])

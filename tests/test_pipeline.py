@@ -20,10 +20,11 @@ TINY = {
     "tune": {"trials": 2, "trial_epochs": 1, "data_fraction": 1.0, "startup_trials": 1, "warmup_epochs": 0},
     "train": {"seeds": [1, 2], "model": {"width": 4, "depth": 2}, "fit": {"epochs": 2, "batch_size": 16}},
     "ensemble": {"population": 6, "iterations": 5},
+    "cnn1d": {"epochs": 2},
 }
 DATA_STAGES = ["extract", "split", "augment", "spectrograms"]
 MODEL_STAGES = ["tune", "train@1", "train@2", "ensemble"]
-BASELINE_STAGES = ["raw_vectors", "classical"]
+BASELINE_STAGES = ["raw_vectors", "classical", "cnn1d@deep1-7"]
 PER_CLASS = 4
 
 
@@ -136,14 +137,17 @@ def test_tuning_off_trains_with_the_params_as_written(workspace):
     assert json.loads((workspace / "models/run-1/config.json").read_text())["model"]["width"] == 4
 
 
-def test_classical_baselines_are_dvc_metrics_and_mlflow_runs(workspace):
+def test_baselines_are_dvc_metrics_and_mlflow_runs(workspace):
     x = np.load(workspace / "data/raw_vectors/train/x.npy")
     assert x.shape[1] == 882 and 0 <= x.min() and x.max() <= 1
     shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"]
     metrics = shown["reports/baselines/classical.json"]["data"]
     models = yaml.safe_load((PROJECT / "params.yaml").read_text())["classical"]["models"]  # the study's list, in full
     assert sorted(metrics) == sorted(models) and 0 <= metrics["gaussian_nb"]["test_file_accuracy"] <= 1
-    assert len(mlflow_runs(workspace, "baseline")) == len(models) and len(mlflow_runs(workspace, "baselines")) == 1
+    assert len(mlflow_runs(workspace, "baseline")) == len(models) + 1 and len(mlflow_runs(workspace, "baselines")) == 1  # + the 1D CNN
+    cnn = shown["reports/baselines/cnn1d/deep1-k7.json"]["data"]
+    assert 0 <= cnn["test_clip_accuracy"] <= 1 and cnn["best_epoch"] in (0, 1)
+    assert len(pd.read_csv(workspace / "reports/baselines/cnn1d/deep1-k7.csv")) == 2  # one row per epoch
     assert "| gaussian_nb |" in (workspace / "reports/baselines/classical.md").read_text()
 
 
