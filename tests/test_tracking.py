@@ -40,3 +40,11 @@ def test_flatten_nested_params():
 def test_run_tags_without_git(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert "mlflow.source.git.commit" not in tracking.run_tags()
+
+
+def test_epoch_logger_never_starts_a_run_of_its_own(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.epoch_logger().on_epoch_end(0, {"loss": 1.0})
+    assert mlflow.active_run() is None

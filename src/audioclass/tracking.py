@@ -152,11 +152,17 @@ def log_keras_model(model: Any) -> None:
 
 
 def epoch_logger() -> Any:
-    """A Keras callback that logs every epoch's metrics (loss, accuracy, val_*) to the active run."""
+    """A Keras callback that logs every epoch's metrics (loss, accuracy, val_*) to the active run.
+
+    Without an active run it logs nothing: MLflow would otherwise start a stray
+    run of its own and leave it open in the process.
+    """
     import keras
+    import mlflow
 
     class EpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            log_metrics(logs or {}, step=epoch)
+            if mlflow.active_run() is not None:
+                log_metrics(logs or {}, step=epoch)
 
     return EpochLogger()
