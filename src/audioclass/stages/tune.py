@@ -225,6 +225,7 @@ def storage_url(cfg: TuneConfig) -> tuple[str, str]:
 
 def open_storage(url: str, source: str) -> Any:
     import optuna
+    import sqlalchemy.exc
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     try:
@@ -233,7 +234,15 @@ def open_storage(url: str, source: str) -> Any:
             return JournalStorage(JournalFileBackend(str(path if path.is_absolute() else tracking.project_root() / path)))
         # Several local workers can share one SQLite file: wait for its write lock rather than fail.
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        for attempt in range(3):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+            except sqlalchemy.exc.IntegrityError:
+                # Workers starting together on an empty database race to create Optuna's
+                # tables; the losers find them made on a second look.
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
     except Exception as err:  # noqa: BLE001 - any driver's failure becomes one line naming the setting
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{source}: cannot open Optuna storage {url!r}: {first_line}") from None
