@@ -45,10 +45,10 @@ from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.errors import ConfigError
 from audioclass.evaluation import summarize
-from audioclass.outputs import atomic_file, require_inputs
+from audioclass.outputs import atomic_file
 from audioclass.plots import confusion_png
-from audioclass.stages.split import SPLITS
-from audioclass.stages.train import Data, load_data
+from audioclass.stages.raw_vectors import load_raw_vectors
+from audioclass.stages.train import Data
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports/baselines")
     args = parser.parse_args(argv)
     cfg = stage_config(ClassicalConfig, load_params(args.params), "classical", args.params)
-    require_inputs([args.data / s / f for s in SPLITS for f in ("index.csv", "x.npy")], "the raw_vectors stage's output (dvc repro raw_vectors)")
-    classical(cfg, load_data(args.data), args.out, args.jobs)
+    classical(cfg, load_raw_vectors(args.data), args.out, args.jobs)
 
 
 if __name__ == "__main__":

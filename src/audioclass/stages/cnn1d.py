@@ -41,9 +41,9 @@ from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.errors import ConfigError
 from audioclass.evaluation import summarize
-from audioclass.outputs import atomic_file, require_inputs
-from audioclass.stages.split import SPLITS
-from audioclass.stages.train import Data, load_data
+from audioclass.outputs import atomic_file
+from audioclass.stages.raw_vectors import load_raw_vectors
+from audioclass.stages.train import Data
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.architecture not in cfg.architectures or args.kernel not in cfg.first_kernels:
         raise ConfigError(f"{args.params}: cnn1d: expected the grid to contain {args.architecture} with kernel {args.kernel}, "
                           f"got {list(cfg.architectures)} × {list(cfg.first_kernels)}")  # fmt: skip
-    require_inputs([args.data / s / f for s in SPLITS for f in ("index.csv", "x.npy")], "the raw_vectors stage's output (dvc repro raw_vectors)")
-    data = load_data(args.data)
+    data = load_raw_vectors(args.data)
     name = f"{args.architecture}-k{args.kernel}"
     params = {"architecture": args.architecture, "first_kernel": args.kernel, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
               "learning_rate": cfg.learning_rate, "seed": cfg.seed}  # fmt: skip
