@@ -117,7 +117,7 @@ def esc50_master(tmp_path) -> Path:
 
 def band_spectrograms(n_clips: int, copies: int, seed: int, n_classes: int = 3):
     """A spectrogram split where class c is a bright band at rows 2c..2c+1 of an (8, 16, 1) image, plus noise."""
-    from audioclass.stages.train import Split
+    from audioclass.dataset import Split
 
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_clips) % n_classes, copies)

@@ -9,7 +9,7 @@ from audioclass import audio
 from audioclass.errors import ConfigError
 from audioclass.stages.classical import ClassicalConfig, classical, make_estimator
 from audioclass.stages.raw_vectors import RawVectorConfig, raw_vector, raw_vectors
-from audioclass.stages.train import Data, Split
+from audioclass.dataset import Data, Split
 from conftest import config
 
 

@@ -8,7 +8,8 @@ from audioclass.config import load_params, stage_config
 from audioclass.errors import ConfigError
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
-from audioclass.stages.train import Data, FitParams, ModelParams, TrainConfig, fit_run, predict
+from audioclass.dataset import Data
+from audioclass.stages.train import FitParams, ModelParams, TrainConfig, fit_run, predict
 from conftest import PROJECT, band_spectrograms
 
 N_CLASSES = 3

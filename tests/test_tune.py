@@ -15,7 +15,8 @@ import yaml
 
 from audioclass.config import file_config, load_params
 from audioclass.errors import ConfigError
-from audioclass.stages.train import FitParams, Hyperparameters, ModelParams, load_data
+from audioclass.dataset import load_data
+from audioclass.stages.train import FitParams, Hyperparameters, ModelParams
 from audioclass.stages.tune import (STORAGE_ENV, TuneConfig, check_space, objective, open_storage, study_name, subset, trial_data,
                                     trial_hyperparameters, tune)  # fmt: skip
 from conftest import PROJECT, band_spectrograms, config, write_spectrogram_folder

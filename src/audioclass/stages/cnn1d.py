@@ -39,11 +39,11 @@ import pandas as pd
 from audioclass import tracking
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
+from audioclass.dataset import Data
 from audioclass.errors import ConfigError
 from audioclass.evaluation import summarize
 from audioclass.outputs import atomic_file
 from audioclass.stages.raw_vectors import load_raw_vectors
-from audioclass.stages.train import Data
 
 log = logging.getLogger(__name__)
 

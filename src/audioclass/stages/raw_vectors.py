@@ -21,15 +21,15 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from audioclass import audio
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
+from audioclass.dataset import Data, load_data
 from audioclass.errors import ConfigError
-from audioclass.outputs import atomic_dir, require_inputs
+from audioclass.outputs import atomic_dir
 from audioclass.parallel import parallel_map
 from audioclass.stages.split import SPLITS, files_by_split
 
@@ -90,12 +90,9 @@ def raw_vectors(augmented: Path, split_csv: Path, cfg: RawVectorConfig, out: Pat
     return counts
 
 
-def load_raw_vectors(folder: Path) -> Any:
-    """This stage's output as the models read it: a :class:`audioclass.stages.train.Data` of its three splits."""
-    from audioclass.stages.train import load_data  # TensorFlow comes with it: only the model stages need it
-
-    require_inputs([folder / s / f for s in SPLITS for f in ("index.csv", "x.npy")], "the raw_vectors stage's output (dvc repro raw_vectors)")
-    return load_data(folder)
+def load_raw_vectors(folder: Path) -> Data:
+    """This stage's output as the models read it."""
+    return load_data(folder, expected="the raw_vectors stage's output (dvc repro raw_vectors)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,6 +39,7 @@ import pandas as pd
 from audioclass import tracking
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import file_config, load_params, require, stage_config
+from audioclass.dataset import Data, Split, load_data
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
 from audioclass.errors import ConfigError
@@ -94,39 +95,6 @@ class Hyperparameters:
 
     model: ModelParams
     fit: FitParams
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split of the spectrogram stage: x (n, bands, frames, channels) and its index table."""
-
-    x: np.ndarray
-    index: pd.DataFrame
-
-    @property
-    def y(self) -> np.ndarray:
-        return self.index["label"].to_numpy()
-
-
-@dataclass(frozen=True)
-class Data:
-    train: Split
-    val: Split
-    test: Split | None  # None where nothing may look at it (tuning)
-    class_names: tuple[str, ...]
-
-
-def load_data(folder: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> Data:
-    """The spectrogram stage's splits; a split left out of ``splits`` is never read."""
-    files = [folder / name / f for name in splits for f in ("index.csv", "x.npy")]
-    require_inputs(files, "the spectrogram stage's output (dvc repro spectrograms)")
-    loaded = {}
-    for name in splits:
-        index = pd.read_csv(folder / name / "index.csv", dtype={"source_id": str})
-        loaded[name] = Split(np.load(folder / name / "x.npy"), index)
-    labels = pd.concat(s.index for s in loaded.values()).drop_duplicates("label").sort_values("label")
-    class_names = tuple(labels.set_index("label")["class_name"].reindex(range(labels["label"].max() + 1), fill_value="?"))
-    return Data(loaded["train"], loaded["val"], loaded.get("test"), class_names)
 
 
 def _dataset(split: Split, batch_size: int, *, shuffle_seed: int | None = None):

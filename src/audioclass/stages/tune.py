@@ -71,7 +71,8 @@ from audioclass.cli import run_stage, stage_parser
 from audioclass.config import from_mapping, load_params, require, stage_config
 from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_file
-from audioclass.stages.train import Data, FitParams, Hyperparameters, ModelParams, Split, TrainConfig, fit_run, load_data
+from audioclass.dataset import Data, Split, load_data
+from audioclass.stages.train import FitParams, Hyperparameters, ModelParams, TrainConfig, fit_run
 
 log = logging.getLogger(__name__)
 

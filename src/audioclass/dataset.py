@@ -1,0 +1,55 @@
+"""The contract between a feature stage and the models: ``<folder>/<split>/{x.npy,index.csv}``.
+
+The spectrogram, raw_vectors and features stages each write one such folder;
+row i of ``x.npy`` is row i of ``index.csv``, which has at least ``clip_id``,
+``label`` and ``class_name``. Reading it needs NumPy and pandas only, so the
+scikit-learn stages never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audioclass.outputs import require_inputs
+from audioclass.stages.split import SPLITS
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: x (n, …) with one row per file, and its index table."""
+
+    x: np.ndarray
+    index: pd.DataFrame
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.index["label"].to_numpy()
+
+
+@dataclass(frozen=True)
+class Data:
+    train: Split
+    val: Split
+    test: Split | None  # None where nothing may look at it (tuning)
+    class_names: tuple[str, ...]
+
+
+def load_data(folder: Path, splits: tuple[str, ...] = SPLITS, *,
+              expected: str = "the spectrogram stage's output (dvc repro spectrograms)") -> Data:  # fmt: skip
+    """A feature stage's splits; a split left out of ``splits`` is never read.
+
+    ``expected`` says what ``folder`` should be, for the error when it is missing.
+    """
+    files = [folder / name / f for name in splits for f in ("index.csv", "x.npy")]
+    require_inputs(files, expected)
+    loaded = {}
+    for name in splits:
+        index = pd.read_csv(folder / name / "index.csv", dtype={"source_id": str})
+        loaded[name] = Split(np.load(folder / name / "x.npy"), index)
+    labels = pd.concat(s.index for s in loaded.values()).drop_duplicates("label").sort_values("label")
+    class_names = tuple(labels.set_index("label")["class_name"].reindex(range(labels["label"].max() + 1), fill_value="?"))
+    return Data(loaded["train"], loaded["val"], loaded.get("test"), class_names)
