@@ -5,6 +5,8 @@
     python benchmarks/pipeline.py --twice               # plus the data stages again: identical dvc.lock hashes?
     python benchmarks/pipeline.py --esc50               # plus: does an ESC-50-master copy give the same clips?
     python benchmarks/pipeline.py --set split.strategy=holdout --report benchmarks/reports/pipeline-holdout
+    python benchmarks/pipeline.py --from-cache --stages raw_vectors,classical,cnn1d@deep1-7,features,feature_models \
+        --report benchmarks/reports/baselines          # just these stages, on the project's cached data
 
 Each stage (in ``dvc stage list`` order: ``train@<seed>`` is one stage per
 run) runs as ``dvc repro -s <stage>`` in a sandbox copy of the project
@@ -42,12 +44,14 @@ from audioclass.layouts import ESC10_FOLDERS
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ("extract", "split", "augment", "spectrograms")
+BASELINE_STAGES = ("raw_vectors", "classical", "cnn1d", "features", "feature_models")  # cnn1d: every cnn1d@<cell>
 GIB = 1024**3
 TARGETS = {  # (what, limit, unit) on a 2-core machine, from issues 2 and 3
     "augment_wall_s": ("augmentation of 8,000 files", 8 * 60, "s"),
     "spectrograms_wall_s": ("spectrograms for 8,000 files", 60, "s"),
     "train_wall_s": ("training every run", 15 * 60, "s"),
     "ensemble_wall_s": ("ensemble, all six optimisers", 30, "s"),
+    "baselines_wall_s": ("the default baseline stages together (issue 5)", 10 * 60, "s"),
     "noop_repro_wall_s": ("second dvc repro, nothing changed", 10, "s"),
     "peak_memory_gib": ("peak memory of any stage", 4, "GiB"),
 }
@@ -98,24 +102,61 @@ def overrides(assignments: list[str]) -> dict:
     return tree
 
 
-def run_pipeline(work: Path, source: Path, until: str | None, params: dict) -> dict:
+def run_pipeline(work: Path, source: Path, until: str | None, params: dict, only: list[str] | None = None,
+                 from_cache: bool = False) -> dict:  # fmt: skip
     box = sandbox.create(PROJECT, work, {**params, "extract": {**params.get("extract", {}), "source": str(source.resolve())}})
     dvc = [sys.executable, "-m", "dvc"]
+    if from_cache:  # the outputs the project's dvc.lock records, linked from its cache rather than recomputed
+        sandbox.dvc(box, "config", "--local", "cache.dir", str(PROJECT / ".dvc" / "cache"))
+        sandbox.dvc(box, "checkout", check=False)
     names = sandbox.dvc(box, "stage", "list", "--names-only").stdout.split()
     order = [n for n in DATA_STAGES if n in names] + [n for n in names if n not in DATA_STAGES]
     if until:
         order = order[: order.index(until) + 1]
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise SystemExit(f"--stages: expected stages of dvc.yaml ({', '.join(names)}), got {', '.join(unknown)}")
+        order = only
     stages = {}
     for stage in order:
         print(f"  {stage} …", flush=True)
-        stages[stage] = measure([*dvc, "repro", "-s", stage], box)
+        # --force: with --from-cache the stage's outputs are already checked out and up to date.
+        stages[stage] = measure([*dvc, "repro", "-s", *(["--force"] if only else []), stage], box)
+        if "Running stage" not in stages[stage]["log"]:
+            raise SystemExit(f"{stage} did not run:\n{stages[stage]['log']}")
         print(f"    {stages[stage]['wall_s']} s wall, {stages[stage]['cpu_s']} s CPU, "
               f"{stages[stage]['peak_memory_gib']} GiB peak", flush=True)  # fmt: skip
-    noop = measure([*dvc, "repro", *order], box)
+    noop = measure([*dvc, "repro", *(["--single-item"] if only else []), *order], box)
     assert "Running stage" not in noop["log"], noop["log"]
     for result in [*stages.values(), noop]:
         result.pop("log")
-    counts = {
+    result = {"sandbox": str(box), "stages": stages, "noop_repro": noop, "counts": counts(box)}
+    runs = {}
+    for stage in (s for s in stages if s.startswith("train@")):
+        metrics = json.loads((box / f"reports/train/run-{stage.split('@')[1]}.json").read_text())
+        runs[stage] = {**{k: metrics[k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy", "epochs_run", "best_epoch")},
+                       "seconds_per_epoch": round(stages[stage]["wall_s"] / metrics["epochs_run"], 1)}  # fmt: skip
+    if runs:
+        result["runs"] = runs
+    if "ensemble" in stages:
+        result["ensemble"] = json.loads((box / "reports/ensemble/ensemble.json").read_text())
+        result["ensemble_table"] = (box / "reports/ensemble/ensemble.md").read_text()
+    tables = {"classical": "classical.md", "feature_models": "features.md"}
+    result["baseline_tables"] = {f"reports/baselines/{md}": (box / "reports/baselines" / md).read_text() for s, md in tables.items() if s in stages}
+    for stage in (s for s in stages if s.startswith("cnn1d@")):
+        architecture, kernel = stage.split("@")[1].rsplit("-", 1)
+        result.setdefault("cnn1d", {})[stage] = json.loads((box / f"reports/baselines/cnn1d/{architecture}-k{kernel}.json").read_text())
+    if "report" in stages:
+        result["results_table"] = (box / "reports/results.md").read_text()
+    return result
+
+
+def counts(box: Path) -> dict:
+    """What the data stages produced; empty where they did not run."""
+    if not (box / "data/spectrograms/train/x.npy").is_file():
+        return {}
+    return {
         "prepared_clips": len(pd.read_csv(box / "data/prepared/metadata.csv")),
         "augmented_wavs": len(list((box / "data/augmented/wav").glob("*.wav"))),
         "spectrograms": {s: int(np.load(box / f"data/spectrograms/{s}/x.npy", mmap_mode="r").shape[0])
@@ -125,18 +166,6 @@ def run_pipeline(work: Path, source: Path, until: str | None, params: dict) -> d
         "preview_png": (box / "reports/spectrogram_grid.png").is_file(),
         "augmented_gib": round(sum(p.stat().st_size for p in (box / "data/augmented").rglob("*") if p.is_file()) / GIB, 3),
     }
-    result = {"sandbox": str(box), "stages": stages, "noop_repro": noop, "counts": counts}
-    runs = {}
-    for stage in (s for s in stages if s.startswith("train@")):
-        metrics = json.loads((box / f"reports/train/run-{stage.split('@')[1]}.json").read_text())
-        runs[stage] = {**{k: metrics[k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy", "epochs_run", "best_epoch")},
-                       "seconds_per_epoch": round(stages[stage]["wall_s"] / metrics["epochs_run"], 1)}  # fmt: skip
-    if runs:
-        result["runs"] = runs
-    if (box / "reports/ensemble/ensemble.json").is_file():
-        result["ensemble"] = json.loads((box / "reports/ensemble/ensemble.json").read_text())
-        result["ensemble_table"] = (box / "reports/ensemble/ensemble.md").read_text()
-    return result
 
 
 def lock_hashes(box: Path) -> dict:
@@ -223,13 +252,14 @@ def markdown(report: dict) -> str:
     m = run["noop_repro"]
     lines += [f"| second `dvc repro` (no-op) | {m['wall_s']} | {m['cpu_s']} | {m['peak_memory_gib']} |", ""]
     c = run["counts"]
-    lines += [
-        f"Produced: {c['prepared_clips']} prepared clips ({min(c['clips_per_class'].values())}–"
-        f"{max(c['clips_per_class'].values())} per class), {c['augmented_wavs']} augmented WAVs "
-        f"({c['augmented_gib']} GiB), spectrograms {c['spectrograms']} of shape {c['spectrogram_shape']}, "
-        f"preview PNG: {'yes' if c['preview_png'] else 'no'}.", "",
-        "| target | limit | measured | met |", "|---|---|---|---|",
-    ]  # fmt: skip
+    if c:
+        lines += [
+            f"Produced: {c['prepared_clips']} prepared clips ({min(c['clips_per_class'].values())}–"
+            f"{max(c['clips_per_class'].values())} per class), {c['augmented_wavs']} augmented WAVs "
+            f"({c['augmented_gib']} GiB), spectrograms {c['spectrograms']} of shape {c['spectrogram_shape']}, "
+            f"preview PNG: {'yes' if c['preview_png'] else 'no'}.", "",
+        ]  # fmt: skip
+    lines += ["| target | limit | measured | met |", "|---|---|---|---|"]
     for v in report["targets"]:
         lines.append(f"| {v['target']} | {v['limit']} | {v['measured']} | {'yes' if v['met'] else 'no: ' + v['gap']} |")
     if "runs" in run:
@@ -237,8 +267,15 @@ def markdown(report: dict) -> str:
         for name, r in run["runs"].items():
             lines.append(f"| {name} | {r['epochs_run']} | {r['best_epoch']} | {r['seconds_per_epoch']} | "
                          f"{100 * r['val_file_accuracy']:.2f} % | {100 * r['test_clip_accuracy']:.2f} % | {100 * r['test_file_accuracy']:.2f} % |")  # fmt: skip
-    if "ensemble_table" in run:
+    if "results_table" in run:
+        lines += ["", run["results_table"].rstrip().replace("\n# ", "\n## ").replace("\n## ", "\n### ").removeprefix("# ")]
+    elif "ensemble_table" in run:
         lines += ["", "Results (test accuracy; weights fitted on validation only):", "", run["ensemble_table"].rstrip()]
+    for stage, m in run.get("cnn1d", {}).items():
+        lines += ["", f"{stage}: test {100 * m['test_file_accuracy']:.1f} % (files) / {100 * m['test_clip_accuracy']:.1f} % (clips), "
+                      f"validation {100 * m['val_file_accuracy']:.1f} %, best epoch {m['best_epoch']}."]  # fmt: skip
+    for name, table in run.get("baseline_tables", {}).items():
+        lines += ["", f"`{name}`:", "", table.rstrip()]
     if "deterministic" in report:
         d = report["deterministic"]
         lines += ["", f"Data stages run twice from scratch: dvc.lock output hashes {'identical' if d['identical'] else 'DIFFER'} "
@@ -281,32 +318,35 @@ def main() -> None:
     parser.add_argument("--until", help="stop after this stage, e.g. spectrograms")
     parser.add_argument("--twice", action="store_true", help="run the data stages again from scratch and compare dvc.lock hashes")
     parser.add_argument("--esc50", action="store_true", help="check that an ESC-50-master copy gives the same clips")
+    parser.add_argument("--stages", help="comma-separated stages to run, in this order (default: every stage)")
+    parser.add_argument("--from-cache", action="store_true",
+                        help="first check out the outputs in the project's dvc.lock from its DVC cache, so --stages start from them")
     args = parser.parse_args()
+    only = args.stages.split(",") if args.stages else None
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     print(f"run 1: dvc repro in a sandbox of {PROJECT}", flush=True)
     params = overrides(args.set)
-    runs = [run_pipeline(args.work / "run1", args.source, args.until, params)]
+    runs = [run_pipeline(args.work / "run1", args.source, args.until, params, only, args.from_cache)]
     if args.twice:
         print("run 2: the data stages again, from scratch", flush=True)
         runs.append(run_pipeline(args.work / "run2", args.source, "spectrograms", params))
     first = runs[0]
-    figures = {
-        "augment_wall_s": first["stages"]["augment"]["wall_s"],
-        "spectrograms_wall_s": first["stages"]["spectrograms"]["wall_s"],
-        "noop_repro_wall_s": first["noop_repro"]["wall_s"],
-        "peak_memory_gib": max(m["peak_memory_gib"] for m in first["stages"].values()),
-    }
+    figures = {f"{s}_wall_s": first["stages"][s]["wall_s"] for s in ("augment", "spectrograms", "ensemble") if s in first["stages"]}
+    figures["noop_repro_wall_s"] = first["noop_repro"]["wall_s"]
+    figures["peak_memory_gib"] = max(m["peak_memory_gib"] for m in first["stages"].values())
+    baselines = [m["wall_s"] for s, m in first["stages"].items() if s.split("@")[0] in BASELINE_STAGES]
+    if baselines:
+        figures["baselines_wall_s"] = round(sum(baselines), 1)
     trains = [m["wall_s"] for s, m in first["stages"].items() if s.startswith("train@")]
     if trains:
         figures["train_wall_s"] = round(sum(trains), 1)
-    if "ensemble" in first["stages"]:
-        figures["ensemble_wall_s"] = first["stages"]["ensemble"]["wall_s"]
     report = {
         "command": "python benchmarks/pipeline.py" + "".join(f" --set {a}" for a in args.set)
                    + (f" --until {args.until}" if args.until else "")
-                   + (" --twice" if args.twice else "") + (" --esc50" if args.esc50 else ""),
+                   + (" --twice" if args.twice else "") + (" --esc50" if args.esc50 else "")
+                   + (" --from-cache" if args.from_cache else "") + (f" --stages {args.stages}" if args.stages else ""),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine(),
         "source": str(args.source),

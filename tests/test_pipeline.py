@@ -21,10 +21,12 @@ TINY = {
     "train": {"seeds": [1, 2], "model": {"width": 4, "depth": 2}, "fit": {"epochs": 2, "batch_size": 16}},
     "ensemble": {"population": 6, "iterations": 5},
     "cnn1d": {"epochs": 2},
+    "feature_models": {"cv_folds": 2},  # 3 clips per class outside test: at most 3 source recordings
 }
 DATA_STAGES = ["extract", "split", "augment", "spectrograms"]
 MODEL_STAGES = ["tune", "train@1", "train@2", "ensemble"]
-BASELINE_STAGES = ["raw_vectors", "classical", "cnn1d@deep1-7"]
+BASELINE_STAGES = ["raw_vectors", "classical", "cnn1d@deep1-7", "features", "feature_models"]
+REPORT = ["report"]  # last: it tables every model stage
 PER_CLASS = 4
 
 
@@ -40,8 +42,8 @@ def workspace(tmp_path_factory):
     work = sandbox.create(PROJECT, root / "project", {**TINY, "extract": {"source": str(source)}})
     first = sandbox.dvc(work, "repro")
     ran = stages_run(first.stdout)
-    assert sorted(ran) == sorted(DATA_STAGES + MODEL_STAGES + BASELINE_STAGES), first.stdout
-    assert [s for s in ran if s not in BASELINE_STAGES] == DATA_STAGES + MODEL_STAGES  # DVC's order: dependencies first
+    assert sorted(ran) == sorted(DATA_STAGES + MODEL_STAGES + BASELINE_STAGES + REPORT), first.stdout
+    assert [s for s in ran if s not in BASELINE_STAGES] == DATA_STAGES + MODEL_STAGES + REPORT  # DVC's order: dependencies first
     assert ran.index("spectrograms") < ran.index("tune") and ran.index("raw_vectors") < ran.index("classical")
     return work
 
@@ -125,12 +127,12 @@ def test_a_larger_tuning_budget_resumes_the_study_and_reruns_only_what_follows(w
     assert len(pd.read_csv(workspace / "reports/tune/trials.csv")) == 3
     assert len(mlflow_runs(workspace, "tune_trial")) == 3 and len(mlflow_runs(workspace, "tune")) == 1  # one new trial
     changed = yaml.safe_load((workspace / "reports/tune/best_params.yaml").read_text()) != before
-    assert ran == (MODEL_STAGES if changed else ["tune"]), ran  # new best values retrain; a new header line alone does not
+    assert ran == (MODEL_STAGES + REPORT if changed else ["tune"]), ran  # new best values retrain; a new header line alone does not
 
 
 def test_tuning_off_trains_with_the_params_as_written(workspace):
     sandbox.set_params(workspace, {"tune": {"enabled": False}})
-    assert stages_run(sandbox.dvc(workspace, "repro").stdout) == MODEL_STAGES
+    assert stages_run(sandbox.dvc(workspace, "repro").stdout) == MODEL_STAGES + REPORT
     best = yaml.safe_load((workspace / "reports/tune/best_params.yaml").read_text())
     params = yaml.safe_load((workspace / "params.yaml").read_text())["train"]
     assert best == {"model": params["model"], "fit": params["fit"]}
@@ -144,23 +146,37 @@ def test_baselines_are_dvc_metrics_and_mlflow_runs(workspace):
     metrics = shown["reports/baselines/classical.json"]["data"]
     models = yaml.safe_load((PROJECT / "params.yaml").read_text())["classical"]["models"]  # the study's list, in full
     assert sorted(metrics) == sorted(models) and 0 <= metrics["gaussian_nb"]["test_file_accuracy"] <= 1
-    assert len(mlflow_runs(workspace, "baseline")) == len(models) + 1 and len(mlflow_runs(workspace, "baselines")) == 1  # + the 1D CNN
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())["feature_models"]
+    feature_fits = len(params["sets"]) * len(params["models"])
+    assert len(mlflow_runs(workspace, "baseline")) == len(models) + 1 + feature_fits  # + the 1D CNN
+    assert len(mlflow_runs(workspace, "baselines")) == 2  # the classical and feature_models parents
     cnn = shown["reports/baselines/cnn1d/deep1-k7.json"]["data"]
     assert 0 <= cnn["test_clip_accuracy"] <= 1 and cnn["best_epoch"] in (0, 1)
     assert len(pd.read_csv(workspace / "reports/baselines/cnn1d/deep1-k7.csv")) == 2  # one row per epoch
     assert "| gaussian_nb |" in (workspace / "reports/baselines/classical.md").read_text()
+    features = shown["reports/baselines/features.json"]["data"]
+    assert sorted(features) == sorted(params["sets"]) and 0 <= features["chroma_mel_mfcc"]["svm_rbf"]["cv_accuracy"] <= 1
+    assert np.load(workspace / "data/features/train/x.npy").shape[1] == len(pd.read_csv(workspace / "data/features/columns.csv"))
+
+
+def test_the_results_table_has_every_model_stages_rows(workspace):
+    table = (workspace / "reports/results.md").read_text()
+    for row in ("| gaussian_nb | 1D raw |", "| 1D CNN deep1, first kernel 7 | 1D raw |", "| mlp | features: chroma_mel_mfcc |",
+                "| 2D CNN, 2 single runs (mean ± SE) | spectrogram |", "| ensemble: swarm_jaya | spectrogram |"):
+        assert row in table
+    assert "| 81.06 % |" in table and "| 28.1 % |" in table  # the study's figures beside ours
 
 
 def test_ensemble_param_reruns_only_the_ensemble(workspace):
     sandbox.set_params(workspace, {"ensemble": {"iterations": 6}})
     result = sandbox.dvc(workspace, "repro")
-    assert stages_run(result.stdout) == ["ensemble"], result.stdout
+    assert stages_run(result.stdout) == ["ensemble", *REPORT], result.stdout
 
 
 def test_spectrogram_param_reruns_spectrograms_and_what_depends_on_them(workspace):
     sandbox.set_params(workspace, {"spectrograms": {"n_mels": 48}})
     result = sandbox.dvc(workspace, "repro")
-    assert stages_run(result.stdout) == ["spectrograms", *MODEL_STAGES], result.stdout
+    assert stages_run(result.stdout) == ["spectrograms", *MODEL_STAGES, *REPORT], result.stdout
     assert np.load(workspace / "data/spectrograms/test/x.npy", mmap_mode="r").shape[1] == 48
 
 
@@ -168,7 +184,7 @@ def test_split_param_reruns_split_and_spectrograms_but_not_augment(workspace):
     sandbox.set_params(workspace, {"split": {"test_fold": 2}})
     result = sandbox.dvc(workspace, "repro")
     ran = stages_run(result.stdout)
-    assert sorted(ran) == sorted(["split", "spectrograms", *MODEL_STAGES, *BASELINE_STAGES]), result.stdout
+    assert sorted(ran) == sorted(["split", "spectrograms", *MODEL_STAGES, *BASELINE_STAGES, *REPORT]), result.stdout
     index = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
     assert set(index["fold"]) == {2}
 

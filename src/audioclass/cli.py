@@ -24,6 +24,12 @@ COMMANDS = {
     "tune": ("audioclass.stages.tune", "stage: Optuna study of the CNN's hyperparameters (or join one: --worker)"),
     "train": ("audioclass.stages.train", "stage: fit one CNN run per seed"),
     "ensemble": ("audioclass.stages.ensemble", "stage: combine the runs, weights fitted on validation"),
+    "raw_vectors": ("audioclass.stages.raw_vectors", "baseline stage: the study's 882-value raw-sample vectors"),
+    "classical": ("audioclass.stages.classical", "baseline stage: the study's classical models on raw vectors"),
+    "cnn1d": ("audioclass.stages.cnn1d", "baseline stage: one cell of the study's 1D CNN grid"),
+    "features": ("audioclass.stages.features", "baseline stage: chroma / mel / MFCC (+ deltas) vectors per file"),
+    "feature_models": ("audioclass.stages.feature_models", "baseline stage: MLP, forest, SVM by grouped CV on the vectors"),
+    "report": ("audioclass.stages.report", "stage: one results table beside the published figures"),
 }
 
 

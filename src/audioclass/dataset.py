@@ -8,6 +8,8 @@ scikit-learn stages never import TensorFlow.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,10 @@ import numpy as np
 import pandas as pd
 
 from audioclass.outputs import require_inputs
+from audioclass.parallel import parallel_map
 from audioclass.stages.split import SPLITS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,3 +58,25 @@ def load_data(folder: Path, splits: tuple[str, ...] = SPLITS, *,
     labels = pd.concat(s.index for s in loaded.values()).drop_duplicates("label").sort_values("label")
     class_names = tuple(labels.set_index("label")["class_name"].reindex(range(labels["label"].max() + 1), fill_value="?"))
     return Data(loaded["train"], loaded["val"], loaded.get("test"), class_names)
+
+
+def write_splits(folder: Path, index: pd.DataFrame, rows: Callable[[list[Path]], np.ndarray], *, root: Path, width: int,
+                 chunk: int, jobs: int, desc: str) -> dict[str, int]:  # fmt: skip
+    """Write ``index``'s files (paths relative to ``root``), split by split, in this layout; the files per split.
+
+    ``rows(paths)`` turns files into a ``(len(paths), width)`` array. It runs on
+    fixed chunks of ``chunk`` files, in parallel, so the bytes never depend on ``jobs``.
+    """
+    counts = {}
+    for name in SPLITS:
+        part = index[index["split"] == name].reset_index(drop=True)
+        paths = [root / p for p in part["path"]]
+        chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+        parts = parallel_map(rows, chunks, jobs=jobs, desc=f"{desc} {name}", unit="chunk")
+        x = np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
+        (folder / name).mkdir()
+        np.save(folder / name / "x.npy", x)
+        part.to_csv(folder / name / "index.csv", index=False)
+        counts[name] = len(part)
+        log.info("%s: %d files, array %s", name, len(part), x.shape)
+    return counts

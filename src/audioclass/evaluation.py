@@ -1,4 +1,4 @@
-"""Scores shared by the train and ensemble stages.
+"""Scores shared by every model stage and the ensemble.
 
 ``probs`` are (n_files, n_classes) rows aligned with a split's ``index.csv``.
 File level scores every augmented file; clip level first averages each clip's
@@ -25,19 +25,26 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((probs.argmax(axis=1) == labels).mean())
 
 
+def test_scores(probs: np.ndarray, index: pd.DataFrame, class_names: tuple[str, ...]) -> dict:
+    """Test accuracy (file and clip level), clip-level macro-F1 and confusion matrix (rows actual)."""
+    _, clip, clip_labels = clip_level(probs, index)
+    predicted = clip.argmax(axis=1)
+    labels = list(range(len(class_names)))
+    return {
+        "test_file_accuracy": accuracy(probs, index["label"].to_numpy()),
+        "test_clip_accuracy": accuracy(clip, clip_labels),
+        "test_clip_macro_f1": float(f1_score(clip_labels, predicted, labels=labels, average="macro", zero_division=0)),
+        "test_clip_confusion": confusion_matrix(clip_labels, predicted, labels=labels).tolist(),
+        "class_names": list(class_names),
+    }
+
+
 def summarize(val_probs: np.ndarray, val_index: pd.DataFrame, test_probs: np.ndarray, test_index: pd.DataFrame,
               class_names: tuple[str, ...]) -> dict:  # fmt: skip
-    """Validation and test accuracy (file and clip level), clip-level macro-F1 and confusion matrix."""
+    """Validation accuracy (file and clip level), then :func:`test_scores`."""
     _, val_clip, val_clip_labels = clip_level(val_probs, val_index)
-    _, test_clip, test_clip_labels = clip_level(test_probs, test_index)
-    predicted = test_clip.argmax(axis=1)
-    labels = list(range(len(class_names)))
     return {
         "val_file_accuracy": accuracy(val_probs, val_index["label"].to_numpy()),
         "val_clip_accuracy": accuracy(val_clip, val_clip_labels),
-        "test_file_accuracy": accuracy(test_probs, test_index["label"].to_numpy()),
-        "test_clip_accuracy": accuracy(test_clip, test_clip_labels),
-        "test_clip_macro_f1": float(f1_score(test_clip_labels, predicted, labels=labels, average="macro", zero_division=0)),
-        "test_clip_confusion": confusion_matrix(test_clip_labels, predicted, labels=labels).tolist(),
-        "class_names": list(class_names),
+        **test_scores(test_probs, test_index, class_names),
     }

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,12 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def log_params(params: Mapping[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params(flatten(params))
+
+
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     import mlflow
 
@@ -143,6 +150,19 @@ def log_artifact(path: Path) -> None:
     import mlflow
 
     mlflow.log_artifact(str(path))
+
+
+def log_confusion_matrix(matrix: list[list[int]], class_names: list[str], title: str) -> None:
+    """The matrix as ``confusion.json`` (rows actual, columns predicted) and as ``confusion.png``."""
+    import mlflow
+
+    from audioclass.plots import confusion_png
+
+    mlflow.log_dict({"class_names": list(class_names), "matrix": matrix}, "confusion.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "confusion.png"
+        confusion_png(matrix, list(class_names), png, title)
+        mlflow.log_artifact(str(png))
 
 
 def log_keras_model(model: Any) -> None:

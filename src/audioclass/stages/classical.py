@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,25 +39,19 @@ from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC, LinearSVC
 
-from audioclass import tracking
+from audioclass import study, tracking
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.dataset import Data
 from audioclass.errors import ConfigError
 from audioclass.evaluation import summarize
 from audioclass.outputs import atomic_file
-from audioclass.plots import confusion_png
 from audioclass.stages.raw_vectors import load_raw_vectors
 
 log = logging.getLogger(__name__)
 
 ESTIMATORS = {cls.__name__: cls for cls in (DummyClassifier, NearestCentroid, KNeighborsClassifier, GaussianNB,
                                             RandomForestClassifier, LinearSVC, SVC, LogisticRegression, MLPClassifier)}  # fmt: skip
-
-# The study's test accuracy on its 1,600 augmented test files (1D raw input), by our default model names.
-STUDY_FIGURES = {"nearest_centroid": 11.9, "knn_3": 12.1, "knn_7": 10.5, "gaussian_nb": 28.1, "random_forest_5": 22.6,
-                 "random_forest_50": 30.8, "random_forest_500": 32.8, "random_forest_1000": 34.4, "linear_svm_c001": 16.5,
-                 "linear_svm_c01": 17.5, "linear_svm_c1": 13.4, "linear_svm_c10": 10.2, "mlp_512_128_lbfgs": 19.1}  # fmt: skip
 
 
 def make_estimator(spec: dict, seed: int, jobs: int = 1) -> Any:
@@ -70,6 +63,16 @@ def make_estimator(spec: dict, seed: int, jobs: int = 1) -> Any:
     return estimator
 
 
+def check_estimator_spec(key: str, spec: Any, seed: int) -> Any:
+    """The estimator ``spec`` makes; a ConfigError naming ``key`` if it names no allowed class or a wrong argument."""
+    require(isinstance(spec, dict) and spec.get("estimator") in ESTIMATORS, key,
+            f"a mapping with estimator: one of {sorted(ESTIMATORS)}", spec)  # fmt: skip
+    try:
+        return make_estimator(spec, seed)
+    except TypeError as err:  # an argument the estimator does not take
+        require(False, key, f"arguments {spec['estimator']} takes ({err})", spec)
+
+
 @dataclass(frozen=True)
 class ClassicalConfig:
     models: dict  # name → {estimator: <scikit-learn class>, **its arguments}
@@ -78,13 +81,7 @@ class ClassicalConfig:
     def __post_init__(self):
         require(len(self.models) >= 1, "models", "at least one model", self.models)
         for name, spec in self.models.items():
-            key = f"models.{name}"
-            require(isinstance(spec, dict) and spec.get("estimator") in ESTIMATORS, key,
-                    f"a mapping with estimator: one of {sorted(ESTIMATORS)}", spec)  # fmt: skip
-            try:
-                make_estimator(spec, self.seed)
-            except TypeError as err:  # an argument the estimator does not take
-                require(False, key, f"arguments {spec['estimator']} takes ({err})", spec)
+            check_estimator_spec(f"models.{name}", spec, self.seed)
 
 
 def class_probabilities(estimator: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -113,10 +110,7 @@ def fit_model(name: str, spec: dict, data: Data, seed: int, jobs: int) -> dict:
         metrics = summarize(val, data.val.index, test, data.test.index, data.class_names)
         metrics["fit_seconds"] = round(seconds, 2)
         tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        with tempfile.TemporaryDirectory() as tmp:
-            png = Path(tmp) / "confusion.png"
-            confusion_png(metrics["test_clip_confusion"], list(data.class_names), png, f"{name}, test clips")
-            tracking.log_artifact(png)
+        tracking.log_confusion_matrix(metrics["test_clip_confusion"], data.class_names, f"{name}, test clips")
     log.info("%s: test %.3f file / %.3f clip, fit %.1f s", name, metrics["test_file_accuracy"], metrics["test_clip_accuracy"], seconds)
     return metrics
 
@@ -124,9 +118,9 @@ def fit_model(name: str, spec: dict, data: Data, seed: int, jobs: int) -> dict:
 def results_table(results: dict[str, dict]) -> str:
     lines = ["| model | test (file) | test (clip) | val (file) | study (file, its split) | fit (s) |", "|---|---:|---:|---:|---:|---:|"]
     for name, m in results.items():
-        study = f"{STUDY_FIGURES[name]:.1f} %" if name in STUDY_FIGURES else "–"
+        published = f"{study.RAW_1D[name]:.1f} %" if name in study.RAW_1D else "–"
         lines.append(f"| {name} | {100 * m['test_file_accuracy']:.1f} % | {100 * m['test_clip_accuracy']:.1f} % | "
-                     f"{100 * m['val_file_accuracy']:.1f} % | {study} | {m['fit_seconds']:.2f} |")  # fmt: skip
+                     f"{100 * m['val_file_accuracy']:.1f} % | {published} | {m['fit_seconds']:.2f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

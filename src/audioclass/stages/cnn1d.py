@@ -22,7 +22,7 @@ keeps the weights of its best validation-loss epoch, and writes::
     <out>/<architecture>-k<kernel>.json    validation and test accuracy (file and clip level)
     <out>/<architecture>-k<kernel>.csv     the learning curve
 
-Each cell is an MLflow run with per-epoch metrics.
+Each cell is an MLflow run with per-epoch metrics and the clip-level test confusion matrix.
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics, curve = fit_cell(cfg, args.architecture, args.kernel, data)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         tracking.log_metrics(scalars)
+        tracking.log_confusion_matrix(metrics["test_clip_confusion"], data.class_names, f"1D CNN {name}, test clips")
     with atomic_file(args.out / f"{name}.json") as tmp:
         tmp.write_text(json.dumps(scalars, indent=2) + "\n")
     with atomic_file(args.out / f"{name}.csv") as tmp:

@@ -18,7 +18,6 @@ Rerun with ``dvc repro raw_vectors``.
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +26,10 @@ import numpy as np
 from audioclass import audio
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
-from audioclass.dataset import Data, load_data
+from audioclass.dataset import Data, load_data, write_splits
 from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_dir
-from audioclass.parallel import parallel_map
-from audioclass.stages.split import SPLITS, files_by_split
-
-log = logging.getLogger(__name__)
+from audioclass.stages.split import files_by_split
 
 CHUNK = 256  # files per task
 
@@ -74,20 +70,9 @@ def raw_vectors(augmented: Path, split_csv: Path, cfg: RawVectorConfig, out: Pat
     index = files_by_split(augmented, split_csv)
     first, sr = audio.read_wav(augmented / index["path"].iloc[0])
     positions = cfg.positions(sr, len(first))
-    counts = {}
     with atomic_dir(out) as tmp:
-        for name in SPLITS:
-            part = index[index["split"] == name].reset_index(drop=True)
-            paths = [augmented / p for p in part["path"]]
-            chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-            parts = parallel_map(functools.partial(_chunk, positions=positions), chunks, jobs=jobs, desc=f"raw vectors {name}", unit="chunk")
-            x = np.concatenate(parts) if parts else np.zeros((0, cfg.length), np.float32)
-            (tmp / name).mkdir()
-            np.save(tmp / name / "x.npy", x)
-            part.to_csv(tmp / name / "index.csv", index=False)
-            counts[name] = len(part)
-            log.info("%s: %d files, array %s", name, len(part), x.shape)
-    return counts
+        return write_splits(tmp, index, functools.partial(_chunk, positions=positions), root=augmented, width=cfg.length,
+                            chunk=CHUNK, jobs=jobs, desc="raw vectors")  # fmt: skip
 
 
 def load_raw_vectors(folder: Path) -> Data:

@@ -1,0 +1,131 @@
+"""Stage ``report``: one results table in the study's style, every row beside its published figure.
+
+Reads the metrics files the model stages write (never their models)::
+
+    <reports>/data.json                          files and clips per split
+    <reports>/baselines/classical.json           classical models on raw 1D vectors
+    <reports>/baselines/cnn1d/<arch>-k<k>.json   each 1D CNN cell in params' grid
+    <reports>/baselines/features.json            feature-vector models (grouped CV)
+    <reports>/ensemble/ensemble.json             the 2D CNN runs and every ensemble method
+
+and writes ``<out>`` (e.g. ``reports/results.md``). Test accuracy is at clip
+level (a clip's augmented copies averaged) and file level; the validation
+column is the held-out validation split, or for feature models the grouped
+cross-validation mean ± SD over folds.
+
+Rerun with ``dvc repro report``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from audioclass import study
+from audioclass.cli import run_stage, stage_parser
+from audioclass.config import load_params, stage_config
+from audioclass.outputs import atomic_file, require_inputs
+from audioclass.stages.cnn1d import Cnn1dConfig
+from audioclass.stages.ensemble import mean_se
+
+log = logging.getLogger(__name__)
+
+HEADER = ["| Model | Input | Test, clips | Test, files | Validation | Published |", "|---|---|---:|---:|---:|---|"]
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    input: str
+    test_clip: str
+    test_file: str
+    validation: str
+    published: str = "–"
+
+    def markdown(self) -> str:
+        return f"| {self.model} | {self.input} | {self.test_clip} | {self.test_file} | {self.validation} | {self.published} |"
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def pct_se(values: list[float]) -> str:
+    mean, se = mean_se(values)
+    return f"{100 * mean:.1f} ± {100 * se:.1f} %"
+
+
+def scored(model: str, input_: str, m: dict, published: str = "–") -> Row:
+    return Row(model, input_, pct(m["test_clip_accuracy"]), pct(m["test_file_accuracy"]), pct(m["val_file_accuracy"]), published)
+
+
+def baseline_rows(classical: dict, cnn1d: dict[str, dict], features: dict, feature_estimators: dict[str, str]) -> list[Row]:
+    rows = [scored(name, "1D raw", m, f"{study.RAW_1D[name]:.1f} %" if name in study.RAW_1D else "–") for name, m in classical.items()]
+    for cell, m in cnn1d.items():
+        architecture, kernel = cell.rsplit("-k", 1)
+        rows.append(scored(f"1D CNN {architecture}, first kernel {kernel}", "1D raw", m,
+                           f"{study.CNN1D[cell]:.1f} %" if cell in study.CNN1D else "–"))  # fmt: skip
+    for set_name, models in features.items():
+        for name, m in models.items():
+            label, figure = study.DATASET_PAPER.get(feature_estimators.get(name, ""), ("", None))
+            rows.append(Row(name, f"features: {set_name}", pct(m["test_clip_accuracy"]), pct(m["test_file_accuracy"]),
+                            f"CV {100 * m['cv_accuracy']:.1f} ± {100 * m['cv_accuracy_sd']:.1f} %",
+                            f"{figure:.1f} % ({label}, 5-fold CV)" if figure else "–"))  # fmt: skip
+    return rows
+
+
+def cnn_rows(ensemble: dict) -> list[Row]:
+    single = ensemble["single_runs"]
+    runs = ensemble["runs"]
+    rows = [Row(f"2D CNN, {len(runs)} single runs (mean ± SE)", "spectrogram", pct_se(single["test_clip_accuracy"]),
+                pct_se(single["test_file_accuracy"]), pct_se(single["val_file_accuracy"]), study.CNN2D_RUNS)]  # fmt: skip
+    best = max(range(len(runs)), key=lambda i: single["val_file_accuracy"][i])  # chosen on validation, never test
+    rows.append(Row(f"2D CNN, best run by validation ({runs[best]})", "spectrogram", pct(single["test_clip_accuracy"][best]),
+                    pct(single["test_file_accuracy"][best]), pct(single["val_file_accuracy"][best]),
+                    f"{max(study.CNN2D_SINGLE_RUNS):.1f} % (best by test)"))  # fmt: skip
+    for method, m in ensemble["methods"].items():
+        figure = study.ENSEMBLES.get(method)
+        rows.append(scored(f"ensemble: {method}", "spectrogram", m, f"{figure:.2f} %" if figure else "–"))
+    return rows
+
+
+def results_markdown(data: dict, baselines: list[Row], cnns: list[Row]) -> str:
+    files, clips = data["files"], data["clips"]
+    intro = (
+        "# Results\n\n"
+        f"Test: {clips['test']} clips ({files['test']:,} augmented files), never used to choose anything. "
+        f"Validation: {clips['val']} clips from the training folds, whole source recordings only. "
+        f"Training: {clips['train']} clips ({files['train']:,} files).\n\n"
+        "Published figures are context, not a like-for-like score: the study's are on its own random split, whose "
+        "test set also chose its epochs and ensemble weights; the dataset paper's are 5-fold cross-validation.\n\n"
+    )
+    sections = [("Baselines", baselines), ("Spectrogram CNNs and their ensembles", cnns)]
+    return intro + "\n".join(f"## {title}\n\n" + "\n".join(HEADER + [r.markdown() for r in rows]) + "\n" for title, rows in sections)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("report", __doc__)
+    parser.add_argument("--reports", type=Path, required=True, help="the reports folder the model stages write into")
+    parser.add_argument("--out", type=Path, required=True, help="the report, e.g. reports/results.md")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    grid = stage_config(Cnn1dConfig, params, "cnn1d", args.params)
+    cells = [f"{a}-k{k}" for a in grid.architectures for k in grid.first_kernels]
+    r = args.reports
+    files = {"data": r / "data.json", "classical": r / "baselines" / "classical.json", "features": r / "baselines" / "features.json",
+             "ensemble": r / "ensemble" / "ensemble.json", **{c: r / "baselines" / "cnn1d" / f"{c}.json" for c in cells}}  # fmt: skip
+    require_inputs(list(files.values()), "the model stages' metrics (dvc repro)")
+    loaded = {name: json.loads(path.read_text()) for name, path in files.items()}
+    estimators = {name: spec.get("estimator", "") for name, spec in params.get("feature_models", {}).get("models", {}).items()}
+    baselines = baseline_rows(loaded["classical"], {c: loaded[c] for c in cells}, loaded["features"], estimators)
+    cnns = cnn_rows(loaded["ensemble"])
+    text = results_markdown(loaded["data"], baselines, cnns)
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(text)
+    log.info("%s: %d baseline rows, %d CNN and ensemble rows", args.out, len(baselines), len(cnns))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,64 @@
+"""The results table: every model stage's row beside its published figure."""
+
+import json
+
+import pytest
+import yaml
+
+from audioclass.errors import DataError
+from audioclass.stages.report import main
+from conftest import PROJECT
+
+
+def scores(test_clip: float, test_file: float, val: float) -> dict:
+    return {"test_clip_accuracy": test_clip, "test_file_accuracy": test_file, "val_file_accuracy": val}
+
+
+@pytest.fixture
+def reports(tmp_path):
+    """A reports folder as the model stages leave it, with params for a two-cell 1D grid."""
+    root = tmp_path / "reports"
+    files = {
+        "data.json": {"files": {"train": 5120, "val": 1280, "test": 1600}, "clips": {"train": 256, "val": 64, "test": 80}},
+        "baselines/classical.json": {"knn_3": scores(0.15, 0.11, 0.12), "my_forest": scores(0.4, 0.3, 0.35)},
+        "baselines/cnn1d/deep1-k7.json": scores(0.5, 0.43, 0.48),
+        "baselines/cnn1d/shallow-k7.json": scores(0.3, 0.25, 0.28),
+        "baselines/cnn1d/deep2-k3.json": scores(0.9, 0.9, 0.9),  # left over from an older grid: not in params
+        "baselines/features.json": {"chroma_mel_mfcc": {"svm_rbf": {**scores(0.775, 0.775, 0), "cv_accuracy": 0.769, "cv_accuracy_sd": 0.062}}},
+        "ensemble/ensemble.json": {
+            "runs": ["run-1", "run-2", "run-3"],
+            # run-3 is best on test, run-2 on validation: the table must pick run-2.
+            "single_runs": {"test_clip_accuracy": [0.8, 0.82, 0.9], "test_file_accuracy": [0.78, 0.8, 0.88], "val_file_accuracy": [0.7, 0.85, 0.8]},
+            "methods": {"average": scores(0.85, 0.83, 0.84), "swarm_jaya": scores(0.86, 0.84, 0.85), "swarm_new": scores(0.84, 0.8, 0.85)},
+        },
+    }  # fmt: skip
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(json.dumps(content))
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["cnn1d"].update(architectures=["deep1", "shallow"], first_kernels=[7])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def test_every_row_sits_beside_its_published_figure(reports, tmp_path):
+    main(["--reports", str(reports), "--out", str(tmp_path / "results.md"), "--params", str(tmp_path / "params.yaml")])
+    table = (tmp_path / "results.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["knn_3"] == "| knn_3 | 1D raw | 15.0 % | 11.0 % | 12.0 % | 12.1 % |"
+    assert rows["my_forest"].endswith("| – |")  # a model the study did not have
+    assert rows["1D CNN deep1, first kernel 7"].endswith("| 50.5 % |") and "1D CNN shallow, first kernel 7" in rows
+    assert "deep2" not in table  # only the cells params' grid declares
+    assert rows["svm_rbf"] == "| svm_rbf | features: chroma_mel_mfcc | 77.5 % | 77.5 % | CV 76.9 ± 6.2 % | 67.5 % (SVM, MFCC + ZCR, 5-fold CV) |"
+    assert rows["2D CNN, 3 single runs (mean ± SE)"].startswith("| 2D CNN, 3 single runs (mean ± SE) | spectrogram | 84.0 ± 3.1 % |")
+    assert "best run by validation (run-2) | spectrogram | 82.0 % |" in table  # not run-3, the best on test
+    assert rows["ensemble: swarm_jaya"].endswith("| 81.06 % |") and rows["ensemble: average"].endswith("| 78.88 % |")
+    assert rows["ensemble: swarm_new"].endswith("| – |")
+    assert "Test: 80 clips (1,600 augmented files)" in table
+
+
+def test_a_missing_metrics_file_is_named(reports, tmp_path):
+    (reports / "baselines" / "features.json").unlink()
+    with pytest.raises(DataError, match=r"baselines/features\.json: missing; expected the model stages' metrics \(dvc repro\)"):
+        main(["--reports", str(reports), "--out", str(tmp_path / "results.md"), "--params", str(tmp_path / "params.yaml")])
+    assert not (tmp_path / "results.md").exists()
