@@ -1,6 +1,10 @@
 """The real ``dvc repro`` on a tiny profile, in a temporary copy of the project."""
 
+import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,10 +40,11 @@ def stages_run(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A sandbox after one full ``dvc repro`` on 4 real clips per class, 2 copies."""
+    """A sandbox after one full ``dvc repro`` on 4 real clips per class, 2 copies, pinned with ``dvc add`` as in the project."""
     root = tmp_path_factory.mktemp("e2e")
-    source = sandbox.tiny_esc10(shared_esc10(), root / "ESC-10", PER_CLASS)
-    work = sandbox.create(PROJECT, root / "project", {**TINY, "extract": {"source": str(source)}})
+    work = sandbox.create(PROJECT, root / "project", TINY)
+    sandbox.tiny_esc10(shared_esc10(), work / "data/raw/ESC-10", PER_CLASS)
+    sandbox.dvc(work, "add", "data/raw/ESC-10")
     first = sandbox.dvc(work, "repro")
     ran = stages_run(first.stdout)
     assert sorted(ran) == sorted(DATA_STAGES + MODEL_STAGES + BASELINE_STAGES + REPORT), first.stdout
@@ -72,6 +77,33 @@ def test_second_repro_does_nothing(workspace):
     assert "up to date" in sandbox.dvc(workspace, "status").stdout
 
 
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def tracked_files(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under data/ and models/ (what DVC tracks), by path."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for top in ("data", "models") for p in sorted((root / top).rglob("*"))
+            if p.is_file() and p.name != ".gitignore" and p.suffix != ".dvc"}  # fmt: skip
+
+
+def test_a_fresh_clone_pulls_every_output_and_reproduces_nothing(workspace, tmp_path):
+    sandbox.dvc(workspace, "remote", "add", "--default", "--force", "team", str(tmp_path / "remote"))
+    git(workspace, "add", "-A")
+    git(workspace, "commit", "-q", "-m", "a pipeline run")
+    sandbox.dvc(workspace, "push")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(workspace), str(clone)], check=True)
+    assert not (clone / "data/augmented").exists() and not (clone / "data/raw/ESC-10").exists()  # git holds no data
+    sandbox.dvc(clone, "pull")
+    assert "Data and pipelines are up to date." in sandbox.dvc(clone, "status").stdout
+    assert stages_run(sandbox.dvc(clone, "repro").stdout) == []  # nothing retrained
+    pulled = tracked_files(clone)
+    assert pulled == tracked_files(workspace) and "data/raw/ESC-10/001 - Dog bark/1-100032-A.ogg" in pulled
+    assert any(name.startswith("models/run-1/") for name in pulled)
+
+
 def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     from mlflow.tracking import MlflowClient
 
@@ -96,6 +128,40 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"]
     assert {"reports/train/run-1.json", "reports/train/run-2.json", "reports/ensemble/ensemble.json"} <= set(shown)
     assert np.load(workspace / "models/run-1/val_probs.npy").shape == (len(pd.read_csv(workspace / "data/spectrograms/val/index.csv")), 10)
+
+
+def test_predict_classifies_real_clips_as_training_saw_them(workspace, tmp_path):
+    """``audioclass predict`` on held-out real clips, in other formats, beside a file it cannot read."""
+    import soundfile as sf
+
+    from audioclass import audio
+    from audioclass.predict import load_ensemble, model_input
+
+    ensemble = load_ensemble(workspace / "params.yaml", workspace / "models", workspace / "reports/ensemble/ensemble.json")
+    test = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
+    first = test[test["copy"] == 0].iloc[0]
+    meta = pd.read_csv(workspace / "data/prepared/metadata.csv").set_index("clip_id")
+    original = shared_esc10() / meta.loc[first["clip_id"], "original_path"]
+    y, sr = audio.read_audio(original)
+    row = np.load(workspace / "data/spectrograms/test/x.npy", mmap_mode="r")[first.name]
+    np.testing.assert_array_equal(model_input(y, sr, ensemble), row)  # the very input training and evaluation saw
+
+    stereo = tmp_path / "stereo-48k.flac"
+    sf.write(stereo, np.stack([y, y], axis=1)[: 3 * sr], sr, format="FLAC")  # 3 s, two channels
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wav")
+    result = subprocess.run([str(Path(sys.executable).parent / "audioclass"), "predict", str(original), str(stereo), str(broken), "--json"],
+                            cwd=workspace, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["file"] for r in lines] == [str(original), str(stereo), str(broken)]
+    assert broken.name in lines[2]["error"] and "cannot decode audio" in lines[2]["error"]
+    for r in lines[:2]:
+        assert r["prediction"] in ensemble.class_names and abs(sum(r["probabilities"].values()) - 1) < 1e-3
+        assert r["probability"] == max(r["probabilities"].values())
+    readable = subprocess.run([str(Path(sys.executable).parent / "audioclass"), "predict", str(original), "--top", "2"], cwd=workspace,
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert readable.startswith(f"{original}: {lines[0]['prediction']} (")
 
 
 def mlflow_runs(workspace, role: str) -> list:
@@ -159,6 +225,18 @@ def test_baselines_are_dvc_metrics_and_mlflow_runs(workspace):
     assert np.load(workspace / "data/features/train/x.npy").shape[1] == len(pd.read_csv(workspace / "data/features/columns.csv"))
 
 
+def test_dvc_plots_show_renders_every_declared_plot(workspace, tmp_path):
+    result = sandbox.dvc(workspace, "plots", "show", "--out", str(tmp_path / "plots"))
+    assert "ERROR" not in result.stderr and "WARNING" not in result.stderr, result.stderr
+    html = (tmp_path / "plots" / "index.html").read_text()
+    for chart in ("tuning_trials", "tuning_importance", "reports_train_run-1_csv", "reports_ensemble_ensemble_predictions_csv",
+                  "reports_baselines_cnn1d_deep1-k7_csv"):
+        assert f"vegaEmbed('#{chart}'" in html, chart
+    for image in ("reports_figures_confusion.png", "reports_figures_learning_curves.png", "reports_spectrogram_grid.png"):
+        assert (tmp_path / "plots" / "static" / f"workspace_{image}").stat().st_size > 5_000, image
+    assert "Ensemble confusion matrix (test clips)" in html
+
+
 def test_the_results_table_has_every_model_stages_rows(workspace):
     table = (workspace / "reports/results.md").read_text()
     for row in ("| gaussian_nb | 1D raw |", "| 1D CNN deep1, first kernel 7 | 1D raw |", "| mlp | features: chroma_mel_mfcc |",
@@ -211,3 +289,28 @@ def test_temporary_experiment_logs_to_the_projects_store(workspace):
     assert runs[0].data.params["ensemble.population"] == "7"
     assert not list((workspace / ".dvc" / "tmp").rglob("mlflow.db"))  # no stray store in the temporary copy
     assert experiment.artifact_location.startswith((workspace / "mlartifacts").resolve().as_uri())
+
+
+def test_queued_experiments_run_from_the_queue_and_log_to_the_projects_store(workspace):
+    """``dvc exp run --queue`` + ``dvc queue start``: a background worker in a temporary copy, logging to mlflow.db here."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    sandbox.dvc(workspace, "exp", "run", "--queue", "-S", "ensemble.iterations=3", "-n", "queued-exp")
+    sandbox.dvc(workspace, "queue", "start", "--jobs", "1")
+    deadline = time.monotonic() + 600
+    while "queued-exp" not in sandbox.dvc(workspace, "exp", "list", "--name-only").stdout:
+        status = sandbox.dvc(workspace, "queue", "status").stdout
+        assert "Failed" not in status, sandbox.dvc(workspace, "queue", "logs", "queued-exp", check=False).stdout
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    sandbox.dvc(workspace, "queue", "stop", "--kill", check=False)
+    shown = json.loads(sandbox.dvc(workspace, "exp", "show", "--json").stdout)
+    assert any(exp.get("name") == "queued-exp" for row in shown for exp in row.get("experiments") or [])
+    diff = json.loads(sandbox.dvc(workspace, "exp", "diff", "queued-exp", "--json").stdout)
+    assert "ensemble.iterations" in diff["params"]["params.yaml"]
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("audioclass")
+    runs = client.search_runs([experiment.experiment_id], "tags.dvc_exp_name = 'queued-exp'")
+    assert [r.data.tags["pipeline_role"] for r in runs] == ["ensemble"] and runs[0].data.params["ensemble.iterations"] == "3"

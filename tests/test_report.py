@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -29,14 +30,23 @@ def reports(tmp_path):
             "runs": ["run-1", "run-2", "run-3"],
             # run-3 is best on test, run-2 on validation: the table must pick run-2.
             "single_runs": {"test_clip_accuracy": [0.8, 0.82, 0.9], "test_file_accuracy": [0.78, 0.8, 0.88], "val_file_accuracy": [0.7, 0.85, 0.8]},
-            "methods": {"average": scores(0.85, 0.83, 0.84), "swarm_jaya": scores(0.86, 0.84, 0.85), "swarm_new": scores(0.84, 0.8, 0.85)},
+            "methods": {"average": {**scores(0.85, 0.83, 0.84), "weights": None}, "swarm_jaya": {**scores(0.86, 0.84, 0.85), "weights": [0.5, 0.2, 0.3]},
+                        "swarm_new": {**scores(0.84, 0.8, 0.85), "weights": [0.0, 1.0, 0.0]}},
+            "best_method": "swarm_jaya",
         },
     }  # fmt: skip
     for name, content in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(json.dumps(content))
+    (root / "train").mkdir()
+    for run in ("run-1", "run-2", "run-3"):
+        pd.DataFrame({"epoch": [0, 1], "loss": [2.0, 1.0], "accuracy": [0.3, 0.6], "val_loss": [2.1, 1.2], "val_accuracy": [0.3, 0.5]}).to_csv(
+            root / "train" / f"{run}.csv", index=False)  # fmt: skip
+    pd.DataFrame({"actual": ["dog", "dog", "rain", "rain"], "predicted": ["dog", "rain", "rain", "rain"]}).to_csv(
+        root / "ensemble" / "ensemble_predictions.csv", index=False)
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["cnn1d"].update(architectures=["deep1", "shallow"], first_kernels=[7])
+    params["ensemble"]["chosen"] = "swarm_jaya"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -55,6 +65,18 @@ def test_every_row_sits_beside_its_published_figure(reports, tmp_path):
     assert rows["ensemble: swarm_jaya"].endswith("| 81.06 % |") and rows["ensemble: average"].endswith("| 78.88 % |")
     assert rows["ensemble: swarm_new"].endswith("| – |")
     assert "Test: 80 clips (1,600 augmented files)" in table
+
+
+def test_the_report_shows_the_chosen_ensemble_its_classes_weights_and_figures(reports, tmp_path):
+    main(["--reports", str(reports), "--out", str(tmp_path / "results.md"), "--params", str(tmp_path / "params.yaml")])
+    text = (tmp_path / "results.md").read_text()
+    assert "## The chosen ensemble: swarm_jaya" in text and "best on validation is `swarm_jaya`" in text
+    assert "| dog | 2 | 1 | 50.0 % |" in text and "| rain | 2 | 2 | 100.0 % |" in text  # per-class accuracy
+    assert "| swarm_jaya | 0.500 | 0.200 | 0.300 | 85.0 % |" in text and "| average |" not in text.split("## Ensemble weights")[1]
+    for figure in ("figures/confusion.png", "figures/learning_curves.png", "spectrogram_grid.png"):
+        assert f"]({figure})" in text
+    for png in ("confusion.png", "learning_curves.png"):
+        assert (tmp_path / "figures" / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_missing_metrics_file_is_named(reports, tmp_path):

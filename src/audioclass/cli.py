@@ -17,6 +17,7 @@ from audioclass.errors import AudioclassError
 
 COMMANDS = {
     "download": ("audioclass.download", "fetch the ESC-50 master zip with a progress bar and check it"),
+    "predict": ("audioclass.predict", "classify audio files or folders with the trained ensemble"),
     "extract": ("audioclass.stages.extract", "stage: decode a corpus into uniform clips + metadata"),
     "split": ("audioclass.stages.split", "stage: assign clips to train / val / test without leakage"),
     "augment": ("audioclass.stages.augment", "stage: write each clip plus augmented copies as WAVs"),

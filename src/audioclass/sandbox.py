@@ -73,9 +73,9 @@ def tiny_esc10(release: Path, dest: Path, per_class: int) -> Path:
     return dest
 
 
-def dvc(sandbox: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``dvc`` from this interpreter's environment inside the sandbox; output captured."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+def dvc(sandbox: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``dvc`` from this interpreter's environment (plus ``env``) inside the sandbox; output captured."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=sandbox, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {sandbox}:\n{result.stdout}\n{result.stderr}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -163,6 +164,63 @@ def log_confusion_matrix(matrix: list[list[int]], class_names: list[str], title:
         png = Path(tmp) / "confusion.png"
         confusion_png(matrix, list(class_names), png, title)
         mlflow.log_artifact(str(png))
+
+
+ENSEMBLE_MODEL = "audioclass-ensemble"  # registered model names
+MEMBER_MODEL = "audioclass-cnn"
+_REQUIREMENTS = ("tensorflow-cpu", "keras", "librosa", "soundfile", "soxr", "numpy", "pandas", "scikit-learn", "pyyaml", "mlflow")
+
+
+def register_ensemble(files: Mapping[str, Path], member_run_ids: list[str], tags: Mapping[str, str]) -> str | None:
+    """Log the ensemble as a pyfunc model of the active run and register it, and its members, in the model registry.
+
+    ``files`` maps paths inside the model's bundle to local files
+    (:func:`audioclass.stages.ensemble.bundle_files`). Returns the new ensemble version,
+    or None where the store has no registry (a plain ``./mlruns`` folder).
+    """
+    import importlib.metadata
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    import audioclass
+    from audioclass.predict import EnsemblePyfunc
+
+    installed = []
+    for name in _REQUIREMENTS:
+        try:
+            installed.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        for inside, source in files.items():
+            (bundle / inside).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, bundle / inside)
+        info = mlflow.pyfunc.log_model(name="ensemble", python_model=EnsemblePyfunc(), artifacts={"bundle": str(bundle)},
+                                       code_paths=[str(Path(audioclass.__file__).parent)], pip_requirements=installed)  # fmt: skip
+    client = mlflow.MlflowClient()
+    try:
+        members = []
+        for run_id in member_run_ids:
+            known = client.search_model_versions(f"name = '{MEMBER_MODEL}' and run_id = '{run_id}'")
+            if not known:
+                (model,) = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+                known = [mlflow.register_model(f"models:/{model.model_id}", MEMBER_MODEL, tags={"dvc_stage": "train"})]
+            members.append(str(known[0].version))
+        version = mlflow.register_model(info.model_uri, ENSEMBLE_MODEL, tags={**tags, "member_versions": ",".join(members)})
+    except MlflowException as err:
+        log.warning("models not registered (%s); the ensemble is still logged to this run", str(err).splitlines()[0])
+        return None
+    return version.version
+
+
+def load_model(uri: str) -> Any:
+    """A pyfunc model from this project's store, e.g. ``models:/audioclass-ensemble/latest``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.pyfunc.load_model(uri)
 
 
 def log_keras_model(model: Any) -> None:

@@ -178,6 +178,15 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bundle_files(params: Path, models: Path, ensemble_json: Path, seeds: list[int]) -> dict[str, Path]:
+    """What :class:`audioclass.predict.EnsemblePyfunc` needs, by its path inside the bundle."""
+    files = {"params.yaml": params, "ensemble.json": ensemble_json}
+    for seed in seeds:
+        for name in ("model.keras", "metrics.json"):
+            files[f"models/run-{seed}/{name}"] = models / f"run-{seed}" / name
+    return files
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("ensemble", __doc__)
     parser.add_argument("--models", type=Path, required=True, help="folder of train runs: <models>/run-<seed> for each of train.seeds")
@@ -198,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     with tracking.run("ensemble", logged, tags={"pipeline_role": "ensemble"}):
         report, predictions = ensemble(runs, val_index, test_index, cfg)
         report["member_mlflow_run_ids"] = members
+        # The first of the methods with the best validation accuracy: what predict and the registry use.
+        report["best_method"] = max(report["methods"], key=lambda m: report["methods"][m]["val_file_accuracy"])
         for method, r in report["methods"].items():
             tracking.log_metrics({f"{method}.{k}": r[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")})
         names = runs.metrics[0]["class_names"]
@@ -211,8 +222,11 @@ def main(argv: list[str] | None = None) -> None:
             with atomic_file(args.out / name) as tmp:
                 tmp.write_text(text)
             tracking.log_artifact(args.out / name)
-    best = max(report["methods"].items(), key=lambda kv: kv[1]["val_file_accuracy"])
-    log.info("best on validation: %s (test clip %.3f)", best[0], best[1]["test_clip_accuracy"])
+        best = report["best_method"]
+        files = bundle_files(Path(args.params), args.models, args.out / "ensemble.json", seeds)
+        version = tracking.register_ensemble(files, members, {"method": best, "val_file_accuracy": str(report["methods"][best]["val_file_accuracy"])})
+    log.info("best on validation: %s (test clip %.3f); registered as %s version %s", best, report["methods"][best]["test_clip_accuracy"],
+             tracking.ENSEMBLE_MODEL, version)  # fmt: skip
 
 
 if __name__ == "__main__":

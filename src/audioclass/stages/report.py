@@ -1,14 +1,19 @@
-"""Stage ``report``: one results table in the study's style, every row beside its published figure.
+"""Stage ``report``: the results report, with one table in the study's style, every row beside its published figure.
 
-Reads the metrics files the model stages write (never their models)::
+Reads the files the model stages write (never their models)::
 
     <reports>/data.json                          files and clips per split
     <reports>/baselines/classical.json           classical models on raw 1D vectors
     <reports>/baselines/cnn1d/<arch>-k<k>.json   each 1D CNN cell in params' grid
     <reports>/baselines/features.json            feature-vector models (grouped CV)
-    <reports>/ensemble/ensemble.json             the 2D CNN runs and every ensemble method
+    <reports>/train/<run>.csv                    each CNN run's learning curve
+    <reports>/ensemble/ensemble.json             the 2D CNN runs and every ensemble method, with weights
+    <reports>/ensemble/ensemble_predictions.csv  clip-level predictions of ``ensemble.chosen``
 
-and writes ``<out>`` (e.g. ``reports/results.md``). Test accuracy is at clip
+and writes ``<out>`` (e.g. ``reports/results.md``): the results table, the
+chosen ensemble's confusion matrix and per-class accuracy, every weighted
+method's weights, the learning curves and the spectrogram grid, with the
+figures beside it in ``<out's folder>/figures/``. Test accuracy is at clip
 level (a clip's augmented copies averaged) and file level; the validation
 column is the held-out validation split, or for feature models the grouped
 cross-validation mean ± SD over folds.
@@ -23,10 +28,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from audioclass import study
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, stage_config
-from audioclass.outputs import atomic_file, require_inputs
+from audioclass.outputs import atomic_dir, atomic_file, require_inputs
+from audioclass.plots import confusion_png
 from audioclass.stages.cnn1d import Cnn1dConfig
 from audioclass.stages.ensemble import mean_se
 
@@ -105,6 +113,56 @@ def results_markdown(data: dict, baselines: list[Row], cnns: list[Row]) -> str:
     return intro + "\n".join(f"## {title}\n\n" + "\n".join(HEADER + [r.markdown() for r in rows]) + "\n" for title, rows in sections)
 
 
+def per_class_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Clips, correct and accuracy per actual class, from ``actual``/``predicted`` columns."""
+    table = predictions.assign(correct=predictions["actual"] == predictions["predicted"]).groupby("actual")["correct"]
+    return pd.DataFrame({"clips": table.size(), "correct": table.sum(), "accuracy": table.mean()}).rename_axis("class")
+
+
+def weights_markdown(ensemble: dict) -> str:
+    lines = ["| method | " + " | ".join(ensemble["runs"]) + " | validation (files) |", "|---|" + "---:|" * (len(ensemble["runs"]) + 1)]
+    for method, m in ensemble["methods"].items():
+        if m["weights"] is not None:
+            lines.append(f"| {method} | " + " | ".join(f"{w:.3f}" for w in m["weights"]) + f" | {pct(m['val_file_accuracy'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def learning_curves_png(histories: dict[str, pd.DataFrame], path: Path) -> None:
+    """Loss and accuracy per epoch of each run (validation solid, train dashed), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (name, history) in enumerate(histories.items()):
+        for ax, metric in zip(axes, ("loss", "accuracy")):
+            ax.plot(history["epoch"], history[metric], linestyle="--", color=f"C{i % 10}", alpha=0.5)
+            ax.plot(history["epoch"], history[f"val_{metric}"], color=f"C{i % 10}", label=name)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch"), ax.set_ylabel(metric), ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, title="validation solid, train dashed", title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=90, metadata={"Software": None})
+    plt.close(fig)
+
+
+def figures_markdown(ensemble: dict, chosen: str, predictions: pd.DataFrame) -> str:
+    classes = per_class_accuracy(predictions)
+    m = ensemble["methods"][chosen]
+    lines = [f"## The chosen ensemble: {chosen}", "",
+             f"Test: {pct(m['test_clip_accuracy'])} of clips, {pct(m['test_file_accuracy'])} of files; validation "
+             f"{pct(m['val_file_accuracy'])}. The method best on validation is `{ensemble.get('best_method', '–')}` "
+             "(what `audioclass predict` and the model registry use).", "",
+             "![Confusion matrix of the chosen ensemble, test clips](figures/confusion.png)", "",
+             "| class | test clips | correct | accuracy |", "|---|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {r.Index} | {r.clips} | {r.correct} | {pct(r.accuracy)} |" for r in classes.itertuples()]
+    lines += ["", "## Ensemble weights (fitted on validation)", "", weights_markdown(ensemble),
+              "## Learning curves", "", "![Loss and accuracy per epoch of every run](figures/learning_curves.png)", "",
+              "## The data, by eye", "", "![Example spectrograms, one row per class](spectrogram_grid.png)", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("report", __doc__)
     parser.add_argument("--reports", type=Path, required=True, help="the reports folder the model stages write into")
@@ -118,10 +176,20 @@ def main(argv: list[str] | None = None) -> None:
              "ensemble": r / "ensemble" / "ensemble.json", **{c: r / "baselines" / "cnn1d" / f"{c}.json" for c in cells}}  # fmt: skip
     require_inputs(list(files.values()), "the model stages' metrics (dvc repro)")
     loaded = {name: json.loads(path.read_text()) for name, path in files.items()}
+    ensemble = loaded["ensemble"]
+    curves = {run: r / "train" / f"{run}.csv" for run in ensemble["runs"]}
+    require_inputs([*curves.values(), r / "ensemble" / "ensemble_predictions.csv"], "the train and ensemble stages' reports (dvc repro)")
+    predictions = pd.read_csv(r / "ensemble" / "ensemble_predictions.csv")
     estimators = {name: spec.get("estimator", "") for name, spec in params.get("feature_models", {}).get("models", {}).items()}
     baselines = baseline_rows(loaded["classical"], {c: loaded[c] for c in cells}, loaded["features"], estimators)
-    cnns = cnn_rows(loaded["ensemble"])
-    text = results_markdown(loaded["data"], baselines, cnns)
+    cnns = cnn_rows(ensemble)
+    chosen = params["ensemble"]["chosen"]
+    text = results_markdown(loaded["data"], baselines, cnns) + "\n" + figures_markdown(ensemble, chosen, predictions)
+    classes = sorted(set(predictions["actual"]) | set(predictions["predicted"]))
+    matrix = pd.crosstab(predictions["actual"], predictions["predicted"]).reindex(index=classes, columns=classes, fill_value=0)
+    with atomic_dir(args.out.parent / "figures") as tmp:
+        confusion_png(matrix.to_numpy().tolist(), classes, tmp / "confusion.png", f"Ensemble {chosen}, test clips")
+        learning_curves_png({run: pd.read_csv(path) for run, path in curves.items()}, tmp / "learning_curves.png")
     with atomic_file(args.out) as tmp:
         tmp.write_text(text)
     log.info("%s: %d baseline rows, %d CNN and ensemble rows", args.out, len(baselines), len(cnns))
