@@ -105,6 +105,14 @@ def write_folders(root: Path, classes: dict[str, list[np.ndarray]], sr: int, *, 
     return root
 
 
+@pytest.fixture(autouse=True)
+def local_tracking(monkeypatch):
+    """Every test starts with the project-local MLflow store. ``mlflow.set_tracking_uri`` also writes
+    ``$MLFLOW_TRACKING_URI``, so without this a test's store (or a stopped test server) would leak into the next."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("AUDIOCLASS_MLFLOW_OFFLINE", raising=False)
+
+
 @pytest.fixture
 def esc10_release(tmp_path) -> Path:
     return write_esc10_release(tmp_path / "ESC-10", tiny_clips())

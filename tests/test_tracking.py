@@ -48,3 +48,94 @@ def test_epoch_logger_never_starts_a_run_of_its_own(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking.epoch_logger().on_epoch_end(0, {"loss": 1.0})
     assert mlflow.active_run() is None
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket closes
+
+
+def test_a_tracking_server_that_does_not_answer_stops_the_run_with_one_line(tmp_path, monkeypatch):
+    import pytest
+
+    from audioclass.errors import TrackingError
+
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(TrackingError, match=rf"^MLFLOW_TRACKING_URI={uri}: no tracking server answers \(.*\); expected a running "
+                                            r"MLflow server, or set AUDIOCLASS_MLFLOW_OFFLINE=1"):  # fmt: skip
+        with tracking.run("never", {"a": 1}):
+            raise AssertionError("the run must not start")
+    assert not (tmp_path / "mlflow.db").exists()
+
+    monkeypatch.setenv("AUDIOCLASS_MLFLOW_OFFLINE", "1")  # the switch: log locally, server or not
+    with tracking.run("offline", {"a": 1}) as run:
+        run_id = run.info.run_id
+    import mlflow
+
+    assert mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).data.params == {"a": "1"}
+
+
+def test_a_stage_fails_fast_on_an_unreachable_server_and_writes_nothing(tmp_path):
+    """The real entry point, as dvc runs it: exit 1, one line, no output, before any model is fitted."""
+    import os
+    import subprocess
+    import sys
+
+    from audioclass.dataset import Split
+    from conftest import PROJECT, write_spectrogram_folder
+    from test_baselines import vectors
+
+    named = lambda s: Split(s.x, s.index.assign(class_name="class" + s.index["label"].astype(str)))  # noqa: E731
+    data = write_spectrogram_folder(tmp_path / "vectors", {"train": named(vectors(30, 2, 0)), "val": named(vectors(9, 2, 1)),
+                                                           "test": named(vectors(9, 2, 2))})  # fmt: skip
+    (tmp_path / ".dvc").mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
+    env.pop("AUDIOCLASS_MLFLOW_OFFLINE", None)
+    result = subprocess.run([sys.executable, "-m", "audioclass.stages.classical", "--data", str(data), "--out", str(tmp_path / "reports"),
+                             "--params", str(PROJECT / "params.yaml")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "no tracking server answers" in errors[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "reports").exists()
+
+
+WRITER = """
+import sys
+from audioclass import tracking
+for r in range(3):
+    with tracking.run(f"{sys.argv[1]}-{r}", {"writer": sys.argv[1]}, tags={"pipeline_role": "concurrency"}):
+        for step in range(25):
+            tracking.log_metrics({"loss": 1.0 / (step + 1), "val_accuracy": step / 25}, step=step)
+"""
+
+
+def test_two_processes_share_a_fresh_sqlite_store_without_errors_or_lost_runs(tmp_path):
+    """Two writers that start together on a project with no mlflow.db yet, as ``dvc queue start --jobs 2`` does.
+
+    Without the creation lock both run MLflow's schema migrations and one fails (3 runs out of 3 before the fix).
+    """
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    (tmp_path / ".dvc").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "AUDIOCLASS_MLFLOW_OFFLINE")}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, name], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+               for name in ("a", "b")]  # fmt: skip
+    for writer in writers:
+        assert writer.wait(timeout=300) == 0, writer.stderr.read()[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("audioclass").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.params["writer"] == run.info.run_name[0]
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(25))

@@ -16,3 +16,7 @@ class ConfigError(AudioclassError):
 
 class DataError(AudioclassError):
     """An unreadable file, a wrong layout or inconsistent metadata."""
+
+
+class TrackingError(AudioclassError):
+    """An MLflow tracking server that does not answer."""

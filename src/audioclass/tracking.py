@@ -2,12 +2,22 @@
 
 Where runs go:
 
-- ``$MLFLOW_TRACKING_URI`` if set (a server such as ``http://127.0.0.1:5000``);
+- ``$MLFLOW_TRACKING_URI`` if set (a server such as ``http://127.0.0.1:5000``),
+  unless ``$AUDIOCLASS_MLFLOW_OFFLINE=1``. A server that does not answer stops
+  the stage within seconds, with one line, before its long work starts;
+  MLflow's own client would retry for minutes.
 - otherwise the project's own SQLite store, ``sqlite:///<project>/mlflow.db``,
   with artifacts in ``<project>/mlartifacts``.
   The project root is found even from a ``dvc exp run --temp`` or ``--queue``
   workspace (``<project>/.dvc/tmp/exps/…``), so those runs land in the
   project's store rather than in a temporary copy.
+
+Several processes may share a SQLite store on one machine (``dvc queue start
+--jobs 2``): SQLite serialises their writes, and MLflow waits up to 20 s for
+its lock. Creating the store is the exception, since two processes that find
+no tables would both run MLflow's schema migrations and one would fail; a file
+lock beside the database (``mlflow.db.lock``) lets one create it while the
+others wait. Writers on several machines need a tracking server.
 
 Runs are tagged with the DVC stage (``DVC_STAGE``), the DVC experiment
 (``DVC_EXP_NAME``) when there is one, and the git commit, so one pipeline
@@ -22,13 +32,19 @@ import os
 import shutil
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from audioclass.errors import TrackingError
+
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "audioclass"
+OFFLINE_ENV = "AUDIOCLASS_MLFLOW_OFFLINE"
+_answered: set[str] = set()  # servers already found answering in this process
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -45,7 +61,30 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    local = f"sqlite:///{project_root() / 'mlflow.db'}"
+    if os.environ.get(OFFLINE_ENV, "0") not in ("", "0"):
+        return local
+    return os.environ.get("MLFLOW_TRACKING_URI") or local
+
+
+def require_answering(uri: str, timeout: float = 5.0) -> None:
+    """Raise a one-line TrackingError unless the server at an http(s) ``uri`` answers; other stores pass."""
+    if not uri.startswith(("http://", "https://")) or uri in _answered:
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        pass  # an HTTP error status is still an answer
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no tracking server answers ({reason}); expected a running MLflow "
+                            f"server, or set {OFFLINE_ENV}=1 to log to the project's mlflow.db instead") from None  # fmt: skip
+    _answered.add(uri)
+
+
+def require_store() -> None:
+    """Fail now, with one line, if runs would go to a server that does not answer: a stage calls this before its long work."""
+    require_answering(tracking_uri())
 
 
 def run_tags() -> dict[str, str]:
@@ -61,18 +100,31 @@ def run_tags() -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
+def _creation_lock(uri: str) -> contextlib.AbstractContextManager:
+    """An inter-process lock around the first use of a SQLite store (see the module's docstring)."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{database}.lock")
+
+
 def _configure() -> None:
     """Point MLflow at the store and the experiment (created on first use)."""
     import mlflow
 
     uri = tracking_uri()
+    require_answering(uri)
     mlflow.set_tracking_uri(uri)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
-        # Pin artifacts to the project root; MLflow's default (./mlruns of whichever
-        # folder made the experiment) could be a temporary DVC experiment workspace.
-        mlflow.create_experiment(name, artifact_location=(project_root() / "mlartifacts").as_uri())
-    mlflow.set_experiment(name)
+    with _creation_lock(uri):
+        if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
+            # Pin artifacts to the project root; MLflow's default (./mlruns of whichever
+            # folder made the experiment) could be a temporary DVC experiment workspace.
+            mlflow.create_experiment(name, artifact_location=(project_root() / "mlartifacts").as_uri())
+        mlflow.set_experiment(name)
 
 
 @contextlib.contextmanager
@@ -219,7 +271,9 @@ def load_model(uri: str) -> Any:
     """A pyfunc model from this project's store, e.g. ``models:/audioclass-ensemble/latest``."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    store = tracking_uri()
+    require_answering(store)
+    mlflow.set_tracking_uri(store)
     return mlflow.pyfunc.load_model(uri)
 
 

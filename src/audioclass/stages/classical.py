@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports/baselines")
     args = parser.parse_args(argv)
     cfg = stage_config(ClassicalConfig, load_params(args.params), "classical", args.params)
+    tracking.require_store()
     classical(cfg, load_raw_vectors(args.data), args.out, args.jobs)
 
 

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports/baselines/cnn1d")
     args = parser.parse_args(argv)
     cfg = stage_config(Cnn1dConfig, load_params(args.params), "cnn1d", args.params)
+    tracking.require_store()
     if args.architecture not in cfg.architectures or args.kernel not in cfg.first_kernels:
         raise ConfigError(f"{args.params}: cnn1d: expected the grid to contain {args.architecture} with kernel {args.kernel}, "
                           f"got {list(cfg.architectures)} × {list(cfg.first_kernels)}")  # fmt: skip

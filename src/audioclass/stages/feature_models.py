@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports/baselines")
     args = parser.parse_args(argv)
     cfg = stage_config(FeatureModelsConfig, load_params(args.params), "feature_models", args.params)
+    tracking.require_store()
     data = load_data(args.data, expected="the features stage's output (dvc repro features)")
     require_inputs([args.data / "columns.csv"], "the features stage's output (dvc repro features)")
     columns = pd.read_csv(args.data / "columns.csv")

@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--history", type=Path, required=True, help="DVC plots file, e.g. reports/train/run-1.csv")
     args = parser.parse_args(argv)
     cfg = stage_config(TrainConfig, load_params(args.params), "train", args.params)
+    tracking.require_store()
     if args.seed not in cfg.seeds:
         raise ConfigError(f"{args.params}: train.seeds: expected to contain --seed {args.seed}, got {list(cfg.seeds)}")
     if args.hyperparameters:

@@ -481,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     train = stage_config(TrainConfig, params, "train", args.params)
     base = Hyperparameters(train.model, train.fit)
     check_space(cfg, base, args.params)
+    tracking.require_store()
     if args.worker:
         if not cfg.enabled:
             raise ConfigError(f"{args.params}: tune.enabled: expected true for a worker, got false")
