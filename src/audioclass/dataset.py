@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audioclass.outputs import require_inputs
+from audioclass.outputs import load_array, require_inputs
 from audioclass.parallel import parallel_map
 from audioclass.stages.split import SPLITS
 
@@ -54,7 +54,7 @@ def load_data(folder: Path, splits: tuple[str, ...] = SPLITS, *,
     loaded = {}
     for name in splits:
         index = pd.read_csv(folder / name / "index.csv", dtype={"source_id": str})
-        loaded[name] = Split(np.load(folder / name / "x.npy"), index)
+        loaded[name] = Split(load_array(folder / name / "x.npy", rows=len(index)), index)
     labels = pd.concat(s.index for s in loaded.values()).drop_duplicates("label").sort_values("label")
     class_names = tuple(labels.set_index("label")["class_name"].reindex(range(labels["label"].max() + 1), fill_value="?"))
     return Data(loaded["train"], loaded["val"], loaded.get("test"), class_names)

@@ -3,18 +3,46 @@
 A stage writes into a temporary sibling (same folder, so the final rename is
 atomic on one filesystem). On success the old output, if any, is replaced; on
 any error or interrupt the temporary is removed and the old output is kept.
+A process killed outright (SIGKILL, power loss) cannot clean up: its
+temporary, named after its process id, is removed by the next writer of the
+same output once that process is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from audioclass.errors import DataError
+
+
+def _stem(path: Path) -> str:
+    return f".{path.name}.pid"  # + "<pid>.<random>.tmp": whose temporary it is
+
+
+def _sweep_stale(path: Path) -> None:
+    """Remove temporaries of ``path`` left by processes that no longer exist."""
+    for stale in path.parent.glob(f"{glob.escape(_stem(path))}*.tmp"):
+        pid = stale.name[len(_stem(path)) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(stale)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -22,7 +50,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder that becomes ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _sweep_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_stem(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         if path.exists() or path.is_symlink():
@@ -38,7 +67,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path that becomes ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _sweep_stale(path)
+    fd, name = tempfile.mkstemp(prefix=f"{_stem(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -60,3 +90,17 @@ def require_inputs(paths: list[Path], expected: str) -> None:
     for path in paths:
         if not Path(path).is_file():
             raise DataError(f"{path}: missing; expected {expected}")
+
+
+def load_array(path: Path, rows: int | None = None) -> np.ndarray:
+    """``np.load(path)``, as one DataError line if the file is truncated or not an array, or if it lacks ``rows`` rows.
+
+    Outputs are written atomically, so a bad file here was damaged or copied in by hand.
+    """
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise DataError(f"{path}: unreadable NumPy array ({str(err).splitlines()[0]}); expected a complete .npy file") from None
+    if rows is not None and len(array) != rows:
+        raise DataError(f"{path}: {len(array)} rows; expected {rows}, one per row of its index.csv")
+    return array

@@ -53,10 +53,18 @@ class Ensemble:
     spectrograms: SpectrogramConfig
 
 
-def load_ensemble(params_path: Path, models: Path, ensemble_json: Path, method: str | None = None) -> Ensemble:
-    """The trained members, the method's weights and the preprocessing params, checked against each other."""
+def _load_keras(path: Path) -> Any:
     import keras
 
+    try:
+        return keras.models.load_model(path)
+    except Exception as err:  # Keras raises anything from zipfile, h5py or its own deserialisation
+        raise DataError(f"{path}: unreadable Keras model ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                        "expected a complete model.keras from the train stage") from None  # fmt: skip
+
+
+def load_ensemble(params_path: Path, models: Path, ensemble_json: Path, method: str | None = None) -> Ensemble:
+    """The trained members, the method's weights and the preprocessing params, checked against each other."""
     params = load_params(params_path)
     seeds = params.get("train", {}).get("seeds") or []
     folders = [models / f"run-{seed}" for seed in seeds]
@@ -70,7 +78,7 @@ def load_ensemble(params_path: Path, models: Path, ensemble_json: Path, method: 
     if method not in report["methods"]:
         raise ConfigError(f"--method: expected one of {sorted(report['methods'])}, got {method!r}")
     weights = report["methods"][method]["weights"]
-    members = [keras.models.load_model(f / "model.keras") for f in folders]
+    members = [_load_keras(f / "model.keras") for f in folders]
     class_names = json.loads((folders[0] / "metrics.json").read_text())["class_names"]
     ensemble = Ensemble(members, method, None if weights is None else np.asarray(weights), class_names,
                         stage_config(ExtractConfig, params, "extract", str(params_path)),

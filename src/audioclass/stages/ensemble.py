@@ -38,7 +38,7 @@ from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.errors import ConfigError, DataError
 from audioclass.evaluation import accuracy, clip_level
-from audioclass.outputs import atomic_file, require_inputs
+from audioclass.outputs import atomic_file, load_array, require_inputs
 from audioclass.swarm import OPTIMISERS
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,8 @@ def load_runs(folders: list[Path]) -> Runs:
     val, test, metrics = [], [], []
     for folder in folders:
         require_inputs([folder / n for n in ("val_probs.npy", "test_probs.npy", "metrics.json")], "a finished train run (dvc repro train)")
-        val.append(np.load(folder / "val_probs.npy"))
-        test.append(np.load(folder / "test_probs.npy"))
+        val.append(load_array(folder / "val_probs.npy"))
+        test.append(load_array(folder / "test_probs.npy"))
         metrics.append(json.loads((folder / "metrics.json").read_text()))
     shapes = {(v.shape, t.shape) for v, t in zip(val, test)}
     if len(shapes) != 1:
@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = stage_config(EnsembleConfig, params, "ensemble", args.params)
+    tracking.require_store()
     seeds = params.get("train", {}).get("seeds") or []
     if len(seeds) < 2:
         raise ConfigError(f"{args.params}: train.seeds: expected at least 2 runs to ensemble, got {seeds!r}")
