@@ -48,6 +48,16 @@ def test_esc10_release(esc10_release, tmp_path):
         assert (info.samplerate, info.frames, info.channels, info.subtype) == (8000, 4000, 1, "PCM_16")
 
 
+def test_serial_and_parallel_write_identical_bytes(esc10_release, tmp_path):
+    """Ogg clips at 8 kHz resampled to the pipeline's 22,050 Hz: the decode and resample path real data takes."""
+    for jobs in (1, 2):
+        cfg_ = config(ExtractConfig, "extract", source=str(esc10_release), sample_rate=22050, duration=0.5)
+        extract(cfg_, tmp_path / f"jobs{jobs}", jobs=jobs)
+    serial, parallel = (sorted((tmp_path / f"jobs{jobs}").rglob("*")) for jobs in (1, 2))
+    assert [p.relative_to(tmp_path / "jobs1") for p in serial] == [p.relative_to(tmp_path / "jobs2") for p in parallel]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(serial, parallel) if a.is_file())
+
+
 def test_esc50_master_gives_the_same_clips_as_the_esc10_release(tmp_path):
     clips = tiny_clips()
     esc10 = run(write_esc10_release(tmp_path / "ESC-10", clips, fmt="wav"), tmp_path / "a")
@@ -140,7 +150,7 @@ def _esc10_not_boolean(root: Path) -> str:
     table = pd.read_csv(csv)
     table["esc10"] = table["esc10"].map({True: "yes", False: "no"})
     table.to_csv(csv, index=False)
-    return "column esc10 must be True or False, got 'yes'"
+    return "column esc10: expected True or False, got 'yes'"
 
 
 def _unknown_class_folder(root: Path) -> str:

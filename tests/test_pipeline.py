@@ -77,6 +77,20 @@ def test_second_repro_does_nothing(workspace):
     assert "up to date" in sandbox.dvc(workspace, "status").stdout
 
 
+def lock_outs(workspace: Path, stages: list[str]) -> dict[str, list[tuple[str, str]]]:
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]
+    return {stage: [(out["path"], out["md5"]) for out in lock[stage]["outs"]] for stage in stages}
+
+
+def test_data_stages_rerun_from_scratch_give_identical_lock_hashes(workspace):
+    """DVC deletes a stage's outputs before running it, so a forced repro makes them again from nothing."""
+    before = lock_outs(workspace, DATA_STAGES)
+    ran = stages_run(sandbox.dvc(workspace, "repro", "--force", "spectrograms").stdout)
+    assert sorted(ran) == sorted(DATA_STAGES)  # split and augment both follow extract, in either order
+    assert lock_outs(workspace, DATA_STAGES) == before
+    assert "Data and pipelines are up to date." in sandbox.dvc(workspace, "status").stdout  # nothing downstream is stale
+
+
 def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args], cwd=cwd, check=True, capture_output=True)
 
@@ -291,26 +305,31 @@ def test_temporary_experiment_logs_to_the_projects_store(workspace):
     assert experiment.artifact_location.startswith((workspace / "mlartifacts").resolve().as_uri())
 
 
-def test_queued_experiments_run_from_the_queue_and_log_to_the_projects_store(workspace):
-    """``dvc exp run --queue`` + ``dvc queue start``: a background worker in a temporary copy, logging to mlflow.db here."""
+def test_queued_experiments_run_on_two_workers_and_log_to_the_projects_store(workspace):
+    """``dvc exp run --queue`` + ``dvc queue start --jobs 2``: two background workers in temporary copies,
+    both logging to mlflow.db here at once, without errors or lost runs."""
     import time
 
     from mlflow.tracking import MlflowClient
 
-    sandbox.dvc(workspace, "exp", "run", "--queue", "-S", "ensemble.iterations=3", "-n", "queued-exp")
-    sandbox.dvc(workspace, "queue", "start", "--jobs", "1")
+    for name, iterations in (("queued-a", 3), ("queued-b", 4)):
+        sandbox.dvc(workspace, "exp", "run", "--queue", "-S", f"ensemble.iterations={iterations}", "-n", name)
+    sandbox.dvc(workspace, "queue", "start", "--jobs", "2")
     deadline = time.monotonic() + 600
-    while "queued-exp" not in sandbox.dvc(workspace, "exp", "list", "--name-only").stdout:
+    while not {"queued-a", "queued-b"} <= set(sandbox.dvc(workspace, "exp", "list", "--name-only").stdout.split()):
         status = sandbox.dvc(workspace, "queue", "status").stdout
-        assert "Failed" not in status, sandbox.dvc(workspace, "queue", "logs", "queued-exp", check=False).stdout
+        assert "Failed" not in status, status + sandbox.dvc(workspace, "queue", "logs", "queued-a", check=False).stdout
         assert time.monotonic() < deadline, status
         time.sleep(2)
     sandbox.dvc(workspace, "queue", "stop", "--kill", check=False)
     shown = json.loads(sandbox.dvc(workspace, "exp", "show", "--json").stdout)
-    assert any(exp.get("name") == "queued-exp" for row in shown for exp in row.get("experiments") or [])
-    diff = json.loads(sandbox.dvc(workspace, "exp", "diff", "queued-exp", "--json").stdout)
-    assert "ensemble.iterations" in diff["params"]["params.yaml"]
+    assert {"queued-a", "queued-b"} <= {exp.get("name") for row in shown for exp in row.get("experiments") or []}
+    diff = json.loads(sandbox.dvc(workspace, "exp", "diff", "queued-a", "queued-b", "--json").stdout)
+    changed = diff["params"]["params.yaml"]["ensemble.iterations"]
+    assert (changed["old"], changed["new"]) == (3, 4)
     client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("audioclass")
-    runs = client.search_runs([experiment.experiment_id], "tags.dvc_exp_name = 'queued-exp'")
-    assert [r.data.tags["pipeline_role"] for r in runs] == ["ensemble"] and runs[0].data.params["ensemble.iterations"] == "3"
+    for name, iterations in (("queued-a", "3"), ("queued-b", "4")):
+        runs = client.search_runs([experiment.experiment_id], f"tags.dvc_exp_name = '{name}'")
+        assert [r.data.tags["pipeline_role"] for r in runs] == ["ensemble"] and runs[0].data.params["ensemble.iterations"] == iterations
+        assert runs[0].info.status == "FINISHED" and "swarm_jaya.test_clip_accuracy" in runs[0].data.metrics

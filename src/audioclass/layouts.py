@@ -241,7 +241,7 @@ def _esc50(source: Source, csv_member: str, subset: str) -> Corpus:
     esc10 = meta["esc10"].map(lambda v: {True: True, False: False, "True": True, "False": False}.get(v))
     if esc10.isna().any():
         bad = meta["esc10"][esc10.isna()].iloc[0]
-        raise DataError(f"{csv_name}: column esc10 must be True or False, got {bad!r}")
+        raise DataError(f"{csv_name}: column esc10: expected True or False, got {bad!r}")
     if subset == "esc10":
         meta = meta[esc10.astype(bool)]
         classes = ESC10_CLASSES
