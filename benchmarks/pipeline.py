@@ -25,6 +25,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ("extract", "split", "augment", "spectrograms")
 BASELINE_STAGES = ("raw_vectors", "classical", "cnn1d", "features", "feature_models")  # cnn1d: every cnn1d@<cell>
 GIB = 1024**3
-TARGETS = {  # (what, limit, unit) on a 2-core machine, from issues 2 and 3
+CORE_STAGES = (*DATA_STAGES, "tune", "train", "ensemble")  # train: every train@<seed>
+TARGETS = {  # (what, limit, unit) on a 2-core machine, from issues 2, 3 and 7
+    "core_wall_s": ("core path, extract to ensemble (issue 7)", 30 * 60, "s"),
+    "total_wall_s": ("every stage, baselines and tuning included (issue 7)", 45 * 60, "s"),
     "augment_wall_s": ("augmentation of 8,000 files", 8 * 60, "s"),
     "spectrograms_wall_s": ("spectrograms for 8,000 files", 60, "s"),
     "train_wall_s": ("training every run", 15 * 60, "s"),
@@ -238,6 +242,12 @@ def verdicts(figures: dict) -> list[dict]:
     return rows
 
 
+def mean_se(values: list[float]) -> dict:
+    """Mean and standard error (sample SD / sqrt(n); 0 for a single value)."""
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return {"mean": round(statistics.mean(values), 4), "se": round(se, 4), "n": len(values)}
+
+
 def markdown(report: dict) -> str:
     run = report["runs"][0]
     lines = [
@@ -267,6 +277,8 @@ def markdown(report: dict) -> str:
         for name, r in run["runs"].items():
             lines.append(f"| {name} | {r['epochs_run']} | {r['best_epoch']} | {r['seconds_per_epoch']} | "
                          f"{100 * r['val_file_accuracy']:.2f} % | {100 * r['test_clip_accuracy']:.2f} % | {100 * r['test_file_accuracy']:.2f} % |")  # fmt: skip
+        spread = {k: mean_se([r[k] for r in run["runs"].values()]) for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")}
+        lines.append("| mean ± SE | | | | " + " | ".join(f"{100 * m['mean']:.2f} ± {100 * m['se']:.2f} %" for m in spread.values()) + " |")
     if "results_table" in run:
         lines += ["", run["results_table"].rstrip().replace("\n# ", "\n## ").replace("\n## ", "\n### ").removeprefix("# ")]
     elif "ensemble_table" in run:
@@ -342,6 +354,9 @@ def main() -> None:
     trains = [m["wall_s"] for s, m in first["stages"].items() if s.startswith("train@")]
     if trains:
         figures["train_wall_s"] = round(sum(trains), 1)
+    if not only and not args.until:
+        figures["core_wall_s"] = round(sum(m["wall_s"] for s, m in first["stages"].items() if s.split("@")[0] in CORE_STAGES), 1)
+        figures["total_wall_s"] = round(sum(m["wall_s"] for m in first["stages"].values()), 1)
     report = {
         "command": "python benchmarks/pipeline.py" + "".join(f" --set {a}" for a in args.set)
                    + (f" --until {args.until}" if args.until else "")

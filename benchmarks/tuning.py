@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,16 +27,11 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import PROJECT, benchmark_parser, machine, measure, overrides, write_report  # noqa: E402
+from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report  # noqa: E402
 
 from audioclass import sandbox  # noqa: E402
 
 BUDGET_S = 8 * 60  # issue 4: the default tuning budget on a 2-core machine
-
-
-def mean_se(values: list[float]) -> dict:
-    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-    return {"mean": round(statistics.mean(values), 4), "se": round(se, 4), "n": len(values)}
 
 
 def six_runs(box: Path, label: str) -> dict:
