@@ -125,8 +125,9 @@ def run_pipeline(work: Path, source: Path, until: str | None, params: dict, only
     stages = {}
     for stage in order:
         print(f"  {stage} …", flush=True)
-        # --force: with --from-cache the stage's outputs are already checked out and up to date.
-        stages[stage] = measure([*dvc, "repro", "-s", *(["--force"] if only else []), stage], box)
+        # --force: the sandbox holds the project's dvc.lock and committed metrics, so a stage whose
+        # inputs come out byte-identical (as they should) would otherwise count as up to date.
+        stages[stage] = measure([*dvc, "repro", "-s", "--force", stage], box)
         if "Running stage" not in stages[stage]["log"]:
             raise SystemExit(f"{stage} did not run:\n{stages[stage]['log']}")
         print(f"    {stages[stage]['wall_s']} s wall, {stages[stage]['cpu_s']} s CPU, "
