@@ -271,9 +271,8 @@ def load_model(uri: str) -> Any:
     """A pyfunc model from this project's store, e.g. ``models:/audioclass-ensemble/latest``."""
     import mlflow
 
-    store = tracking_uri()
-    require_answering(store)
-    mlflow.set_tracking_uri(store)
+    require_store()
+    mlflow.set_tracking_uri(tracking_uri())
     return mlflow.pyfunc.load_model(uri)
 
 
