@@ -119,6 +119,8 @@ def main() -> None:
     box = sandbox.create(PROJECT, args.work / "project", params)
     shutil.copytree(args.source, box / "data/raw/ESC-10", dirs_exist_ok=True)
     sandbox.dvc(box, "add", "data/raw/ESC-10")
+    command = "python benchmarks/crossval.py" + (f" --folds {args.folds}" if args.folds != "1,2,3,4,5" else "")
+    command += "".join(f" --set {a}" for a in args.set)
     results = {}
     for k in folds:
         print(f"fold {k}: dvc exp run ensemble -S split.test_fold={k} …", flush=True)
@@ -126,15 +128,9 @@ def main() -> None:
         results[k] = {"wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"], "peak_memory_gib": timing["peak_memory_gib"], **fold_results(box)}
         print(f"  {timing['wall_s'] / 60:.1f} min; average ensemble {results[k]['ensemble']['average']['test_clip_accuracy']:.4f} (test clips)",
               flush=True)  # fmt: skip
-    report = {
-        "command": "python benchmarks/crossval.py" + (f" --folds {args.folds}" if args.folds != "1,2,3,4,5" else "")
-                   + "".join(f" --set {a}" for a in args.set),
-        "machine": machine(),
-        "params_overrides": params,
-        "folds": results,
-        "summary": summary(results),
-    }  # fmt: skip
-    write_report(report, markdown(report), args.report)
+        # After every fold, so an interrupted run still reports the folds it finished.
+        report = {"command": command, "machine": machine(), "params_overrides": params, "folds": results, "summary": summary(results)}
+        write_report(report, markdown(report), args.report)
 
 
 if __name__ == "__main__":

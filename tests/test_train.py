@@ -1,5 +1,7 @@
 """Stage train: the architecture registry, config checks, clip-level scoring, and a deterministic fit."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ from audioclass.errors import ConfigError
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
 from audioclass.dataset import Data
-from audioclass.stages.train import FitParams, ModelParams, TrainConfig, fit_run, predict
+from audioclass.stages.train import FitParams, ModelParams, TrainConfig, _training_dataset, fit_run, predict
 from conftest import PROJECT, band_spectrograms
 
 N_CLASSES = 3
@@ -22,7 +24,8 @@ def data() -> Data:
 
 
 MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3)
-FIT = FitParams(epochs=4, batch_size=8, learning_rate=0.01, patience=4)
+FIT = FitParams(epochs=4, batch_size=8, learning_rate=0.01, patience=4, mixup_alpha=0.0, freq_masks=0,
+                freq_mask_width=0, time_masks=0, time_mask_width=0)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -66,6 +69,36 @@ def test_fit_learns_and_is_deterministic_per_seed(data):
     metrics = summarize(a, data.val.index, predict(model_a, data.test), data.test.index, data.class_names)
     assert metrics["test_clip_accuracy"] > 0.6  # chance is 1/3
     assert np.array(metrics["test_clip_confusion"]).sum() == 9
+
+
+def _epochs(split, fit, seed, n=2):
+    ds = _training_dataset(split, fit, N_CLASSES, seed=seed)
+    return [[(x.numpy(), y.numpy()) for x, y in ds] for _ in range(n)]
+
+
+def test_spec_augment_zeroes_whole_bands_and_frames_repeatably_per_seed():
+    ones = band_spectrograms(16, 1, 0)
+    ones = type(ones)(np.ones_like(ones.x), ones.index)
+    fit = dataclasses.replace(FIT, freq_masks=1, freq_mask_width=3, time_masks=2, time_mask_width=4)
+    first, again, other = _epochs(ones, fit, 7), _epochs(ones, fit, 7), _epochs(ones, fit, 8)
+    x = np.concatenate([b for b, _ in first[0]])
+    zero_rows = (x == 0).all(axis=(2, 3)).sum(axis=1)  # whole bands masked in each example
+    zero_cols = (x == 0).all(axis=(1, 3)).sum(axis=1)  # whole frames
+    assert zero_rows.max() <= 3 and zero_cols.max() <= 8 and zero_rows.sum() > 0 and zero_cols.sum() > 0
+    assert set(np.unique(x)) <= {0.0, 1.0}  # masks zero; nothing else changes
+    for (xa, ya), (xb, yb) in zip(first[0], again[0]):
+        np.testing.assert_array_equal(xa, xb)
+    assert not all(np.array_equal(a, b) for (a, _), (b, _) in zip(first[0], first[1]))  # each epoch draws afresh
+    assert not all(np.array_equal(a, b) for (a, _), (b, _) in zip(first[0], other[0]))
+
+
+def test_mixup_blends_examples_and_labels_with_the_examples_own_label_dominant(data):
+    fit = dataclasses.replace(FIT, mixup_alpha=0.4)
+    y = np.concatenate([y for _, y in _epochs(data.train, fit, 3, n=1)[0]])
+    np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-6)
+    assert (y.max(axis=1) >= 0.5 - 1e-6).all() and ((y > 0) & (y < 1)).any(axis=1).mean() > 0.3
+    plain = np.concatenate([y for _, y in _epochs(data.train, FIT, 3, n=1)[0]])
+    assert set(np.unique(plain)) == {0.0, 1.0}  # off: one-hot labels
 
 
 def test_missing_inputs_fail_with_one_line(tmp_path):

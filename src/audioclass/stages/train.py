@@ -71,12 +71,20 @@ class FitParams:
     batch_size: int
     learning_rate: float
     patience: int  # epochs without a better validation loss before stopping
+    mixup_alpha: float  # 0: off; else each batch mixes with a shuffled copy of itself, weight ~ Beta(α, α)
+    freq_masks: int  # SpecAugment: bands of up to freq_mask_width zeroed in each training example
+    freq_mask_width: int
+    time_masks: int  # SpecAugment: spans of up to time_mask_width frames zeroed
+    time_mask_width: int
 
     def __post_init__(self):
         require(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
         require(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         require(0 < self.learning_rate < 1, "learning_rate", "a rate in (0, 1)", self.learning_rate)
         require(self.patience >= 1, "patience", "an integer >= 1", self.patience)
+        require(self.mixup_alpha >= 0, "mixup_alpha", "a number >= 0 (0 turns mixup off)", self.mixup_alpha)
+        for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
+            require(getattr(self, key) >= 0, key, "an integer >= 0 (0 turns masking off)", getattr(self, key))
 
 
 @dataclass(frozen=True)
@@ -97,13 +105,56 @@ class Hyperparameters:
     fit: FitParams
 
 
-def _dataset(split: Split, batch_size: int, *, shuffle_seed: int | None = None):
+def _dataset(split: Split, batch_size: int, n_classes: int):
+    """Batches of (x float32, one-hot y) in index order, for validation and prediction."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(split.y), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(2)
+    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y)).batch(batch_size)
+    return ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, n_classes))).prefetch(2)
+
+
+def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int):
+    """Shuffled training batches with SpecAugment masks and mixup, as ``fit`` asks.
+
+    Every random draw is a stateless op keyed by a per-batch seed from a seeded
+    ``tf.data.Dataset.random`` stream, so a run is repeatable per seed and each
+    epoch draws afresh.
+    """
+    import tensorflow as tf
+
+    def masks(x, seeds, count, width, axis):
+        # Zero up to `width` consecutive rows along `axis` (1: bands, 2: frames), `count` times per example.
+        size = tf.shape(x)[axis]
+        position = tf.reshape(tf.range(size), [-1, 1] if axis == 1 else [1, -1])[tf.newaxis, ..., tf.newaxis]
+        keep = tf.ones_like(x, dtype=tf.bool)
+        for k in range(count):
+            draw = tf.random.stateless_uniform([tf.shape(x)[0], 2], seed=tf.stack([seeds[0], axis * 100 + k]))
+            span = tf.cast(draw[:, 0] * (width + 1), tf.int32)[:, None, None, None]
+            start = tf.cast(draw[:, 1] * tf.cast(size, tf.float32), tf.int32)[:, None, None, None]
+            keep &= ~((position >= start) & (position < start + span))
+        return tf.where(keep, x, tf.zeros_like(x))
+
+    def augment(x, y, seeds):
+        x, y = tf.cast(x, tf.float32), tf.one_hot(y, n_classes)
+        if fit.freq_masks and fit.freq_mask_width:
+            x = masks(x, seeds, fit.freq_masks, fit.freq_mask_width, axis=1)
+        if fit.time_masks and fit.time_mask_width:
+            x = masks(x, seeds, fit.time_masks, fit.time_mask_width, axis=2)
+        if fit.mixup_alpha:
+            n = tf.shape(x)[0]
+            gammas = [tf.random.stateless_gamma([n], seed=tf.stack([seeds[0], 1000 + i]), alpha=fit.mixup_alpha) for i in (0, 1)]
+            lam = gammas[0] / (gammas[0] + gammas[1])
+            lam = tf.maximum(lam, 1 - lam)  # the example keeps the larger share, so its own label dominates
+            partner = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([seeds[0], 2000])))
+            x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * tf.gather(x, partner)
+            y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, partner)
+        return x, y
+
+    examples = tf.data.Dataset.from_tensor_slices((split.x, split.y))
+    examples = examples.shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((examples, seeds)).map(lambda example, s: (*example, s))
+    return ds.batch(fit.batch_size).map(augment).prefetch(2)
 
 
 def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int, callbacks: tuple = (),
@@ -122,11 +173,12 @@ def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int,
     steps = fit.epochs * -(-len(data.train.y) // fit.batch_size)
     # Cosine decay to zero over the planned epochs: the last epochs fine-tune at small steps.
     schedule = keras.optimizers.schedules.CosineDecay(fit.learning_rate, decay_steps=steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # One-hot targets, so mixup's blended labels and plain ones share one loss.
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy", metrics=["accuracy"])
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.patience, restore_best_weights=True)
     history = model.fit(
-        _dataset(data.train, fit.batch_size, shuffle_seed=seed),
-        validation_data=_dataset(data.val, 256),
+        _training_dataset(data.train, fit, len(data.class_names), seed=seed),
+        validation_data=_dataset(data.val, 256, len(data.class_names)),
         epochs=fit.epochs,
         callbacks=[early, *callbacks],
         shuffle=False,  # the tf.data pipeline shuffles, seeded
@@ -139,7 +191,7 @@ def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int,
 
 def predict(model: Any, split: Split) -> np.ndarray:
     """Class probabilities, (n_files, n_classes) float32, rows as the split's index."""
-    return model.predict(_dataset(split, 256), verbose=0).astype(np.float32)
+    return model.predict(_dataset(split, 256, model.output_shape[-1]), verbose=0).astype(np.float32)
 
 
 def train(cfg: TrainConfig, data: Data, seed: int, out: Path) -> tuple[dict, pd.DataFrame]:
