@@ -25,13 +25,14 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import PROJECT, benchmark_parser, machine, mean_se, overrides, write_report  # noqa: E402
 
 from audioclass import sandbox  # noqa: E402
 from audioclass.config import load_params, stage_config  # noqa: E402
-from audioclass.dataset import load_data  # noqa: E402
+from audioclass.dataset import Data, load_data  # noqa: E402
 from audioclass.evaluation import accuracy, clip_level  # noqa: E402
 
 STUDY_AUGMENT = {"noise": {"max_fraction": 0.1}, "pitch_shift": {"max_semitones": 10.0},
@@ -57,12 +58,11 @@ def spectrograms(work: Path, source: Path, augment: dict, params: dict) -> Path:
     return box / "data/spectrograms"
 
 
-def single_run(folder: Path, model_overrides: dict, fit_overrides: dict, seed: int) -> dict:
-    from audioclass.stages.train import TrainConfig, fit_run, predict
+def single_run(cfg: Any, data: Data, model_overrides: dict, fit_overrides: dict, seed: int) -> dict:
+    """One ``fit_run`` with ``cfg`` (a TrainConfig) overridden; its validation figures, and test for context."""
+    from audioclass.stages.train import fit_run, predict
 
-    cfg = stage_config(TrainConfig, load_params(folder.parents[1] / "params.yaml"), "train")
     model, fit = dataclasses.replace(cfg.model, **model_overrides), dataclasses.replace(cfg.fit, **fit_overrides)
-    data = load_data(folder)
     start = time.perf_counter()
     trained, history = fit_run(model, fit, data, seed=seed, verbose=0)
     seconds = time.perf_counter() - start
@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds")
     args = parser.parse_args()
+    from audioclass.stages.train import TrainConfig  # TensorFlow loads only once the arguments are good
+
     names = args.variants.split(",")
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
@@ -115,17 +117,20 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     shutil.rmtree(args.work, ignore_errors=True)
     params = overrides(args.set)
-    folders: dict[str, Path] = {}
+    loaded: dict[str, Data] = {}  # one spectrogram folder, loaded once, per augmentation setting
     report = {"command": "python benchmarks/ablation.py" + "".join(f" {o}" for o in sys.argv[1:]), "machine": machine(),
-              "test_fold": load_params(PROJECT / "params.yaml")["split"]["test_fold"], "requested": names, "variants": {}}  # fmt: skip
+              "requested": names, "variants": {}}  # fmt: skip
     for name in names:
         change, augment, model_overrides, fit_overrides = VARIANTS[name]
         key = json.dumps(augment, sort_keys=True)
-        if key not in folders:
-            folders[key] = spectrograms(args.work / f"data-{len(folders)}", args.source, augment, params)
+        if key not in loaded:
+            folder = spectrograms(args.work / f"data-{len(loaded)}", args.source, augment, params)
+            loaded[key] = load_data(folder)
+            box_params = load_params(folder.parents[1] / "params.yaml")  # the sandbox's, with --set applied
+            cfg, report["test_fold"] = stage_config(TrainConfig, box_params, "train"), box_params["split"]["test_fold"]
         runs = {}
         for seed in seeds:
-            runs[seed] = single_run(folders[key], model_overrides, fit_overrides, seed)
+            runs[seed] = single_run(cfg, loaded[key], model_overrides, fit_overrides, seed)
             print(f"  {name} seed {seed}: {runs[seed]}", flush=True)
         report["variants"][name] = {"change": change, "augment": augment, "model": model_overrides, "fit": fit_overrides, "runs": runs}
         write_report(report, markdown(report), args.report)  # after every variant, so a partial run still reports
