@@ -86,13 +86,15 @@ def markdown(report: dict) -> str:
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB. Command: `{report['command']}`. "
         f"Params: {'defaults' if not report['params_overrides'] else 'defaults with ' + json.dumps(report['params_overrides'])}. "
         f"Each fold is the test fold once; validation is drawn from the other folds only.", "",
-        "| test fold | wall (min) | single runs, test clips (mean ± SE) | best run on validation: test clips | average ensemble: test clips | "
-        f"{next(iter(folds.values()))['chosen']}: test clips | best method on validation |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| test fold | wall (min) | tuned width | average ensemble: validation files | single runs, test clips (mean ± SE) | "
+        f"best run on validation: test clips | average ensemble: test clips | {next(iter(folds.values()))['chosen']}: test clips | "
+        "best method on validation |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for k, f in folds.items():
         chosen = f["ensemble"][f["chosen"]]
-        lines.append(f"| {k} | {f['wall_s'] / 60:.1f} | {pct(f['single_runs']['test_clip_accuracy']['mean'])} ± "
+        lines.append(f"| {k} | {f['wall_s'] / 60:.1f} | {f['hyperparameters']['model']['width']} | "
+                     f"{pct(f['ensemble']['average']['val_file_accuracy'])} | {pct(f['single_runs']['test_clip_accuracy']['mean'])} ± "
                      f"{pct(f['single_runs']['test_clip_accuracy']['se'])} | {pct(f['best_single_run']['test_clip_accuracy'])} | "
                      f"{pct(f['ensemble']['average']['test_clip_accuracy'])} | {pct(chosen['test_clip_accuracy'])} | "
                      f"{f['best_method_on_validation']} |")  # fmt: skip
