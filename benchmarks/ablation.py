@@ -44,6 +44,8 @@ VARIANTS = {
     "gentle+masks": ("+ SpecAugment: 2 band masks ≤ 8, 2 frame masks ≤ 24, 16 epochs", {}, {},
                      {"freq_masks": 2, "time_masks": 2, "freq_mask_width": 8, "time_mask_width": 24, "epochs": 16}),
     "gentle+mixup": ("+ mixup α = 0.2, 16 epochs", {}, {}, {"mixup_alpha": 0.2, "epochs": 16}),
+    "gentle+masks+mixup": ("+ SpecAugment (2 band masks ≤ 8, 2 frame masks ≤ 24) and mixup α = 0.2, 10 epochs", {}, {},
+                           {"freq_masks": 2, "time_masks": 2, "freq_mask_width": 8, "time_mask_width": 24, "mixup_alpha": 0.2}),
     "gentle+tuned": ("+ the tune stage's default pick on fold 1 (width 8, dropout 0.07, lr 0.0096, batch 32)", {},
                      {"width": 8, "dropout": 0.0707}, {"learning_rate": 0.0096, "batch_size": 32}),
     "gentle+wide": ("+ width 24 (2.2× the multiply-adds)", {}, {"width": 24}, {}),

@@ -2,6 +2,7 @@
 
     python benchmarks/crossval.py                                  # → benchmarks/reports/crossval.{json,md}
     python benchmarks/crossval.py --folds 1,2 --set train.seeds=[1,2] --report /tmp/cv   # a quicker look
+    python benchmarks/crossval.py --compare tuned=old.json regularised=new.json            # two finished reports, fold by fold
 
 In a sandbox copy of the project, each fold is one DVC experiment of the core
 path, ``dvc exp run ensemble -S split.test_fold=<k> -n fold-<k>``, so
@@ -110,10 +111,49 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison(reports: dict[str, dict]) -> str:
+    """Finished reports side by side per fold: validation, which chooses between them, then test for context."""
+    pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
+    names = list(reports)
+    folds = sorted(set.intersection(*(set(r["folds"]) for r in reports.values())), key=int)
+
+    def figures(fold: dict) -> dict:
+        return {"val_ensemble": fold["ensemble"]["average"]["val_file_accuracy"], "val_runs": fold["single_runs"]["val_file_accuracy"]["mean"],
+                "test_ensemble": fold["ensemble"]["average"]["test_clip_accuracy"], "minutes": fold["wall_s"] / 60}  # fmt: skip
+
+    table = {name: {k: figures(r["folds"][k]) for k in folds} for name, r in reports.items()}
+    columns = [("val_ensemble", "average ensemble, validation files"), ("val_runs", "single runs, validation files (mean)"),
+               ("test_ensemble", "average ensemble, test clips (context)"), ("minutes", "wall (min)")]  # fmt: skip
+    lines = [
+        "# Cross-validation: configurations compared", "",
+        "Validation (each fold's grouped share of the other folds, the same clips for every configuration) chooses; "
+        "test is context and chose nothing.", "",
+        *(f"- **{name}**: `{r['command']}`" for name, r in reports.items()), "",
+        "| test fold | " + " | ".join(f"{name}: {label}" for _, label in columns for name in names) + " |",
+        "|---|" + "---:|" * (len(columns) * len(names)),
+    ]  # fmt: skip
+    show = lambda key, v: f"{v:.1f}" if key == "minutes" else pct(v)  # noqa: E731
+    for k in folds:
+        lines.append(f"| {k} | " + " | ".join(show(key, table[name][k][key]) for key, _ in columns for name in names) + " |")
+    means = {name: {key: statistics.mean(table[name][k][key] for k in folds) for key, _ in columns} for name in names}
+    lines.append("| mean | " + " | ".join(f"**{show(key, means[name][key])}**" for key, _ in columns for name in names) + " |")
+    best = max(names, key=lambda name: means[name]["val_ensemble"])
+    lines += ["", f"Higher mean validation accuracy of the average ensemble over {len(folds)} fold(s): **{best}**."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__, "crossval")
     parser.add_argument("--folds", default="1,2,3,4,5", help="test folds to run, comma-separated (default: all five)")
+    parser.add_argument("--compare", nargs="+", metavar="NAME=REPORT.json",
+                        help="run nothing: compare finished reports fold by fold, written to <report>-comparison.md")
     args = parser.parse_args()
+    if args.compare:
+        reports = {name: json.loads(Path(path).read_text()) for name, _, path in (a.partition("=") for a in args.compare)}
+        text = comparison(reports)
+        args.report.with_name(args.report.name + "-comparison.md").write_text(text)
+        print(text)
+        return
     folds = [int(k) for k in args.folds.split(",")]
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
