@@ -149,7 +149,11 @@ def main() -> None:
                         help="run nothing: compare finished reports fold by fold, written to <report>-comparison.md")
     args = parser.parse_args()
     if args.compare:
-        reports = {name: json.loads(Path(path).read_text()) for name, _, path in (a.partition("=") for a in args.compare)}
+        pairs = [a.partition("=")[::2] for a in args.compare]
+        bad = [a for a, (name, path) in zip(args.compare, pairs) if not name or not Path(path).is_file()]
+        if bad:
+            raise SystemExit(f"--compare: expected NAME=REPORT.json with an existing report, got {', '.join(bad)}")
+        reports = {name: json.loads(Path(path).read_text()) for name, path in pairs}
         text = comparison(reports)
         args.report.with_name(args.report.name + "-comparison.md").write_text(text)
         print(text)
