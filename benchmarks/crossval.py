@@ -61,6 +61,10 @@ def fold_results(box: Path) -> dict:
     }  # fmt: skip
 
 
+def pct(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
 def mean_sd(values: list[float]) -> dict:
     return {"mean": round(statistics.mean(values), 4), "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
             "folds": [round(v, 4) for v in values]}  # fmt: skip
@@ -80,7 +84,6 @@ def summary(folds: dict) -> dict:
 
 
 def markdown(report: dict) -> str:
-    pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
     folds = report["folds"]
     lines = [
         "# Cross-validation benchmark: ESC-10, official folds", "",
@@ -113,7 +116,6 @@ def markdown(report: dict) -> str:
 
 def comparison(reports: dict[str, dict]) -> str:
     """Finished reports side by side per fold: validation, which chooses between them, then test for context."""
-    pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
     names = list(reports)
     folds = sorted(set.intersection(*(set(r["folds"]) for r in reports.values())), key=int)
 
