@@ -131,3 +131,30 @@ def test_interrupted_training_leaves_no_model_and_reruns_to_the_same_predictions
     # exactly in practice; the tolerance only allows for a different BLAS thread split.
     np.testing.assert_allclose(np.load(out / "val_probs.npy"), np.load(reference / "val_probs.npy"), atol=1e-6)
     assert temporaries(out) == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed interrupt, on purpose
+@pytest.mark.parametrize("writer", ["atomic_dir", "atomic_file"])
+def test_a_ctrl_c_lost_in_a_finaliser_still_keeps_the_output_from_appearing(tmp_path, monkeypatch, writer):
+    """CPython prints and ignores a KeyboardInterrupt raised inside ``__del__``; the stage must not commit after it."""
+    from audioclass import outputs
+
+    monkeypatch.setattr(outputs, "_interrupted", False)
+    previous = signal.signal(signal.SIGINT, outputs.on_interrupt)  # as run_stage installs it
+    out, went_on = tmp_path / "out", []
+
+    class Finaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs at the next bytecode boundary, in here
+                pass
+
+    try:
+        with pytest.raises(KeyboardInterrupt), getattr(outputs, writer)(out) as tmp:
+            (tmp / "part" if writer == "atomic_dir" else tmp).write_text("work")
+            Finaliser()  # collected at once: the interrupt is raised and swallowed inside __del__
+            went_on.append(True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert went_on == [True]  # the interrupt really was lost, and the work went on
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Callable
 
@@ -49,7 +50,10 @@ def stage_parser(name: str, doc: str | None, *, jobs: bool = False) -> argparse.
 
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main`` with logging; a user error becomes one line and exit 1."""
+    from audioclass.outputs import on_interrupt
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
         main()
     except AudioclassError as err:

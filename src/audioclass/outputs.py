@@ -23,6 +23,28 @@ import numpy as np
 from audioclass.errors import DataError
 
 
+# Set by on_interrupt, the SIGINT handler every stage runs with. CPython prints and
+# ignores a KeyboardInterrupt raised while a finaliser runs (a __del__, a weakref
+# callback), so a Ctrl-C can be lost mid-stage; the flag still keeps the stage from
+# committing its output after one.
+_interrupted = False
+
+
+def on_interrupt(signum, frame) -> None:
+    """SIGINT: remember it, then raise KeyboardInterrupt as Python's default handler does."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    if _interrupted:
+        raise KeyboardInterrupt  # one was lost on the way: the output must not appear
+    if path.exists() or path.is_symlink():
+        _remove(path)
+    os.replace(tmp, path)
+
+
 def _stem(path: Path) -> str:
     return f".{path.name}.pid"  # + "<pid>.<random>.tmp": whose temporary it is
 
@@ -54,9 +76,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{_stem(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists() or path.is_symlink():
-            _remove(path)
-        os.replace(tmp, path)
+        _commit(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -73,7 +93,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.replace(tmp, path)
+        _commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
