@@ -37,6 +37,7 @@ from audioclass.evaluation import accuracy, clip_level  # noqa: E402
 
 STUDY_AUGMENT = {"noise": {"max_fraction": 0.1}, "pitch_shift": {"max_semitones": 10.0},
                  "time_stretch": {"min_rate": 0.5, "max_rate": 1.5}}  # fmt: skip
+PICK_MODEL, PICK_FIT = {"width": 16, "first_kernel": 7, "dropout": 0.014}, {"learning_rate": 0.0012}
 # name: (what changes, augment overrides, train.model overrides, train.fit overrides); params.yaml's values otherwise
 VARIANTS = {
     "study": ("the study's augmentation (noise 0.1, ±10 semitones, rate 0.5–1.5)", STUDY_AUGMENT, {}, {}),
@@ -49,6 +50,10 @@ VARIANTS = {
     "gentle+tuned": ("+ the tune stage's default pick on fold 1 (width 8, dropout 0.07, lr 0.0096, batch 32)", {},
                      {"width": 8, "dropout": 0.0707}, {"learning_rate": 0.0096, "batch_size": 32}),
     "gentle+wide": ("+ width 24 (2.2× the multiply-adds)", {}, {"width": 24}, {}),
+    "gentle+pick": ("+ the tune stage's pick on folds 1, 3, 4, 5 with this augmentation (width 16, first kernel 7, "
+                    "dropout 0.014, lr 0.0012)", {}, PICK_MODEL, PICK_FIT),
+    "gentle+pick+6-epochs": ("+ the same pick, its cosine schedule over 6 epochs instead of 10", {}, PICK_MODEL,
+                             {**PICK_FIT, "epochs": 6}),
 }
 
 

@@ -25,7 +25,7 @@ def data() -> Data:
 
 MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3)
 FIT = FitParams(epochs=4, batch_size=8, learning_rate=0.01, patience=4, mixup_alpha=0.0, freq_masks=0,
-                freq_mask_width=0, time_masks=0, time_mask_width=0)
+                freq_mask_width=0, time_masks=0, time_mask_width=0, ema_momentum=0.0)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -69,6 +69,19 @@ def test_fit_learns_and_is_deterministic_per_seed(data):
     metrics = summarize(a, data.val.index, predict(model_a, data.test), data.test.index, data.class_names)
     assert metrics["test_clip_accuracy"] > 0.6  # chance is 1/3
     assert np.array(metrics["test_clip_confusion"]).sum() == 9
+
+
+@pytest.mark.parametrize("patience", [1, 6], ids=["stopped-early", "ran-every-epoch"])
+def test_weight_averaging_keeps_the_averaged_weights_of_the_best_validation_epoch(data, patience):
+    import keras
+
+    fit = dataclasses.replace(FIT, epochs=6, patience=patience, ema_momentum=0.9)
+    model, history = fit_run(MODEL, fit, data, seed=3, verbose=0)
+    # The kept model scores what validation recorded for the best epoch, which was measured with the averaged weights.
+    loss = keras.losses.categorical_crossentropy(np.eye(N_CLASSES)[data.val.y], predict(model, data.val))
+    assert float(np.mean(loss)) == pytest.approx(history["val_loss"].min(), rel=1e-4)
+    plain, _ = fit_run(MODEL, dataclasses.replace(fit, ema_momentum=0.0), data, seed=3, verbose=0)
+    assert not np.allclose(predict(plain, data.val), predict(model, data.val), atol=1e-3)
 
 
 def _epochs(split, fit, seed, n=2):

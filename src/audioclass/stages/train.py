@@ -76,6 +76,7 @@ class FitParams:
     freq_mask_width: int
     time_masks: int  # SpecAugment: spans of up to time_mask_width frames zeroed
     time_mask_width: int
+    ema_momentum: float  # 0: off; else validation and the kept model use a moving average of the weights
 
     def __post_init__(self):
         require(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
@@ -85,6 +86,7 @@ class FitParams:
         require(self.mixup_alpha >= 0, "mixup_alpha", "a number >= 0 (0 turns mixup off)", self.mixup_alpha)
         for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
             require(getattr(self, key) >= 0, key, "an integer >= 0 (0 turns masking off)", getattr(self, key))
+        require(0 <= self.ema_momentum < 1, "ema_momentum", "a number in [0, 1) (0 turns averaging off)", self.ema_momentum)
 
 
 @dataclass(frozen=True)
@@ -173,14 +175,19 @@ def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int,
     steps = fit.epochs * -(-len(data.train.y) // fit.batch_size)
     # Cosine decay to zero over the planned epochs: the last epochs fine-tune at small steps.
     schedule = keras.optimizers.schedules.CosineDecay(fit.learning_rate, decay_steps=steps)
+    # Polyak averaging: the weights' moving average is far less noisy from epoch to epoch than the
+    # weights themselves, so the epoch early stopping keeps depends less on the seed.
+    averaging = {"use_ema": True, "ema_momentum": fit.ema_momentum} if fit.ema_momentum else {}
     # One-hot targets, so mixup's blended labels and plain ones share one loss.
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(schedule, **averaging), loss="categorical_crossentropy", metrics=["accuracy"])
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.patience, restore_best_weights=True)
+    # Before early stopping, so that validation, and the weights it keeps, are the averaged ones.
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if averaging else []
     history = model.fit(
         _training_dataset(data.train, fit, len(data.class_names), seed=seed),
         validation_data=_dataset(data.val, 256, len(data.class_names)),
         epochs=fit.epochs,
-        callbacks=[early, *callbacks],
+        callbacks=[*swap, early, *callbacks],
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=verbose,
     )
