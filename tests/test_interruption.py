@@ -138,9 +138,9 @@ def test_interrupted_training_leaves_no_model_and_reruns_to_the_same_predictions
 def test_a_ctrl_c_lost_in_a_finaliser_still_keeps_the_output_from_appearing(tmp_path, monkeypatch, writer):
     """CPython prints and ignores a KeyboardInterrupt raised inside ``__del__``; the stage must not commit after it."""
     from audioclass import outputs
+    from audioclass.cli import run_stage
 
     monkeypatch.setattr(outputs, "_interrupted", False)
-    previous = signal.signal(signal.SIGINT, outputs.on_interrupt)  # as run_stage installs it
     out, went_on = tmp_path / "out", []
 
     class Finaliser:
@@ -149,12 +149,17 @@ def test_a_ctrl_c_lost_in_a_finaliser_still_keeps_the_output_from_appearing(tmp_
             for _ in range(1000):  # the handler runs at the next bytecode boundary, in here
                 pass
 
-    try:
-        with pytest.raises(KeyboardInterrupt), getattr(outputs, writer)(out) as tmp:
+    def stage_main():
+        with getattr(outputs, writer)(out) as tmp:
             (tmp / "part" if writer == "atomic_dir" else tmp).write_text("work")
             Finaliser()  # collected at once: the interrupt is raised and swallowed inside __del__
             went_on.append(True)
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run_stage(stage_main)  # installs the stage's SIGINT handler
     finally:
         signal.signal(signal.SIGINT, previous)
     assert went_on == [True]  # the interrupt really was lost, and the work went on
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert stopped.value.code == 130 and not out.exists() and list(tmp_path.iterdir()) == []
