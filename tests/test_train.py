@@ -129,3 +129,35 @@ def test_missing_inputs_fail_with_one_line(tmp_path):
         f"error: {tmp_path / 'nowhere' / 'train' / 'index.csv'}: missing; expected the spectrogram stage's output (dvc repro spectrograms)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_training_runs_on_onednn_and_logs_no_tensorflow_error(tmp_path):
+    """The package turns oneDNN on before TensorFlow loads, and float16 spectrograms reach it as float32.
+
+    On CPUs without AVX-512, a float16 tensor makes oneDNN log an error line and fall back.
+    """
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np, pandas as pd
+from audioclass.dataset import Data, Split
+from audioclass.stages.train import FitParams, ModelParams, fit_run
+from tensorflow.python.util import _pywrap_util_port
+
+def split(n, seed):
+    rng = np.random.default_rng(seed)
+    return Split(rng.random((n, 8, 16, 1)).astype(np.float16), pd.DataFrame({"label": np.arange(n) % 2, "clip_id": np.arange(n)}))
+
+fit = FitParams(epochs=1, batch_size=4, learning_rate=0.01, patience=1, mixup_alpha=0.2, freq_masks=1, freq_mask_width=2,
+                time_masks=1, time_mask_width=2, ema_momentum=0.9)
+fit_run(ModelParams("compact_cnn", 4, 2, 0.1, 3), fit, Data(split(8, 0), split(4, 1), None, ("a", "b")), seed=1, verbose=0)
+print("onednn", _pywrap_util_port.IsMklEnabled())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["onednn", "True"]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("E0000") or "Traceback" in line]
+    assert errors == []

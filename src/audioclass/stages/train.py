@@ -107,12 +107,21 @@ class Hyperparameters:
     fit: FitParams
 
 
+def _float32(x: np.ndarray) -> np.ndarray:
+    """The spectrograms as float32 before TensorFlow sees them (exact from float16).
+
+    oneDNN has no float16 kernels without AVX-512: a float16 tensor would fall back
+    to Eigen's, with an error line in the log, for nothing the cast saves.
+    """
+    return x.astype(np.float32, copy=False)
+
+
 def _dataset(split: Split, batch_size: int, n_classes: int):
     """Batches of (x float32, one-hot y) in index order, for validation and prediction."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y)).batch(batch_size)
-    return ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, n_classes))).prefetch(2)
+    ds = tf.data.Dataset.from_tensor_slices((_float32(split.x), split.y)).batch(batch_size)
+    return ds.map(lambda x, y: (x, tf.one_hot(y, n_classes))).prefetch(2)
 
 
 def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int):
@@ -137,7 +146,7 @@ def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int
         return tf.where(keep, x, tf.zeros_like(x))
 
     def augment(x, y, seeds):
-        x, y = tf.cast(x, tf.float32), tf.one_hot(y, n_classes)
+        y = tf.one_hot(y, n_classes)
         if fit.freq_masks and fit.freq_mask_width:
             x = masks(x, seeds, fit.freq_masks, fit.freq_mask_width, axis=1)
         if fit.time_masks and fit.time_mask_width:
@@ -152,7 +161,7 @@ def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int
             y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, partner)
         return x, y
 
-    examples = tf.data.Dataset.from_tensor_slices((split.x, split.y))
+    examples = tf.data.Dataset.from_tensor_slices((_float32(split.x), split.y))
     examples = examples.shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((examples, seeds)).map(lambda example, s: (*example, s))
