@@ -139,3 +139,30 @@ def test_two_processes_share_a_fresh_sqlite_store_without_errors_or_lost_runs(tm
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.params["writer"] == run.info.run_name[0]
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(25))
+
+
+def test_a_logged_keras_model_names_its_requirements_instead_of_inferring_them(tmp_path, monkeypatch):
+    """Inference would load the model again in a fresh Python process, for seconds a run."""
+    import importlib.metadata
+
+    import mlflow
+    import mlflow.keras.save
+    import numpy as np
+
+    from audioclass.models import ARCHITECTURES
+    from audioclass.stages.train import ModelParams
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("MLflow inferred the requirements")
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(mlflow.keras.save, "infer_pip_requirements", no_inference)
+    model = ARCHITECTURES["compact_cnn"]((8, 16, 1), 3, ModelParams("compact_cnn", 4, 2, 0.1, 3))
+    with mlflow.start_run():
+        tracking.log_keras_model(model)
+    uri = mlflow.last_logged_model().model_uri
+    requirements = open(mlflow.pyfunc.get_model_dependencies(uri)).read().split()
+    assert f"keras=={importlib.metadata.version('keras')}" in requirements
+    assert any(line.startswith(("tensorflow-cpu==", "tensorflow==")) for line in requirements)
+    x = np.random.default_rng(0).random((2, 8, 16, 1)).astype("float32")
+    np.testing.assert_allclose(mlflow.keras.load_model(uri).predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)

@@ -221,6 +221,20 @@ def log_confusion_matrix(matrix: list[list[int]], class_names: list[str], title:
 ENSEMBLE_MODEL = "audioclass-ensemble"  # registered model names
 MEMBER_MODEL = "audioclass-cnn"
 _REQUIREMENTS = ("tensorflow-cpu", "keras", "librosa", "soundfile", "soxr", "numpy", "pandas", "scikit-learn", "pyyaml", "mlflow")
+_KERAS_REQUIREMENTS = ("tensorflow-cpu", "tensorflow", "keras")  # tensorflow where the CPU build is not the one installed
+
+
+def _pinned(names: tuple[str, ...]) -> list[str]:
+    """``name==version`` for each of ``names`` installed here."""
+    import importlib.metadata
+
+    installed = []
+    for name in names:
+        try:
+            installed.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return installed
 
 
 def register_ensemble(files: Mapping[str, Path], member_run_ids: list[str], tags: Mapping[str, str]) -> str | None:
@@ -230,27 +244,19 @@ def register_ensemble(files: Mapping[str, Path], member_run_ids: list[str], tags
     (:func:`audioclass.stages.ensemble.bundle_files`). Returns the new ensemble version,
     or None where the store has no registry (a plain ``./mlruns`` folder).
     """
-    import importlib.metadata
-
     import mlflow
     from mlflow.exceptions import MlflowException
 
     import audioclass
     from audioclass.predict import EnsemblePyfunc
 
-    installed = []
-    for name in _REQUIREMENTS:
-        try:
-            installed.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "bundle"
         for inside, source in files.items():
             (bundle / inside).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, bundle / inside)
         info = mlflow.pyfunc.log_model(name="ensemble", python_model=EnsemblePyfunc(), artifacts={"bundle": str(bundle)},
-                                       code_paths=[str(Path(audioclass.__file__).parent)], pip_requirements=installed)  # fmt: skip
+                                       code_paths=[str(Path(audioclass.__file__).parent)], pip_requirements=_pinned(_REQUIREMENTS))  # fmt: skip
     client = mlflow.MlflowClient()
     try:
         members = []
@@ -279,7 +285,9 @@ def load_model(uri: str) -> Any:
 def log_keras_model(model: Any) -> None:
     import mlflow
 
-    mlflow.keras.log_model(model, name="model")
+    # Named, so MLflow skips inferring them, which loads the model again in a fresh
+    # Python process: over 10 s of CPU a run on these 2 cores.
+    mlflow.keras.log_model(model, name="model", pip_requirements=_pinned(_KERAS_REQUIREMENTS))
 
 
 def epoch_logger() -> Any:
