@@ -61,7 +61,9 @@ def worker(config: str, files: int, epochs: int) -> dict:
                      pd.DataFrame({"label": np.arange(n) % 10, "clip_id": np.arange(n)}))  # fmt: skip
 
     class Clock(keras.callbacks.Callback):
-        seconds: list[float] = []
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
@@ -70,9 +72,10 @@ def worker(config: str, files: int, epochs: int) -> dict:
             self.seconds.append(time.perf_counter() - self.start)
 
     data = Data(split(files), split(files // 4), None, tuple(f"c{i}" for i in range(10)))
-    fitted, _ = fit_run(model, fit, data, seed=1, callbacks=(Clock(),), verbose=0)
+    clock = Clock()
+    fitted, _ = fit_run(model, fit, data, seed=1, callbacks=(clock,), verbose=0)
     weights = hashlib.sha256(b"".join(w.tobytes() for w in fitted.get_weights())).hexdigest()[:16]
-    return {"onednn": _pywrap_util_port.IsMklEnabled(), "epoch_seconds": [round(s, 2) for s in Clock.seconds], "weights": weights}
+    return {"onednn": _pywrap_util_port.IsMklEnabled(), "epoch_seconds": [round(s, 2) for s in clock.seconds], "weights": weights}
 
 
 def markdown(report: dict) -> str:
@@ -114,6 +117,8 @@ def main() -> None:
                 env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting}
                 done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
                 run = json.loads(done.stdout.strip().splitlines()[-1])
+                if run["onednn"] != (setting == "1"):  # else both columns would time the same kernels
+                    raise SystemExit(f"TF_ENABLE_ONEDNN_OPTS={setting}: TensorFlow reported oneDNN {'on' if run['onednn'] else 'off'}")
                 results[config][setting]["runs"].append(run)
                 print(f"{config}, TF_ENABLE_ONEDNN_OPTS={setting}: {run['epoch_seconds']} s", flush=True)
     for row in results.values():
@@ -125,7 +130,7 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")  # fmt: skip
     command = "python benchmarks/kernels.py" + "".join(
-        f" --{k} {getattr(args, k)}" for k, d in (("files", 1280), ("epochs", 4), ("repeats", 2)) if getattr(args, k) != d)
+        f" --{k} {getattr(args, k)}" for k in ("files", "epochs", "repeats") if getattr(args, k) != parser.get_default(k))
     report = {"command": command, "machine": machine(), "cpu": cpu, "tensorflow": tf.__version__, "files": args.files,
               "epochs": args.epochs, "repeats": args.repeats, "results": results}  # fmt: skip
     write_report(report, markdown(report), args.report)
