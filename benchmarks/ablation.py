@@ -38,6 +38,8 @@ from audioclass.evaluation import accuracy, clip_level  # noqa: E402
 STUDY_AUGMENT = {"noise": {"max_fraction": 0.1}, "pitch_shift": {"max_semitones": 10.0},
                  "time_stretch": {"min_rate": 0.5, "max_rate": 1.5}}  # fmt: skip
 PICK_MODEL, PICK_FIT = {"width": 16, "first_kernel": 7, "dropout": 0.014}, {"learning_rate": 0.0012}
+AVERAGED_MODEL = {"width": 12, "first_kernel": 3, "dropout": 0.178}
+AVERAGED_FIT = {"learning_rate": 0.00355, "batch_size": 32}
 # name: (what changes, augment overrides, train.model overrides, train.fit overrides); params.yaml's values otherwise
 VARIANTS = {
     "study": ("the study's augmentation (noise 0.1, ±10 semitones, rate 0.5–1.5)", STUDY_AUGMENT, {}, {}),
@@ -54,6 +56,15 @@ VARIANTS = {
                     "dropout 0.014, lr 0.0012)", {}, PICK_MODEL, PICK_FIT),
     "gentle+pick+6-epochs": ("+ the same pick, its cosine schedule over 6 epochs instead of 10", {}, PICK_MODEL,
                              {**PICK_FIT, "epochs": 6}),
+    # With weight averaging (params.yaml's ema_momentum), the tune stage's pick on fold 1.
+    "averaged+pick": ("+ the tune stage's pick with averaging on fold 1 (width 12, dropout 0.18, first kernel 3, "
+                      "lr 0.0036, batch 32)", {}, AVERAGED_MODEL, AVERAGED_FIT),
+    "averaged+pick+20-epochs": ("+ the same pick, its cosine schedule over 20 epochs, patience 6", {}, AVERAGED_MODEL,
+                                {**AVERAGED_FIT, "epochs": 20, "patience": 6}),
+    "averaged+pick+masks+mixup+20-epochs": ("+ the same, 20 epochs, with SpecAugment (2 band masks ≤ 8, 2 frame masks "
+                                            "≤ 24) and mixup α = 0.2", {}, AVERAGED_MODEL,
+                                            {**AVERAGED_FIT, "epochs": 20, "patience": 6, "freq_masks": 2,
+                                             "time_masks": 2, "mixup_alpha": 0.2}),
 }
 
 
