@@ -38,6 +38,7 @@ from audioclass.evaluation import accuracy, clip_level  # noqa: E402
 STUDY_AUGMENT = {"noise": {"max_fraction": 0.1}, "pitch_shift": {"max_semitones": 10.0},
                  "time_stretch": {"min_rate": 0.5, "max_rate": 1.5}}  # fmt: skip
 PICK_MODEL, PICK_FIT = {"width": 16, "first_kernel": 7, "dropout": 0.014}, {"learning_rate": 0.0012}
+# Fold 1's tuned values with averaging (reports/tune/best_params.yaml), rounded: dropout 0.17843, lr 0.0035512.
 AVERAGED_MODEL = {"width": 12, "first_kernel": 3, "dropout": 0.178}
 AVERAGED_FIT = {"learning_rate": 0.00355, "batch_size": 32}
 # name: (what changes, augment overrides, train.model overrides, train.fit overrides); params.yaml's values otherwise
