@@ -29,6 +29,20 @@ def test_mfcc_has_three_channels():
     assert x.shape == (13, n_frames(4000, 64), 3) and np.isfinite(x).all()
 
 
+def test_logmel_deltas_adds_the_log_mels_delta_and_delta_delta():
+    y = tone(500, 0.5, SR)
+    y[2000:] *= 0.1  # the tone drops by 20 dB halfway: a falling edge the delta must show
+    static = render_spectrogram(y, sr=SR, cfg=cfg())
+    x = render_spectrogram(y, sr=SR, cfg=cfg(kind="logmel_deltas", delta_width=5))
+    assert x.shape == (*static.shape[:2], 3)
+    np.testing.assert_array_equal(x[..., 0], static[..., 0])
+    band = static[..., 0].mean(axis=1).argmax()  # the tone's band
+    edge = 2000 // 64
+    assert x[band, edge, 1] < -0.05 and abs(x[band, 5, 1]) < 0.01  # falling at the edge, flat where the tone is steady
+    with pytest.raises(ConfigError, match=r"^delta_width: expected an odd integer >= 3, got 4$"):
+        cfg(kind="logmel_deltas", delta_width=4)
+
+
 def test_batch_equals_one_by_one():
     batch = np.stack([tone(f, 0.5, SR, seed=i) for i, f in enumerate([300, 900, 2000])])
     together = render_spectrogram(batch, sr=SR, cfg=cfg())

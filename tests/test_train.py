@@ -36,6 +36,21 @@ def test_every_architecture_outputs_probabilities(name):
     np.testing.assert_allclose(out.sum(axis=1), 1, rtol=1e-5)
 
 
+def test_input_normalisation_is_per_band_and_channel_and_survives_saving(tmp_path):
+    import keras
+
+    model = ARCHITECTURES["compact_cnn"]((16, 32, 3), 4, MODEL)
+    x = np.random.default_rng(0).random((8, 16, 32, 3)).astype("float32")
+    x[..., 1] = 100 * x[..., 1] - 50  # a channel on a scale of its own
+    model(x, training=True)  # one batch updates the running statistics
+    first_norm = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    means = np.reshape(first_norm.moving_mean.numpy(), (16, 3))
+    # BN_MOMENTUM 0.9: one batch moves each running mean a tenth of the way to its band-and-channel mean.
+    np.testing.assert_allclose(means, 0.1 * x.mean(axis=(0, 2)), rtol=1e-4, atol=1e-5)
+    model.save(tmp_path / "model.keras")
+    np.testing.assert_allclose(keras.models.load_model(tmp_path / "model.keras").predict(x, verbose=0), model.predict(x, verbose=0))
+
+
 def test_unknown_architecture_and_bad_fit_params_are_named():
     params = load_params(PROJECT / "params.yaml")
     params["train"]["model"]["architecture"] = "resnet"

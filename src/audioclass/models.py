@@ -37,10 +37,21 @@ class ModelConfig(Protocol):
 BN_MOMENTUM = 0.9
 
 
+def band_norm(x):
+    """A learned scale and shift per band and channel: the front end's [0, 1] dB range is not
+    zero-mean, and its delta channels are on a scale of their own."""
+    bands, frames, channels = x.shape[1:]
+    if channels == 1:
+        return layers.BatchNormalization(axis=1, momentum=BN_MOMENTUM)(x)
+    # Keras normalises along one axis: fold the channels into the bands for it, then unfold them.
+    x = layers.Reshape((bands * channels, frames))(layers.Permute((1, 3, 2))(x))
+    x = layers.BatchNormalization(axis=1, momentum=BN_MOMENTUM)(x)
+    return layers.Permute((1, 3, 2))(layers.Reshape((bands, channels, frames))(x))
+
+
 def compact_cnn(input_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig) -> keras.Model:
     inputs = keras.Input(input_shape)
-    # A learned per-band scale and shift; the frontend's [0, 1] dB range is not zero-mean.
-    x = layers.BatchNormalization(axis=1, momentum=BN_MOMENTUM)(inputs)
+    x = band_norm(inputs)
     for block in range(cfg.depth):
         # The first convolution strides 2 in time: 5 s at 23 ms hops is finer than
         # the classes need, and it halves the most expensive block (13 s vs 20 s an epoch).

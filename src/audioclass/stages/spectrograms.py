@@ -14,6 +14,9 @@ Rows are ordered by clip id, then copy. ``n_frames = 1 + n_samples // hop_length
     ``n_bands = n_mels``, one channel: power mel spectrogram in dB. With
     ``normalize: clip_max`` each file is referenced to its own peak, floored at
     ``-top_db`` and mapped to [0, 1]; with ``none`` it stays in dB re 1.0.
+``logmel_deltas``
+    ``logmel``'s channel, then its delta and delta-delta over ``delta_width``
+    frames: three channels.
 ``mfcc``
     ``n_bands = n_mfcc``, three channels: MFCC, delta and delta-delta.
 
@@ -52,13 +55,14 @@ _AMIN = 1e-10  # power floor before the log, as librosa's power_to_db
 
 @dataclass(frozen=True)
 class SpectrogramConfig:
-    kind: Literal["logmel", "mfcc"]
+    kind: Literal["logmel", "logmel_deltas", "mfcc"]
     n_fft: int
     hop_length: int
     n_mels: int
     fmin: float
     fmax: float | None  # null = Nyquist
     n_mfcc: int
+    delta_width: int  # frames each delta spans (logmel_deltas, mfcc): odd, >= 3
     top_db: float
     normalize: Literal["clip_max", "none"]
     dtype: Literal["float16", "float32"]
@@ -74,6 +78,7 @@ class SpectrogramConfig:
         require(self.fmax is None or self.fmax > self.fmin, "fmax", f"null or a frequency above fmin={self.fmin}", self.fmax)
         if self.kind == "mfcc":
             require(1 <= self.n_mfcc <= self.n_mels, "n_mfcc", f"an integer in [1, n_mels={self.n_mels}]", self.n_mfcc)
+        require(self.delta_width >= 3 and self.delta_width % 2, "delta_width", "an odd integer >= 3", self.delta_width)
         require(self.top_db > 0, "top_db", "a positive number of dB", self.top_db)
         require(self.preview_per_class >= 1, "preview_per_class", "an integer >= 1 (the preview is a declared output)", self.preview_per_class)
 
@@ -112,14 +117,21 @@ def render_spectrogram(y: np.ndarray, *, sr: int, cfg: SpectrogramConfig) -> np.
     db = 10.0 * np.log10(np.maximum(mel, _AMIN))
     if cfg.kind == "mfcc":
         db = np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - cfg.top_db)
-        mfcc = librosa.feature.mfcc(S=db, n_mfcc=cfg.n_mfcc)
-        width = min(9, mfcc.shape[-1] - (1 - mfcc.shape[-1] % 2))  # librosa needs an odd width <= frames
-        deltas = [librosa.feature.delta(mfcc, order=o, width=width) for o in (1, 2)]
-        return np.stack([mfcc, *deltas], axis=-1).astype(np.float32)
+        return _with_deltas(librosa.feature.mfcc(S=db, n_mfcc=cfg.n_mfcc), cfg.delta_width)
     if cfg.normalize == "clip_max":
         db = db - db.max(axis=(-2, -1), keepdims=True)
         db = (np.maximum(db, -cfg.top_db) + cfg.top_db) / cfg.top_db
+    if cfg.kind == "logmel_deltas":
+        return _with_deltas(db, cfg.delta_width)
     return db[..., np.newaxis].astype(np.float32)
+
+
+def _with_deltas(static: np.ndarray, width: int) -> np.ndarray:
+    """``static`` (..., bands, frames) with its delta and delta-delta as channels: (..., bands, frames, 3) float32."""
+    frames = static.shape[-1]
+    width = min(width, frames - (1 - frames % 2))  # librosa needs an odd width <= frames
+    deltas = [librosa.feature.delta(static, order=o, width=width) for o in (1, 2)]
+    return np.stack([static, *deltas], axis=-1).astype(np.float32)
 
 
 def _render_chunk(paths: list[Path], *, cfg: SpectrogramConfig) -> np.ndarray:
