@@ -2,18 +2,21 @@
 
     python benchmarks/ablation.py                           # every variant, seeds 1 and 2 → benchmarks/reports/ablation.{json,md}
     python benchmarks/ablation.py --variants study,gentle --seeds 1
+    python benchmarks/ablation.py --variants gentle,deltas --folds 1,2,3,4,5 --seeds 1   # over the official folds
 
-Each variant is an augmentation setting (the data stages run once per setting
-in a sandbox copy of the project, ``dvc repro spectrograms``) plus overrides
-of ``train.model`` / ``train.fit``. Each (variant, seed) is one ``fit_run``
-with the validation split driving early stopping, exactly as ``dvc repro
-train`` does.
+Each variant is a data setting (``augment`` and ``spectrograms`` overrides:
+the data stages run once per setting in a sandbox copy of the project,
+``dvc repro spectrograms``, and again per test fold) plus overrides of
+``train.model`` / ``train.fit``. Each (test fold, variant, seed) is one
+``fit_run`` with the validation split driving early stopping, exactly as
+``dvc repro train`` does; validation is a grouped share of the other folds.
 
 The figure that chooses is **validation accuracy on the original clips**
 (copy 0 of each validation clip): those files are the same whatever the
 augmentation, so augmentation settings compare like for like. Validation
 clip level (each clip's probabilities averaged over its copies) and the best
-validation loss are given too. Test accuracy is shown for context only: it
+validation loss are given too, and each variant's difference from the first
+one, paired by fold and seed. Test accuracy is shown for context only: it
 chose nothing, and with 80 test clips one clip is 1.25 points.
 """
 
@@ -41,9 +44,10 @@ PICK_MODEL, PICK_FIT = {"width": 16, "first_kernel": 7, "dropout": 0.014}, {"lea
 # Fold 1's tuned values with averaging (reports/tune/best_params.yaml), rounded: dropout 0.17843, lr 0.0035512.
 AVERAGED_MODEL = {"width": 12, "first_kernel": 3, "dropout": 0.178}
 AVERAGED_FIT = {"learning_rate": 0.00355, "batch_size": 32}
-# name: (what changes, augment overrides, train.model overrides, train.fit overrides); params.yaml's values otherwise
+# name: (what changes, data overrides {augment: …, spectrograms: …}, train.model overrides, train.fit overrides);
+# params.yaml's values otherwise
 VARIANTS = {
-    "study": ("the study's augmentation (noise 0.1, ±10 semitones, rate 0.5–1.5)", STUDY_AUGMENT, {}, {}),
+    "study": ("the study's augmentation (noise 0.1, ±10 semitones, rate 0.5–1.5)", {"augment": STUDY_AUGMENT}, {}, {}),
     "gentle": ("params.yaml's augmentation (noise 0.02, ±2 semitones, rate 0.8–1.25)", {}, {}, {}),
     "gentle+masks": ("+ SpecAugment: 2 band masks ≤ 8, 2 frame masks ≤ 24, 16 epochs", {}, {},
                      {"freq_masks": 2, "time_masks": 2, "freq_mask_width": 8, "time_mask_width": 24, "epochs": 16}),
@@ -53,6 +57,9 @@ VARIANTS = {
     "gentle+tuned": ("+ the tune stage's default pick on fold 1 (width 8, dropout 0.07, lr 0.0096, batch 32)", {},
                      {"width": 8, "dropout": 0.0707}, {"learning_rate": 0.0096, "batch_size": 32}),
     "gentle+wide": ("+ width 24 (2.2× the multiply-adds)", {}, {"width": 24}, {}),
+    "deltas": ("+ the log-mel's delta and delta-delta as two more input channels", {"spectrograms": {"kind": "logmel_deltas"}},
+               {}, {}),
+    "mels128": ("+ 128 mel bands instead of 64 (2× the multiply-adds)", {"spectrograms": {"n_mels": 128}}, {}, {}),
     "gentle+pick": ("+ the tune stage's pick on folds 1, 3, 4, 5 with this augmentation (width 16, first kernel 7, "
                     "dropout 0.014, lr 0.0012)", {}, PICK_MODEL, PICK_FIT),
     "gentle+pick+6-epochs": ("+ the same pick, its cosine schedule over 6 epochs instead of 10", {}, PICK_MODEL,
@@ -69,10 +76,19 @@ VARIANTS = {
 }
 
 
-def spectrograms(work: Path, source: Path, augment: dict, params: dict) -> Path:
-    """The spectrogram folder for one augmentation setting, made by the real data stages in a sandbox."""
-    box = sandbox.create(PROJECT, work, {**params, "augment": augment, "extract": {"source": str(source.resolve())}})
-    print(f"  dvc repro spectrograms in {box} …", flush=True)
+def spectrograms(box: Path, source: Path, data: dict, params: dict, test_fold: int) -> Path:
+    """The spectrogram folder for one data setting and test fold, made by the real data stages in a sandbox.
+
+    The sandbox is made on first use, with a DVC cache shared by every sandbox of the run, so a
+    setting that augments as another did restores its WAVs from DVC's run cache instead of
+    augmenting again; later folds rerun only split and spectrograms.
+    """
+    if not box.exists():
+        sandbox.create(PROJECT, box, params)
+        sandbox.set_params(box, {**data, "extract": {"source": str(source.resolve())}})
+        sandbox.dvc(box, "config", "--local", "cache.dir", str(box.parent / "dvc-cache"))
+    sandbox.set_params(box, {"split": {"test_fold": test_fold}})
+    print(f"  dvc repro spectrograms in {box}, test fold {test_fold} …", flush=True)
     sandbox.dvc(box, "repro", "spectrograms")
     return box / "data/spectrograms"
 
@@ -101,22 +117,40 @@ def single_run(cfg: Any, data: Data, model_overrides: dict, fit_overrides: dict,
 
 def markdown(report: dict) -> str:
     pct = lambda d: f"{100 * d['mean']:.1f} ± {100 * d['se']:.1f} %"  # noqa: E731
+    folds = report["test_folds"]
+    variants = report["variants"]
+    reference = next(iter(variants), None)
     lines = [
         "# Ablation: what each change does on validation", "",
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB. Command: `{report['command']}`. "
-        f"Test fold {report['test_fold']}; validation: 64 clips of the other folds (whole source recordings). "
-        "Single runs of `fit_run`, mean ± SE over seeds. **Validation on the original clips chooses**: those 64 files "
-        "are the same whatever the augmentation. Test is context only and chose nothing.", "",
-        "| variant | change | seeds | val, original clips | val, clip level | best val loss | epochs | s / run | test, clip level (context) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"Test fold(s) {', '.join(map(str, folds))}; validation: 64 clips of the other folds (whole source recordings). "
+        "Single runs of `fit_run`, mean ± SE over (fold, seed) runs. **Validation on the original clips chooses**: those 64 "
+        f"files are the same whatever the augmentation. Δ: the difference from `{reference}` on the same fold and seed, "
+        "mean ± SE. Test is context only and chose nothing.", "",
+        f"| variant | change | runs | val, original clips | Δ val, original | val, clip level | best val loss | epochs | s / run | "
+        "test, clip level (context) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
-    for name, v in report["variants"].items():
+    for name, v in variants.items():
         runs = v["runs"]
         stat = {k: mean_se([r[k] for r in runs.values()]) for k in next(iter(runs.values()))}
-        lines.append(f"| {name} | {v['change']} | {len(runs)} | {pct(stat['val_original_accuracy'])} | {pct(stat['val_clip_accuracy'])} | "
-                     f"{stat['best_val_loss']['mean']:.3f} | {stat['epochs_run']['mean']:.1f} | {stat['seconds']['mean']:.0f} | "
-                     f"{pct(stat['test_clip_accuracy'])} |")  # fmt: skip
-    missing = [name for name in report["requested"] if name not in report["variants"]]
+        paired = [r["val_original_accuracy"] - variants[reference]["runs"][key]["val_original_accuracy"]
+                  for key, r in runs.items() if key in variants[reference]["runs"]]  # fmt: skip
+        delta = f"{100 * mean_se(paired)['mean']:+.1f} ± {100 * mean_se(paired)['se']:.1f}" if paired and name != reference else "–"
+        lines.append(f"| {name} | {v['change']} | {len(runs)} | {pct(stat['val_original_accuracy'])} | {delta} | "
+                     f"{pct(stat['val_clip_accuracy'])} | {stat['best_val_loss']['mean']:.3f} | {stat['epochs_run']['mean']:.1f} | "
+                     f"{stat['seconds']['mean']:.0f} | {pct(stat['test_clip_accuracy'])} |")  # fmt: skip
+    if len(folds) > 1:
+        lines += ["", "Validation on the original clips, per test fold (mean over seeds):", "",
+                  "| variant | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---|" + "---:|" * len(folds)]  # fmt: skip
+        for name, v in variants.items():
+            cells = []
+            for fold in folds:
+                values = [r["val_original_accuracy"] for key, r in v["runs"].items() if key.startswith(f"fold{fold}-")]
+                cells.append(f"{100 * sum(values) / len(values):.1f} %" if values else "–")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    missing = [f"{name} (fold {fold})" for fold in folds for name in report["requested"]
+               if not any(key.startswith(f"fold{fold}-") for key in variants.get(name, {}).get("runs", {}))]  # fmt: skip
     if missing:
         lines += ["", f"Not run (the benchmark stopped first): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
@@ -126,6 +160,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__, "ablation")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds")
+    parser.add_argument("--folds", help="comma-separated test folds (default: params.yaml's split.test_fold)")
     args = parser.parse_args()
     from audioclass.stages.train import TrainConfig  # TensorFlow loads only once the arguments are good
 
@@ -136,23 +171,26 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     shutil.rmtree(args.work, ignore_errors=True)
     params = overrides(args.set)
-    loaded: dict[str, Data] = {}  # one spectrogram folder, loaded once, per augmentation setting
-    report = {"command": "python benchmarks/ablation.py" + "".join(f" {o}" for o in sys.argv[1:]), "machine": machine(),
-              "requested": names, "variants": {}}  # fmt: skip
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else [load_params(PROJECT / "params.yaml")["split"]["test_fold"]]
+    settings = {}  # data setting → its sandbox, one per distinct augment/spectrograms override
     for name in names:
-        change, augment, model_overrides, fit_overrides = VARIANTS[name]
-        key = json.dumps(augment, sort_keys=True)
-        if key not in loaded:
-            folder = spectrograms(args.work / f"data-{len(loaded)}", args.source, augment, params)
-            loaded[key] = load_data(folder)
-            box_params = load_params(folder.parents[1] / "params.yaml")  # the sandbox's, with --set applied
-            cfg, report["test_fold"] = stage_config(TrainConfig, box_params, "train"), box_params["split"]["test_fold"]
-        runs = {}
-        for seed in seeds:
-            runs[seed] = single_run(cfg, loaded[key], model_overrides, fit_overrides, seed)
-            print(f"  {name} seed {seed}: {runs[seed]}", flush=True)
-        report["variants"][name] = {"change": change, "augment": augment, "model": model_overrides, "fit": fit_overrides, "runs": runs}
-        write_report(report, markdown(report), args.report)  # after every variant, so a partial run still reports
+        settings.setdefault(json.dumps(VARIANTS[name][1], sort_keys=True), args.work / f"data-{len(settings)}")
+    report = {"command": "python benchmarks/ablation.py" + "".join(f" {o}" for o in sys.argv[1:]), "machine": machine(),
+              "requested": names, "test_folds": folds, "variants": {}}  # fmt: skip
+    for fold in folds:  # fold by fold, so a partial run still compares every variant on the folds it finished
+        for key, box in settings.items():
+            folder = spectrograms(box, args.source, json.loads(key), params, fold)
+            data = load_data(folder)
+            cfg = stage_config(TrainConfig, load_params(box / "params.yaml"), "train")  # the sandbox's, with --set applied
+            for name in (n for n in names if json.dumps(VARIANTS[n][1], sort_keys=True) == key):
+                change, data_overrides, model_overrides, fit_overrides = VARIANTS[name]
+                entry = report["variants"].setdefault(name, {"change": change, "data": data_overrides, "model": model_overrides,
+                                                             "fit": fit_overrides, "runs": {}})  # fmt: skip
+                for seed in seeds:
+                    entry["runs"][f"fold{fold}-seed{seed}"] = run = single_run(cfg, data, model_overrides, fit_overrides, seed)
+                    print(f"  fold {fold}, {name}, seed {seed}: {run}", flush=True)
+                    write_report(report, markdown(report), args.report)  # after every run, so a partial run still reports
+            del data
 
 
 if __name__ == "__main__":
