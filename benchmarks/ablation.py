@@ -160,7 +160,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__, "ablation")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds")
-    parser.add_argument("--folds", help="comma-separated test folds (default: params.yaml's split.test_fold)")
+    parser.add_argument("--folds", help="comma-separated test folds (default: split.test_fold, --set included)")
     args = parser.parse_args()
     from audioclass.stages.train import TrainConfig  # TensorFlow loads only once the arguments are good
 
@@ -171,10 +171,12 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     shutil.rmtree(args.work, ignore_errors=True)
     params = overrides(args.set)
-    folds = [int(f) for f in args.folds.split(",")] if args.folds else [load_params(PROJECT / "params.yaml")["split"]["test_fold"]]
+    default_fold = params.get("split", {}).get("test_fold", load_params(PROJECT / "params.yaml")["split"]["test_fold"])
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else [default_fold]  # --set split.test_fold counts too
+    setting_of = {name: json.dumps(VARIANTS[name][1], sort_keys=True) for name in names}
     settings = {}  # data setting → its sandbox, one per distinct augment/spectrograms override
     for name in names:
-        settings.setdefault(json.dumps(VARIANTS[name][1], sort_keys=True), args.work / f"data-{len(settings)}")
+        settings.setdefault(setting_of[name], args.work / f"data-{len(settings)}")
     report = {"command": "python benchmarks/ablation.py" + "".join(f" {o}" for o in sys.argv[1:]), "machine": machine(),
               "requested": names, "test_folds": folds, "variants": {}}  # fmt: skip
     for fold in folds:  # fold by fold, so a partial run still compares every variant on the folds it finished
@@ -182,7 +184,7 @@ def main() -> None:
             folder = spectrograms(box, args.source, json.loads(key), params, fold)
             data = load_data(folder)
             cfg = stage_config(TrainConfig, load_params(box / "params.yaml"), "train")  # the sandbox's, with --set applied
-            for name in (n for n in names if json.dumps(VARIANTS[n][1], sort_keys=True) == key):
+            for name in (n for n in names if setting_of[n] == key):
                 change, data_overrides, model_overrides, fit_overrides = VARIANTS[name]
                 entry = report["variants"].setdefault(name, {"change": change, "data": data_overrides, "model": model_overrides,
                                                              "fit": fit_overrides, "runs": {}})  # fmt: skip
