@@ -44,35 +44,49 @@ PICK_MODEL, PICK_FIT = {"width": 16, "first_kernel": 7, "dropout": 0.014}, {"lea
 # Fold 1's tuned values with averaging (reports/tune/best_params.yaml), rounded: dropout 0.17843, lr 0.0035512.
 AVERAGED_MODEL = {"width": 12, "first_kernel": 3, "dropout": 0.178}
 AVERAGED_FIT = {"learning_rate": 0.00355, "batch_size": 32}
-# name: (what changes, data overrides {augment: …, spectrograms: …}, train.model overrides, train.fit overrides);
-# params.yaml's values otherwise
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One change to measure; params.yaml's values otherwise."""
+
+    change: str  # what changes, for the report
+    data: dict = dataclasses.field(default_factory=dict)  # {augment: …, spectrograms: …} overrides for the data stages
+    model: dict = dataclasses.field(default_factory=dict)  # train.model overrides
+    fit: dict = dataclasses.field(default_factory=dict)  # train.fit overrides
+    train_fraction: float = 1.0  # of the training clips, per class, every copy of each: a learning-curve point
+
+
 VARIANTS = {
-    "study": ("the study's augmentation (noise 0.1, ±10 semitones, rate 0.5–1.5)", {"augment": STUDY_AUGMENT}, {}, {}),
-    "gentle": ("params.yaml's augmentation (noise 0.02, ±2 semitones, rate 0.8–1.25)", {}, {}, {}),
-    "gentle+masks": ("+ SpecAugment: 2 band masks ≤ 8, 2 frame masks ≤ 24, 16 epochs", {}, {},
+    "study": Variant("the study's augmentation (noise 0.1, ±10 semitones, rate 0.5–1.5)", {"augment": STUDY_AUGMENT}, {}, {}),
+    "gentle": Variant("params.yaml's augmentation (noise 0.02, ±2 semitones, rate 0.8–1.25)", {}, {}, {}),
+    "gentle+masks": Variant("+ SpecAugment: 2 band masks ≤ 8, 2 frame masks ≤ 24, 16 epochs", {}, {},
                      {"freq_masks": 2, "time_masks": 2, "freq_mask_width": 8, "time_mask_width": 24, "epochs": 16}),
-    "gentle+mixup": ("+ mixup α = 0.2, 16 epochs", {}, {}, {"mixup_alpha": 0.2, "epochs": 16}),
-    "gentle+masks+mixup": ("+ SpecAugment (2 band masks ≤ 8, 2 frame masks ≤ 24) and mixup α = 0.2, 10 epochs", {}, {},
+    "gentle+mixup": Variant("+ mixup α = 0.2, 16 epochs", {}, {}, {"mixup_alpha": 0.2, "epochs": 16}),
+    "gentle+masks+mixup": Variant("+ SpecAugment (2 band masks ≤ 8, 2 frame masks ≤ 24) and mixup α = 0.2, 10 epochs", {}, {},
                            {"freq_masks": 2, "time_masks": 2, "freq_mask_width": 8, "time_mask_width": 24, "mixup_alpha": 0.2}),
-    "gentle+tuned": ("+ the tune stage's default pick on fold 1 (width 8, dropout 0.07, lr 0.0096, batch 32)", {},
+    "gentle+tuned": Variant("+ the tune stage's default pick on fold 1 (width 8, dropout 0.07, lr 0.0096, batch 32)", {},
                      {"width": 8, "dropout": 0.0707}, {"learning_rate": 0.0096, "batch_size": 32}),
-    "gentle+wide": ("+ width 24 (2.2× the multiply-adds)", {}, {"width": 24}, {}),
-    "deltas": ("+ the log-mel's delta and delta-delta as two more input channels", {"spectrograms": {"kind": "logmel_deltas"}},
+    "gentle+wide": Variant("+ width 24 (2.2× the multiply-adds)", {}, {"width": 24}, {}),
+    "deltas": Variant("+ the log-mel's delta and delta-delta as two more input channels", {"spectrograms": {"kind": "logmel_deltas"}},
                {}, {}),
-    "mels128": ("+ 128 mel bands instead of 64 (2× the multiply-adds)", {"spectrograms": {"n_mels": 128}}, {}, {}),
-    "gentle+pick": ("+ the tune stage's pick on folds 1, 3, 4, 5 with this augmentation (width 16, first kernel 7, "
+    "mels128": Variant("+ 128 mel bands instead of 64 (2× the multiply-adds)", {"spectrograms": {"n_mels": 128}}, {}, {}),
+    "gentle+pick": Variant("+ the tune stage's pick on folds 1, 3, 4, 5 with this augmentation (width 16, first kernel 7, "
                     "dropout 0.014, lr 0.0012)", {}, PICK_MODEL, PICK_FIT),
-    "gentle+pick+6-epochs": ("+ the same pick, its cosine schedule over 6 epochs instead of 10", {}, PICK_MODEL,
+    "gentle+pick+6-epochs": Variant("+ the same pick, its cosine schedule over 6 epochs instead of 10", {}, PICK_MODEL,
                              {**PICK_FIT, "epochs": 6}),
     # With weight averaging (params.yaml's ema_momentum), the tune stage's pick on fold 1.
-    "averaged+pick": ("+ the tune stage's pick with averaging on fold 1 (width 12, dropout 0.18, first kernel 3, "
+    "averaged+pick": Variant("+ the tune stage's pick with averaging on fold 1 (width 12, dropout 0.18, first kernel 3, "
                       "lr 0.0036, batch 32)", {}, AVERAGED_MODEL, AVERAGED_FIT),
-    "averaged+pick+20-epochs": ("+ the same pick, its cosine schedule over 20 epochs, patience 6", {}, AVERAGED_MODEL,
+    "averaged+pick+20-epochs": Variant("+ the same pick, its cosine schedule over 20 epochs, patience 6", {}, AVERAGED_MODEL,
                                 {**AVERAGED_FIT, "epochs": 20, "patience": 6}),
-    "averaged+pick+masks+mixup+20-epochs": ("+ the same, 20 epochs, with SpecAugment (2 band masks ≤ 8, 2 frame masks "
+    "averaged+pick+masks+mixup+20-epochs": Variant("+ the same, 20 epochs, with SpecAugment (2 band masks ≤ 8, 2 frame masks "
                                             "≤ 24) and mixup α = 0.2", {}, AVERAGED_MODEL,
                                             {**AVERAGED_FIT, "epochs": 20, "patience": 6, "freq_masks": 2,
                                              "time_masks": 2, "mixup_alpha": 0.2}),
+    # A learning-curve point: if fewer training clips cost validation accuracy, more (train + val) should gain it.
+    "less-data": Variant("the same as params.yaml, on 80 % of the training clips (per class, every copy of each; "
+                         "the seed draws which)", train_fraction=0.8),
 }
 
 
@@ -93,13 +107,15 @@ def spectrograms(box: Path, source: Path, data: dict, params: dict, test_fold: i
     return box / "data/spectrograms"
 
 
-def single_run(cfg: Any, data: Data, model_overrides: dict, fit_overrides: dict, seed: int) -> dict:
+def single_run(cfg: Any, data: Data, variant: Variant, seed: int) -> dict:
     """One ``fit_run`` with ``cfg`` (a TrainConfig) overridden; its validation figures, and test for context."""
     from audioclass.stages.train import fit_run, predict
+    from audioclass.stages.tune import subset
 
-    model, fit = dataclasses.replace(cfg.model, **model_overrides), dataclasses.replace(cfg.fit, **fit_overrides)
+    model, fit = dataclasses.replace(cfg.model, **variant.model), dataclasses.replace(cfg.fit, **variant.fit)
     start = time.perf_counter()
-    trained, history = fit_run(model, fit, data, seed=seed, verbose=0)
+    trained, history = fit_run(model, fit, dataclasses.replace(data, train=subset(data.train, variant.train_fraction, seed)),
+                               seed=seed, verbose=0)  # fmt: skip
     seconds = time.perf_counter() - start
     val, test = predict(trained, data.val), predict(trained, data.test)
     original = data.val.index["copy"].to_numpy() == 0
@@ -173,7 +189,7 @@ def main() -> None:
     params = overrides(args.set)
     default_fold = params.get("split", {}).get("test_fold", load_params(PROJECT / "params.yaml")["split"]["test_fold"])
     folds = [int(f) for f in args.folds.split(",")] if args.folds else [default_fold]  # --set split.test_fold counts too
-    setting_of = {name: json.dumps(VARIANTS[name][1], sort_keys=True) for name in names}
+    setting_of = {name: json.dumps(VARIANTS[name].data, sort_keys=True) for name in names}
     settings = {}  # data setting → its sandbox, one per distinct augment/spectrograms override
     for name in names:
         settings.setdefault(setting_of[name], args.work / f"data-{len(settings)}")
@@ -185,11 +201,12 @@ def main() -> None:
             data = load_data(folder)
             cfg = stage_config(TrainConfig, load_params(box / "params.yaml"), "train")  # the sandbox's, with --set applied
             for name in (n for n in names if setting_of[n] == key):
-                change, data_overrides, model_overrides, fit_overrides = VARIANTS[name]
-                entry = report["variants"].setdefault(name, {"change": change, "data": data_overrides, "model": model_overrides,
-                                                             "fit": fit_overrides, "runs": {}})  # fmt: skip
+                variant = VARIANTS[name]
+                entry = report["variants"].setdefault(name, {"change": variant.change, "data": variant.data, "model": variant.model,
+                                                             "fit": variant.fit, "train_fraction": variant.train_fraction,
+                                                             "runs": {}})  # fmt: skip
                 for seed in seeds:
-                    entry["runs"][f"fold{fold}-seed{seed}"] = run = single_run(cfg, data, model_overrides, fit_overrides, seed)
+                    entry["runs"][f"fold{fold}-seed{seed}"] = run = single_run(cfg, data, variant, seed)
                     print(f"  fold {fold}, {name}, seed {seed}: {run}", flush=True)
                     write_report(report, markdown(report), args.report)  # after every run, so a partial run still reports
             del data
