@@ -11,7 +11,8 @@ from audioclass.errors import ConfigError
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
 from audioclass.dataset import Data
-from audioclass.stages.train import FitParams, ModelParams, TrainConfig, _training_dataset, fit_run, predict
+from audioclass.stages.train import (FitParams, ModelParams, TrainConfig, _training_dataset, fit_run, predict, refit_run,
+                                     train, train_and_val)
 from conftest import PROJECT, band_spectrograms
 
 N_CLASSES = 3
@@ -97,6 +98,31 @@ def test_weight_averaging_keeps_the_averaged_weights_of_the_best_validation_epoc
     assert float(np.mean(loss)) == pytest.approx(history["val_loss"].min(), rel=1e-4)
     plain, _ = fit_run(MODEL, dataclasses.replace(fit, ema_momentum=0.0), data, seed=3, verbose=0)
     assert not np.allclose(predict(plain, data.val), predict(model, data.val), atol=1e-3)
+
+
+def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_validated_models_figures(
+    data, tmp_path, monkeypatch
+):
+    import keras
+
+    monkeypatch.chdir(tmp_path)  # the MLflow store of the project found from here
+    fit = dataclasses.replace(FIT, epochs=5, patience=5, ema_momentum=0.9)
+    validated, history = fit_run(MODEL, fit, data, seed=3, verbose=0)
+    best = int(history["val_loss"].idxmin())
+    everything = train_and_val(data)
+    assert len(everything.y) == len(data.train.y) + len(data.val.y)
+    assert set(everything.index["clip_id"]) == set(data.train.index["clip_id"]) | set(data.val.index["clip_id"])
+
+    metrics, _ = train(TrainConfig(seeds=(3,), refit=True, model=MODEL, fit=fit), data, 3, tmp_path / "run")
+    val_probs, test_probs = np.load(tmp_path / "run/val_probs.npy"), np.load(tmp_path / "run/test_probs.npy")
+    # Validation is the validated model's: the refit has seen those clips.
+    np.testing.assert_allclose(val_probs, predict(validated, data.val), atol=1e-6)
+    assert metrics["best_epoch"] == best
+    # Test, and the saved model, are the refit's: best + 1 epochs on train + val.
+    refitted = refit_run(MODEL, fit, data, epochs=best + 1, seed=3, verbose=0)
+    np.testing.assert_allclose(test_probs, predict(refitted, data.test), atol=1e-6)
+    np.testing.assert_allclose(predict(keras.models.load_model(tmp_path / "run/model.keras"), data.test), test_probs, atol=1e-6)
+    assert not np.allclose(test_probs, predict(validated, data.test), atol=1e-3)
 
 
 def _epochs(split, fit, seed, n=2):

@@ -6,7 +6,7 @@ model and fit hyperparameters from ``--hyperparameters`` (the tune stage's
 when tuning is off; without the option, ``params.yaml``'s). Writes,
 atomically, to ``<out>`` (e.g. ``models/run-1``)::
 
-    model.keras          the fitted model (best validation epoch)
+    model.keras          the fitted model (best validation epoch; with train.refit, refitted on train + val)
     history.csv          per epoch: epoch, loss, accuracy, val_loss, val_accuracy
     val_probs.npy        (n_val_files, n_classes) float32, rows as <data>/val/index.csv
     test_probs.npy       (n_test_files, n_classes) float32, rows as <data>/test/index.csv
@@ -17,6 +17,9 @@ atomically, to ``<out>`` (e.g. ``models/run-1``)::
 
 Training sees the train split only. The validation split drives early
 stopping and the choice of the best epoch; the test split is only predicted.
+With ``train.refit``, a second model then trains on train + val to that epoch
+of the same schedule and predicts test (and is the saved model); validation
+figures stay those of the first, which never saw the validation clips.
 File level is every augmented test file; clip level averages each clip's
 probabilities over its augmented copies. Every run is an MLflow run (params,
 per-epoch metrics, final metrics, the model, the confusion matrix and history).
@@ -92,6 +95,7 @@ class FitParams:
 @dataclass(frozen=True)
 class TrainConfig:
     seeds: tuple[int, ...]  # one run per seed
+    refit: bool  # refit on train + val to the best validation epoch; that model predicts test
     model: ModelParams
     fit: FitParams
 
@@ -168,6 +172,26 @@ def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int
     return ds.batch(fit.batch_size).map(augment).prefetch(2)
 
 
+def _compiled_model(model_params: ModelParams, fit: FitParams, train: Split, n_classes: int, *, seed: int) -> tuple[Any, list]:
+    """A fresh model compiled for ``fit`` on ``train``, and the callbacks its weight averaging needs."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    model = ARCHITECTURES[model_params.architecture](train.x.shape[1:], n_classes, model_params)
+    steps = fit.epochs * -(-len(train.y) // fit.batch_size)
+    # Cosine decay to zero over the planned epochs: the last epochs fine-tune at small steps.
+    schedule = keras.optimizers.schedules.CosineDecay(fit.learning_rate, decay_steps=steps)
+    # Polyak averaging: the weights' moving average moves more smoothly from epoch to epoch than the
+    # weights themselves; over folds 1-4 it raised validation accuracy on every fold.
+    averaging = {"use_ema": True, "ema_momentum": fit.ema_momentum} if fit.ema_momentum else {}
+    # One-hot targets, so mixup's blended labels and plain ones share one loss.
+    model.compile(optimizer=keras.optimizers.Adam(schedule, **averaging), loss="categorical_crossentropy", metrics=["accuracy"])
+    # Evaluation, and the weights kept at each epoch's end, use the averaged weights.
+    return model, [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if averaging else []
+
+
 def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int, callbacks: tuple = (),
             verbose: int = 2) -> tuple[Any, pd.DataFrame]:  # fmt: skip
     """Build and fit one model; returns (model at its best validation epoch, history per epoch).
@@ -176,33 +200,40 @@ def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int,
     cannot drift apart. Deterministic per seed on one machine.
     """
     import keras
-    import tensorflow as tf
 
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    model = ARCHITECTURES[model_params.architecture](data.train.x.shape[1:], len(data.class_names), model_params)
-    steps = fit.epochs * -(-len(data.train.y) // fit.batch_size)
-    # Cosine decay to zero over the planned epochs: the last epochs fine-tune at small steps.
-    schedule = keras.optimizers.schedules.CosineDecay(fit.learning_rate, decay_steps=steps)
-    # Polyak averaging: the weights' moving average moves more smoothly from epoch to epoch than the
-    # weights themselves; over folds 1-4 it raised validation accuracy on every fold.
-    averaging = {"use_ema": True, "ema_momentum": fit.ema_momentum} if fit.ema_momentum else {}
-    # One-hot targets, so mixup's blended labels and plain ones share one loss.
-    model.compile(optimizer=keras.optimizers.Adam(schedule, **averaging), loss="categorical_crossentropy", metrics=["accuracy"])
+    model, swap = _compiled_model(model_params, fit, data.train, len(data.class_names), seed=seed)
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.patience, restore_best_weights=True)
-    # Before early stopping, so that validation, and the weights it keeps, are the averaged ones.
-    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if averaging else []
     history = model.fit(
         _training_dataset(data.train, fit, len(data.class_names), seed=seed),
         validation_data=_dataset(data.val, 256, len(data.class_names)),
         epochs=fit.epochs,
-        callbacks=[*swap, early, *callbacks],
+        callbacks=[*swap, early, *callbacks],  # swap before early stopping, so the weights it keeps are the averaged ones
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=verbose,
     )
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", np.arange(len(table)))
     return model, table
+
+
+def train_and_val(data: Data) -> Split:
+    """The train and validation splits as one, for the refit."""
+    return Split(np.concatenate([data.train.x, data.val.x]), pd.concat([data.train.index, data.val.index], ignore_index=True))
+
+
+def refit_run(model_params: ModelParams, fit: FitParams, data: Data, *, epochs: int, seed: int, verbose: int = 2) -> Any:
+    """A fresh model fitted on train + validation for the first ``epochs`` epochs of ``fit``'s schedule.
+
+    Validation has chosen everything already (the values, and with ``epochs`` the
+    point of the schedule to stop at), so the refit only adds its clips, a quarter
+    more at the default split. Nothing is left to watch it: it stops where the
+    validated run's best epoch was, with the learning rate where it was then.
+    """
+    everything = train_and_val(data)
+    model, swap = _compiled_model(model_params, fit, everything, len(data.class_names), seed=seed)
+    model.fit(_training_dataset(everything, fit, len(data.class_names), seed=seed), epochs=epochs, callbacks=swap,
+              shuffle=False, verbose=verbose)  # fmt: skip
+    return model
 
 
 def predict(model: Any, split: Split) -> np.ndarray:
@@ -215,13 +246,19 @@ def train(cfg: TrainConfig, data: Data, seed: int, out: Path) -> tuple[dict, pd.
 
     Returns (metrics, history) for the DVC metrics and plots files.
     """
-    resolved = {"seed": seed, "model": dataclasses.asdict(cfg.model), "fit": dataclasses.asdict(cfg.fit)}
+    resolved = {"seed": seed, "refit": cfg.refit, "model": dataclasses.asdict(cfg.model), "fit": dataclasses.asdict(cfg.fit)}
     with tracking.run(f"train-seed{seed}", resolved, tags={"pipeline_role": "train"}) as active, atomic_dir(out) as tmp:
         model, history = fit_run(cfg.model, cfg.fit, data, seed=seed, callbacks=(tracking.epoch_logger(),))
-        val_probs, test_probs = predict(model, data.val), predict(model, data.test)
+        best_epoch = int(history["val_loss"].idxmin())
+        # Validation figures, and the ensemble's weights, come from the validated model: the refit has seen validation.
+        val_probs = predict(model, data.val)
+        if cfg.refit:
+            log.info("seed %d: refitting on train + val for %d epoch(s), the best validation epoch", seed, best_epoch + 1)
+            model = refit_run(cfg.model, cfg.fit, data, epochs=best_epoch + 1, seed=seed)
+        test_probs = predict(model, data.test)
         metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names)
         metrics["epochs_run"] = len(history)
-        metrics["best_epoch"] = int(history["val_loss"].idxmin())
+        metrics["best_epoch"] = best_epoch
         model.save(tmp / "model.keras")
         history.to_csv(tmp / "history.csv", index=False)
         np.save(tmp / "val_probs.npy", val_probs)
