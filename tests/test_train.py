@@ -123,6 +123,8 @@ def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_v
     np.testing.assert_allclose(test_probs, predict(refitted, data.test), atol=1e-6)
     np.testing.assert_allclose(predict(keras.models.load_model(tmp_path / "run/model.keras"), data.test), test_probs, atol=1e-6)
     assert not np.allclose(test_probs, predict(validated, data.test), atol=1e-3)
+    _, clips, labels = clip_level(predict(validated, data.test), data.test.index)
+    assert metrics["test_clip_accuracy_before_refit"] == pytest.approx(float((clips.argmax(1) == labels).mean()))
 
 
 def _epochs(split, fit, seed, n=2):

@@ -43,7 +43,7 @@ from audioclass import tracking
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import file_config, load_params, require, stage_config
 from audioclass.dataset import Data, Split, load_data
-from audioclass.evaluation import clip_level, summarize
+from audioclass.evaluation import accuracy, clip_level, summarize
 from audioclass.models import ARCHITECTURES
 from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_dir, atomic_file, require_inputs
@@ -252,11 +252,15 @@ def train(cfg: TrainConfig, data: Data, seed: int, out: Path) -> tuple[dict, pd.
         best_epoch = int(history["val_loss"].idxmin())
         # Validation figures, and the ensemble's weights, come from the validated model: the refit has seen validation.
         val_probs = predict(model, data.val)
+        before_refit = {}
         if cfg.refit:
+            # What the refit changed on test, for the record; it chooses nothing.
+            _, clip_probs, clip_labels = clip_level(predict(model, data.test), data.test.index)
+            before_refit["test_clip_accuracy_before_refit"] = accuracy(clip_probs, clip_labels)
             log.info("seed %d: refitting on train + val for %d epoch(s), the best validation epoch", seed, best_epoch + 1)
             model = refit_run(cfg.model, cfg.fit, data, epochs=best_epoch + 1, seed=seed)
         test_probs = predict(model, data.test)
-        metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names)
+        metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names) | before_refit
         metrics["epochs_run"] = len(history)
         metrics["best_epoch"] = best_epoch
         model.save(tmp / "model.keras")
