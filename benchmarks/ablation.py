@@ -3,6 +3,7 @@
     python benchmarks/ablation.py                           # every variant, seeds 1 and 2 → benchmarks/reports/ablation.{json,md}
     python benchmarks/ablation.py --variants study,gentle --seeds 1
     python benchmarks/ablation.py --variants gentle,deltas --folds 1,2,3,4,5 --seeds 1   # over the official folds
+    python benchmarks/ablation.py --variants gentle,less-data --folds 1,2,3,4,5 --seeds 1   # a learning-curve point
 
 Each variant is a data setting (``augment`` and ``spectrograms`` overrides:
 the data stages run once per setting in a sandbox copy of the project,
