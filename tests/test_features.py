@@ -101,7 +101,7 @@ def cfg(**changes) -> fm.FeatureModelsConfig:
 
 
 def test_grouped_folds_never_put_one_source_in_two_folds(grouped_data):
-    index = pd.concat([grouped_data.train.index, grouped_data.val.index], ignore_index=True)
+    index = grouped_data.train_and_val().index
     folds = fm.grouped_folds(index, 3, seed=42)
     held_out = np.concatenate([held for _, held in folds])
     assert sorted(held_out) == list(range(len(index)))  # every row held out exactly once
@@ -143,8 +143,8 @@ def test_the_scaler_is_fitted_on_training_folds_only_and_a_leak_would_show(group
     monkeypatch.setattr(RecordingScaler, "fits", [])
     config_ = cfg()
     fm.fit_model("svm", config_.models["svm"], grouped_data, config_, jobs=1)
-    dev_index = pd.concat([grouped_data.train.index, grouped_data.val.index], ignore_index=True)
-    dev_x = np.concatenate([grouped_data.train.x, grouped_data.val.x])
+    dev = grouped_data.train_and_val()
+    dev_index, dev_x = dev.index, dev.x
     folds = fm.grouped_folds(dev_index, 3, seed=42)
     assert len(RecordingScaler.fits) == 2 * 3 + 1  # 2 candidates × 3 folds, then the refit
     assert scaler_leaks(RecordingScaler.fits, folds, dev_x, grouped_data.test.x) == []

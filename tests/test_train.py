@@ -12,7 +12,7 @@ from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
 from audioclass.dataset import Data
 from audioclass.stages.train import (FitParams, ModelParams, TrainConfig, _training_dataset, fit_run, predict, refit_run,
-                                     train, train_and_val)
+                                     train)
 from conftest import PROJECT, band_spectrograms
 
 N_CLASSES = 3
@@ -109,7 +109,7 @@ def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_v
     fit = dataclasses.replace(FIT, epochs=5, patience=5, ema_momentum=0.9)
     validated, history = fit_run(MODEL, fit, data, seed=3, verbose=0)
     best = int(history["val_loss"].idxmin())
-    everything = train_and_val(data)
+    everything = data.train_and_val()
     assert len(everything.y) == len(data.train.y) + len(data.val.y)
     assert set(everything.index["clip_id"]) == set(data.train.index["clip_id"]) | set(data.val.index["clip_id"])
 

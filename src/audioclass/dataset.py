@@ -42,6 +42,10 @@ class Data:
     test: Split | None  # None where nothing may look at it (tuning)
     class_names: tuple[str, ...]
 
+    def train_and_val(self) -> Split:
+        """The train and validation splits as one, for a model refitted once validation has chosen."""
+        return Split(np.concatenate([self.train.x, self.val.x]), pd.concat([self.train.index, self.val.index], ignore_index=True))
+
 
 def load_data(folder: Path, splits: tuple[str, ...] = SPLITS, *,
               expected: str = "the spectrogram stage's output (dvc repro spectrograms)") -> Data:  # fmt: skip

@@ -108,14 +108,13 @@ def fit_model(name: str, spec: dict, data: Data, cfg: FeatureModelsConfig, jobs:
 
     Returns (metrics, one row per grid candidate with its mean and per-fold CV accuracy).
     """
-    dev_index = pd.concat([data.train.index, data.val.index], ignore_index=True)
-    dev_x = np.concatenate([data.train.x, data.val.x])
-    folds = grouped_folds(dev_index, cfg.cv_folds, cfg.seed)
+    dev = data.train_and_val()
+    folds = grouped_folds(dev.index, cfg.cv_folds, cfg.seed)
     grid = {f"model__{k}": v for k, v in spec.get("grid", {}).items()}
     search = GridSearchCV(model_pipeline(spec, cfg.seed), grid, cv=folds, n_jobs=jobs, error_score="raise")
     start = time.perf_counter()
     try:
-        search.fit(dev_x, dev_index["label"].to_numpy())
+        search.fit(dev.x, dev.y)
     except ValueError as err:  # e.g. an argument value the estimator rejects
         raise ConfigError(f"params.yaml: feature_models.models.{name}: {str(err).splitlines()[0]}") from None
     seconds = time.perf_counter() - start

@@ -216,11 +216,6 @@ def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int,
     return model, table
 
 
-def train_and_val(data: Data) -> Split:
-    """The train and validation splits as one, for the refit."""
-    return Split(np.concatenate([data.train.x, data.val.x]), pd.concat([data.train.index, data.val.index], ignore_index=True))
-
-
 def refit_run(model_params: ModelParams, fit: FitParams, data: Data, *, epochs: int, seed: int, verbose: int = 2) -> Any:
     """A fresh model fitted on train + validation for the first ``epochs`` epochs of ``fit``'s schedule.
 
@@ -229,7 +224,7 @@ def refit_run(model_params: ModelParams, fit: FitParams, data: Data, *, epochs: 
     more at the default split. Nothing is left to watch it: it stops where the
     validated run's best epoch was, with the learning rate where it was then.
     """
-    everything = train_and_val(data)
+    everything = data.train_and_val()
     model, swap = _compiled_model(model_params, fit, everything, len(data.class_names), seed=seed)
     model.fit(_training_dataset(everything, fit, len(data.class_names), seed=seed), epochs=epochs, callbacks=swap,
               shuffle=False, verbose=verbose)  # fmt: skip
