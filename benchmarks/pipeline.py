@@ -64,8 +64,8 @@ ESC50_TARGETS = {"dog": 0, "rooster": 1, "rain": 10, "sea_waves": 11, "crackling
 
 
 def measure(cmd: list[str], cwd: Path) -> dict:
-    """Run ``cmd``; wall and CPU seconds, and the peak summed RSS of its process tree."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    """Run ``cmd`` in the sandbox ``cwd``; wall and CPU seconds, and the peak summed RSS of its process tree."""
+    env = sandbox.environment(cwd)  # the sandbox's code, whatever happens to the working tree meanwhile
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -73,9 +73,21 @@ def tiny_esc10(release: Path, dest: Path, per_class: int) -> Path:
     return dest
 
 
+def environment(sandbox: Path) -> dict[str, str]:
+    """This interpreter's environment for commands run in ``sandbox``: its ``bin`` first on the
+    ``PATH``, and the sandbox's own copy of the package first on the ``PYTHONPATH``.
+
+    The editable install points at the project's working tree; without the override, stages run
+    in the sandbox would import whatever the tree holds when they start, edits made since included.
+    """
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    python_path = os.pathsep.join(p for p in [str(sandbox.resolve() / "src"), os.environ.get("PYTHONPATH", "")] if p)
+    return {**os.environ, "PATH": path, "PYTHONPATH": python_path}
+
+
 def dvc(sandbox: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``dvc`` from this interpreter's environment (plus ``env``) inside the sandbox; output captured."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    """Run ``dvc`` with the sandbox's :func:`environment` (plus ``env``) inside the sandbox; output captured."""
+    env = {**environment(sandbox), **(env or {})}
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=sandbox, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {sandbox}:\n{result.stdout}\n{result.stderr}")
