@@ -4,6 +4,7 @@
     python benchmarks/ablation.py --variants study,gentle --seeds 1
     python benchmarks/ablation.py --variants gentle,deltas --folds 1,2,3,4,5 --seeds 1   # over the official folds
     python benchmarks/ablation.py --variants gentle,less-data --folds 1,2,3,4,5 --seeds 1   # a learning-curve point
+    python benchmarks/ablation.py --variants gentle,pcen,fft2048 --folds 1,2,3,4,5 --seeds 1   # front ends
 
 Each variant is a data setting (``augment`` and ``spectrograms`` overrides:
 the data stages run once per setting in a sandbox copy of the project,
@@ -71,6 +72,10 @@ VARIANTS = {
     "gentle+wide": Variant("+ width 24 (2.2× the multiply-adds)", {}, {"width": 24}, {}),
     "deltas": Variant("+ the log-mel's delta and delta-delta as two more input channels", {"spectrograms": {"kind": "logmel_deltas"}},
                {}, {}),
+    "pcen": Variant("+ PCEN of the mel magnitudes as a second input channel (spectrograms.kind: logmel_pcen)",
+             {"spectrograms": {"kind": "logmel_pcen"}}),
+    "fft2048": Variant("+ a 2048-sample FFT instead of 1024 (93 ms windows: finer low bands, the same input size)",
+                {"spectrograms": {"n_fft": 2048}}),
     "mels128": Variant("+ 128 mel bands instead of 64 (2× the multiply-adds)", {"spectrograms": {"n_mels": 128}}, {}, {}),
     "gentle+pick": Variant("+ the tune stage's pick on folds 1, 3, 4, 5 with this augmentation (width 16, first kernel 7, "
                     "dropout 0.014, lr 0.0012)", {}, PICK_MODEL, PICK_FIT),

@@ -43,6 +43,18 @@ def test_logmel_deltas_adds_the_log_mels_delta_and_delta_delta():
         cfg(kind="logmel_deltas", delta_width=4)
 
 
+def test_logmel_pcen_adds_a_channel_that_marks_onsets_and_fades_on_steady_sound():
+    y = tone(500, 1.0, SR, amp=0.5)
+    y[:4000] *= 0.01  # quiet for 0.5 s, then a steady tone: an onset PCEN must mark, then adapt to
+    static = render_spectrogram(y, sr=SR, cfg=cfg())
+    x = render_spectrogram(y, sr=SR, cfg=cfg(kind="logmel_pcen"))
+    assert x.shape == (*static.shape[:2], 2) and np.isfinite(x).all()
+    np.testing.assert_array_equal(x[..., 0], static[..., 0])
+    band, onset = static[..., 0].mean(axis=1).argmax(), 4000 // 64
+    assert static[band, onset + 2, 0] == pytest.approx(static[band, -2, 0], abs=0.02)  # the log-mel stays level
+    assert x[band, onset + 2, 1] > 1.5 * x[band, -2, 1]  # PCEN peaks at the onset and fades as its gain adapts
+
+
 def test_batch_equals_one_by_one():
     batch = np.stack([tone(f, 0.5, SR, seed=i) for i, f in enumerate([300, 900, 2000])])
     together = render_spectrogram(batch, sr=SR, cfg=cfg())

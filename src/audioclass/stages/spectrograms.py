@@ -17,6 +17,12 @@ Rows are ordered by clip id, then copy. ``n_frames = 1 + n_samples // hop_length
 ``logmel_deltas``
     ``logmel``'s channel, then its delta and delta-delta over ``delta_width``
     frames: three channels.
+``logmel_pcen``
+    ``logmel``'s channel, then per-channel energy normalisation (PCEN,
+    librosa's defaults: 0.4 s smoothing) of the mel magnitudes: two channels.
+    PCEN's automatic gain control follows each band's level over time, so an
+    event stands out of a steady background; the log-mel keeps the steady
+    textures (rain, waves, fire) that PCEN flattens.
 ``mfcc``
     ``n_bands = n_mfcc``, three channels: MFCC, delta and delta-delta.
 
@@ -55,7 +61,7 @@ _AMIN = 1e-10  # power floor before the log, as librosa's power_to_db
 
 @dataclass(frozen=True)
 class SpectrogramConfig:
-    kind: Literal["logmel", "logmel_deltas", "mfcc"]
+    kind: Literal["logmel", "logmel_deltas", "logmel_pcen", "mfcc"]
     n_fft: int
     hop_length: int
     n_mels: int
@@ -112,8 +118,8 @@ def render_spectrogram(y: np.ndarray, *, sr: int, cfg: SpectrogramConfig) -> np.
     y : np.ndarray, shape (..., n_samples), float32 in [-1, 1]
     Returns float32, shape (..., n_bands, n_frames, n_channels) as in the module docstring.
     """
-    power = np.abs(librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length)) ** 2
-    mel = np.einsum("mf,...ft->...mt", cfg.mel_basis(sr), power, optimize=False)
+    magnitude = np.abs(librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length))
+    mel = np.einsum("mf,...ft->...mt", cfg.mel_basis(sr), magnitude**2, optimize=False)
     db = 10.0 * np.log10(np.maximum(mel, _AMIN))
     if cfg.kind == "mfcc":
         db = np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - cfg.top_db)
@@ -123,6 +129,11 @@ def render_spectrogram(y: np.ndarray, *, sr: int, cfg: SpectrogramConfig) -> np.
         db = (np.maximum(db, -cfg.top_db) + cfg.top_db) / cfg.top_db
     if cfg.kind == "logmel_deltas":
         return _with_deltas(db, cfg.delta_width)
+    if cfg.kind == "logmel_pcen":
+        # PCEN wants magnitudes on an integer-sample scale (librosa's advice: float audio × 2**31).
+        mel_magnitude = np.einsum("mf,...ft->...mt", cfg.mel_basis(sr), magnitude, optimize=False)
+        pcen = librosa.pcen(mel_magnitude * 2**31, sr=sr, hop_length=cfg.hop_length, axis=-1)
+        return np.stack([db, pcen], axis=-1).astype(np.float32)
     return db[..., np.newaxis].astype(np.float32)
 
 
