@@ -111,21 +111,28 @@ class Hyperparameters:
     fit: FitParams
 
 
-def _float32(x: np.ndarray) -> np.ndarray:
-    """The spectrograms as float32 before TensorFlow sees them (exact from float16).
+def _as_stored(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """The split's array as TensorFlow should hold it, and the function that makes its rows float32.
 
-    oneDNN has no float16 kernels without AVX-512: a float16 tensor would fall back
-    to Eigen's, with an error line in the log, for nothing the cast saves.
+    Rows become float32 batch by batch, as they are drawn, so memory holds one
+    copy of the split, as stored. float16 travels as its bits (uint16): oneDNN
+    has no float16 kernels without AVX-512, and a float16 tensor makes it log an
+    error line, for nothing float16 arithmetic would save.
     """
-    return x.astype(np.float32, copy=False)
+    import tensorflow as tf
+
+    if x.dtype == np.float16:
+        return x.view(np.uint16), lambda bits: tf.cast(tf.bitcast(bits, tf.float16), tf.float32)
+    return x, lambda rows: tf.cast(rows, tf.float32)
 
 
 def _dataset(split: Split, batch_size: int, n_classes: int):
     """Batches of (x float32, one-hot y) in index order, for validation and prediction."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((_float32(split.x), split.y)).batch(batch_size)
-    return ds.map(lambda x, y: (x, tf.one_hot(y, n_classes))).prefetch(2)
+    stored, to_float32 = _as_stored(split.x)
+    ds = tf.data.Dataset.from_tensor_slices((stored, split.y)).batch(batch_size)
+    return ds.map(lambda x, y: (to_float32(x), tf.one_hot(y, n_classes))).prefetch(2)
 
 
 def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int):
@@ -133,7 +140,9 @@ def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int
 
     Every random draw is a stateless op keyed by a per-batch seed from a seeded
     ``tf.data.Dataset.random`` stream, so a run is repeatable per seed and each
-    epoch draws afresh.
+    epoch draws afresh. The shuffle permutes row numbers, and batches gather
+    their rows: a shuffle buffer of the examples themselves would hold a second
+    copy of the training split.
     """
     import tensorflow as tf
 
@@ -149,8 +158,8 @@ def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int
             keep &= ~((position >= start) & (position < start + span))
         return tf.where(keep, x, tf.zeros_like(x))
 
-    def augment(x, y, seeds):
-        y = tf.one_hot(y, n_classes)
+    def augment(rows, seeds):
+        x, y = to_float32(tf.gather(examples, rows)), tf.one_hot(tf.gather(labels, rows), n_classes)
         if fit.freq_masks and fit.freq_mask_width:
             x = masks(x, seeds, fit.freq_masks, fit.freq_mask_width, axis=1)
         if fit.time_masks and fit.time_mask_width:
@@ -165,11 +174,11 @@ def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int
             y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, partner)
         return x, y
 
-    examples = tf.data.Dataset.from_tensor_slices((_float32(split.x), split.y))
-    examples = examples.shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True)
+    stored, to_float32 = _as_stored(split.x)
+    examples, labels = tf.constant(stored), tf.constant(split.y)
+    order = tf.data.Dataset.range(len(split.y)).shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip((examples, seeds)).map(lambda example, s: (*example, s))
-    return ds.batch(fit.batch_size).map(augment).prefetch(2)
+    return tf.data.Dataset.zip((order, seeds)).batch(fit.batch_size).map(augment).prefetch(2)
 
 
 def _compiled_model(model_params: ModelParams, fit: FitParams, train: Split, n_classes: int, *, seed: int) -> tuple[Any, list]:
