@@ -76,6 +76,8 @@ VARIANTS = {
              {"spectrograms": {"kind": "logmel_pcen"}}),
     "fft2048": Variant("+ a 2048-sample FFT instead of 1024 (93 ms windows: finer low bands, the same input size)",
                 {"spectrograms": {"n_fft": 2048}}),
+    "pcen+fft2048": Variant("+ both: PCEN as a second channel, of 2048-sample FFTs",
+                     {"spectrograms": {"kind": "logmel_pcen", "n_fft": 2048}}),
     "mels128": Variant("+ 128 mel bands instead of 64 (2× the multiply-adds)", {"spectrograms": {"n_mels": 128}}, {}, {}),
     "gentle+pick": Variant("+ the tune stage's pick on folds 1, 3, 4, 5 with this augmentation (width 16, first kernel 7, "
                     "dropout 0.014, lr 0.0012)", {}, PICK_MODEL, PICK_FIT),
