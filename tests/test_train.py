@@ -132,6 +132,19 @@ def _epochs(split, fit, seed, n=2):
     return [[(x.numpy(), y.numpy()) for x, y in ds] for _ in range(n)]
 
 
+def test_an_epoch_draws_every_float16_row_once_as_exact_float32_with_its_label():
+    split = band_spectrograms(12, 2, 0)
+    split = type(split)(split.x.astype(np.float16), split.index)
+    stored = {row.astype(np.float32).tobytes(): label for row, label in zip(split.x, split.y)}
+    for batches in _epochs(split, FIT, 4):
+        x = np.concatenate([b for b, _ in batches])
+        y = np.concatenate([labels for _, labels in batches]).argmax(axis=1)
+        assert x.dtype == np.float32 and len(x) == len(split.y)
+        assert sorted(stored[row.tobytes()] for row in x) == sorted(split.y)  # each row exactly as stored
+        assert [stored[row.tobytes()] for row in x] == list(y)  # and beside its own label
+        assert len({row.tobytes() for row in x}) == len(stored)  # once each
+
+
 def test_spec_augment_zeroes_whole_bands_and_frames_repeatably_per_seed():
     ones = band_spectrograms(16, 1, 0)
     ones = type(ones)(np.ones_like(ones.x), ones.index)
