@@ -119,7 +119,8 @@ def render_spectrogram(y: np.ndarray, *, sr: int, cfg: SpectrogramConfig) -> np.
     Returns float32, shape (..., n_bands, n_frames, n_channels) as in the module docstring.
     """
     magnitude = np.abs(librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length))
-    mel = np.einsum("mf,...ft->...mt", cfg.mel_basis(sr), magnitude**2, optimize=False)
+    basis = cfg.mel_basis(sr)
+    mel = np.einsum("mf,...ft->...mt", basis, magnitude**2, optimize=False)
     db = 10.0 * np.log10(np.maximum(mel, _AMIN))
     if cfg.kind == "mfcc":
         db = np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - cfg.top_db)
@@ -131,7 +132,7 @@ def render_spectrogram(y: np.ndarray, *, sr: int, cfg: SpectrogramConfig) -> np.
         return _with_deltas(db, cfg.delta_width)
     if cfg.kind == "logmel_pcen":
         # PCEN wants magnitudes on an integer-sample scale (librosa's advice: float audio × 2**31).
-        mel_magnitude = np.einsum("mf,...ft->...mt", cfg.mel_basis(sr), magnitude, optimize=False)
+        mel_magnitude = np.einsum("mf,...ft->...mt", basis, magnitude, optimize=False)
         pcen = librosa.pcen(mel_magnitude * 2**31, sr=sr, hop_length=cfg.hop_length, axis=-1)
         return np.stack([db, pcen], axis=-1).astype(np.float32)
     return db[..., np.newaxis].astype(np.float32)
