@@ -26,7 +26,7 @@ def data() -> Data:
 
 MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3)
 FIT = FitParams(epochs=4, batch_size=8, learning_rate=0.01, patience=4, mixup_alpha=0.0, freq_masks=0,
-                freq_mask_width=0, time_masks=0, time_mask_width=0, ema_momentum=0.0)
+                freq_mask_width=0, time_masks=0, time_mask_width=0, ema_momentum=0.0, label_smoothing=0.0)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -98,6 +98,23 @@ def test_weight_averaging_keeps_the_averaged_weights_of_the_best_validation_epoc
     assert float(np.mean(loss)) == pytest.approx(history["val_loss"].min(), rel=1e-4)
     plain, _ = fit_run(MODEL, dataclasses.replace(fit, ema_momentum=0.0), data, seed=3, verbose=0)
     assert not np.allclose(predict(plain, data.val), predict(model, data.val), atol=1e-3)
+
+
+def test_label_smoothing_trains_towards_softened_targets_and_early_stopping_watches_that_loss(data):
+    import keras
+
+    fit = dataclasses.replace(FIT, epochs=8, patience=8, learning_rate=0.03, label_smoothing=0.3)
+    smoothed, history = fit_run(MODEL, fit, data, seed=3, verbose=0)
+    sharp, sharp_history = fit_run(MODEL, dataclasses.replace(fit, label_smoothing=0.0), data, seed=3, verbose=0)
+    # Targets of 0.8 / 0.1 / 0.1: no prediction can bring the loss below their entropy.
+    floor = -(0.8 * np.log(0.8) + 2 * 0.1 * np.log(0.1))
+    assert history["loss"].min() >= floor - 1e-3 and history["val_loss"].min() >= floor - 1e-3
+    assert sharp_history["loss"].min() < floor  # the same run without smoothing goes below it
+    # The loss early stopping watched is the smoothed one, of the kept model.
+    targets = (1 - 0.3) * np.eye(N_CLASSES)[data.val.y] + 0.3 / N_CLASSES
+    loss = keras.losses.categorical_crossentropy(targets, predict(smoothed, data.val))
+    assert float(np.mean(loss)) == pytest.approx(history["val_loss"].min(), rel=1e-4)
+    assert predict(smoothed, data.val).max() < predict(sharp, data.val).max()
 
 
 def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_validated_models_figures(
@@ -207,7 +224,7 @@ def split(n, seed):
     return Split(rng.random((n, 8, 16, 1)).astype(np.float16), pd.DataFrame({"label": np.arange(n) % 2, "clip_id": np.arange(n)}))
 
 fit = FitParams(epochs=1, batch_size=4, learning_rate=0.01, patience=1, mixup_alpha=0.2, freq_masks=1, freq_mask_width=2,
-                time_masks=1, time_mask_width=2, ema_momentum=0.9)
+                time_masks=1, time_mask_width=2, ema_momentum=0.9, label_smoothing=0.1)
 fit_run(ModelParams("compact_cnn", 4, 2, 0.1, 3), fit, Data(split(8, 0), split(4, 1), None, ("a", "b")), seed=1, verbose=0)
 print("onednn", _pywrap_util_port.IsMklEnabled())
 """

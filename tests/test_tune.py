@@ -27,7 +27,8 @@ TINY = {"trials": 3, "timeout_minutes": None, "data_fraction": 0.5, "trial_epoch
         "space": SPACE}  # fmt: skip
 BASE = Hyperparameters(ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3),
                        FitParams(epochs=5, batch_size=8, learning_rate=0.01, patience=3, mixup_alpha=0.0,
-                                 freq_masks=0, freq_mask_width=0, time_masks=0, time_mask_width=0, ema_momentum=0.0))  # fmt: skip
+                                 freq_masks=0, freq_mask_width=0, time_masks=0, time_mask_width=0, ema_momentum=0.0,
+                                 label_smoothing=0.0))  # fmt: skip
 
 
 @pytest.fixture

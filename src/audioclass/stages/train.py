@@ -80,6 +80,7 @@ class FitParams:
     time_masks: int  # SpecAugment: spans of up to time_mask_width frames zeroed
     time_mask_width: int
     ema_momentum: float  # 0: off; else validation and the kept model use a moving average of the weights
+    label_smoothing: float  # 0: off; else targets give this share of probability mass evenly to every class
 
     def __post_init__(self):
         require(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
@@ -90,6 +91,8 @@ class FitParams:
         for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
             require(getattr(self, key) >= 0, key, "an integer >= 0 (0 turns masking off)", getattr(self, key))
         require(0 <= self.ema_momentum < 1, "ema_momentum", "a number in [0, 1) (0 turns averaging off)", self.ema_momentum)
+        require(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1) (0 turns smoothing off)",
+                self.label_smoothing)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -195,8 +198,10 @@ def _compiled_model(model_params: ModelParams, fit: FitParams, train: Split, n_c
     # Polyak averaging: the weights' moving average moves more smoothly from epoch to epoch than the
     # weights themselves; over folds 1-4 it raised validation accuracy on every fold.
     averaging = {"use_ema": True, "ema_momentum": fit.ema_momentum} if fit.ema_momentum else {}
-    # One-hot targets, so mixup's blended labels and plain ones share one loss.
-    model.compile(optimizer=keras.optimizers.Adam(schedule, **averaging), loss="categorical_crossentropy", metrics=["accuracy"])
+    # One-hot targets, so mixup's blended labels and plain ones share one loss. Smoothing applies to
+    # validation too, so early stopping watches the loss that training minimises.
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=fit.label_smoothing)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, **averaging), loss=loss, metrics=["accuracy"])
     # Evaluation, and the weights kept at each epoch's end, use the averaged weights.
     return model, [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if averaging else []
 
