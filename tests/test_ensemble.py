@@ -6,13 +6,20 @@ import pytest
 
 from audioclass.errors import ConfigError
 from audioclass.evaluation import accuracy
-from audioclass.stages.ensemble import EnsembleConfig, Runs, combine, ensemble, fit_weights, normalise
+from audioclass.stages.ensemble import EnsembleConfig, Runs, combine, cross_entropy, ensemble, fit_weights, normalise
 from audioclass.swarm import OPTIMISERS
 
 
 def cfg(**overrides) -> EnsembleConfig:
     base = dict(optimisers=tuple(OPTIMISERS), population=20, iterations=30, logloss_weight=1e-3, seed=0, chosen="average")
     return EnsembleConfig(**{**base, **overrides})
+
+
+def test_cross_entropy_is_the_true_class_mean_negative_log_probability_clipped_at_zero():
+    probs = np.array([[0.5, 0.5], [0.0, 1.0], [0.2, 0.8]])
+    assert cross_entropy(probs, np.array([0, 1, 1])) == pytest.approx(-(np.log(0.5) + np.log(1.0) + np.log(0.8)) / 3)
+    # A true class given probability 0 costs -log(1e-7), not infinity.
+    assert cross_entropy(probs, np.array([0, 0, 1])) == pytest.approx(-(np.log(0.5) + np.log(1e-7) + np.log(0.8)) / 3)
 
 
 def test_average_maximum_vote_by_hand():

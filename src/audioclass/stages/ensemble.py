@@ -87,14 +87,16 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / total if total > 0 else np.full_like(x, 1 / len(x))
 
 
+def cross_entropy(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean negative log-probability of each row's true class (log-loss), clipped at ``eps``."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1))))
+
+
 def fit_weights(val_probs: np.ndarray, y_val: np.ndarray, cfg: EnsembleConfig, optimiser: str) -> tuple[np.ndarray, int]:
     """Swarm-fitted weights (n_runs,) from validation predictions only; returns (weights, fitness calls)."""
-    eps = 1e-7
-
     def fitness(x: np.ndarray) -> float:
         p = np.tensordot(normalise(x), val_probs, axes=1)
-        logloss = -np.mean(np.log(np.clip(p[np.arange(len(y_val)), y_val], eps, 1)))
-        return -accuracy(p, y_val) + cfg.logloss_weight * logloss
+        return -accuracy(p, y_val) + cfg.logloss_weight * cross_entropy(p, y_val)
 
     rng = np.random.default_rng([cfg.seed, sorted(OPTIMISERS).index(optimiser)])
     result = OPTIMISERS[optimiser](fitness, val_probs.shape[0], rng=rng, population=cfg.population, iterations=cfg.iterations)
