@@ -61,6 +61,9 @@ def test_unknown_architecture_and_bad_fit_params_are_named():
     params["train"]["fit"]["learning_rate"] = 2
     with pytest.raises(ConfigError, match=r"train\.fit\.learning_rate: expected a rate in \(0, 1\)"):
         stage_config(TrainConfig, params, "train")
+    params["train"]["fit"] = {**load_params(PROJECT / "params.yaml")["train"]["fit"], "label_smoothing": 1.0}
+    with pytest.raises(ConfigError, match=r"train\.fit\.label_smoothing: expected a number in \[0, 1\) \(0 turns smoothing off\), got 1\.0"):
+        stage_config(TrainConfig, params, "train")
     params["train"] = {**load_params(PROJECT / "params.yaml")["train"], "seeds": [1, 1]}
     with pytest.raises(ConfigError, match=r"train\.seeds: expected a list of distinct integers"):
         stage_config(TrainConfig, params, "train")
