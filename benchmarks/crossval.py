@@ -3,6 +3,7 @@
     python benchmarks/crossval.py                                  # → benchmarks/reports/crossval.{json,md}
     python benchmarks/crossval.py --folds 1,2 --set train.seeds=[1,2] --report /tmp/cv   # a quicker look
     python benchmarks/crossval.py --compare tuned=old.json regularised=new.json            # two finished reports, fold by fold
+    python benchmarks/crossval.py --resume --from-project       # keep the report's finished folds, take the project's own fold as run
 
 In a sandbox copy of the project, each fold is one DVC experiment of the core
 path, ``dvc exp run ensemble -S split.test_fold=<k> -n fold-<k>``, so
@@ -17,13 +18,20 @@ and every ensemble method, at clip level (each clip's probabilities averaged
 over its augmented copies) and at file level. Over folds: mean ± SD of the
 best-on-validation single run, the average ensemble and the swarm-weighted
 ensemble (``ensemble.chosen``), beside the published 5-fold figures.
+
+A full run takes hours on 2 cores, so nothing is run twice: ``--resume`` keeps
+the folds the report already holds (run with the same params), and
+``--from-project`` takes the project's own test fold from its finished
+``dvc repro`` (default params, ``dvc status`` clean, the same ESC-10 release).
 """
 
 from __future__ import annotations
 
+import filecmp
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,6 +67,20 @@ def fold_results(box: Path) -> dict:
         "best_method_on_validation": report["best_method"],
         "hyperparameters": yaml.safe_load((box / "reports/tune/best_params.yaml").read_text()),
     }  # fmt: skip
+
+
+def project_fold(source: Path) -> tuple[int, dict]:
+    """The project's own test fold, as its finished ``dvc repro`` left it, if that is what a sandbox would compute."""
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=PROJECT, capture_output=True, text=True, check=True)
+    if json.loads(status.stdout or "{}"):
+        raise SystemExit(f"--from-project: {PROJECT} is not up to date (dvc status lists changes); run dvc repro there first")
+    data = PROJECT / "data/raw/ESC-10"
+    names = [str(p.relative_to(source)) for p in sorted(source.rglob("*")) if p.is_file()]
+    _, differ, missing = filecmp.cmpfiles(source, data, names, shallow=False)
+    if differ or missing or sum(1 for p in data.rglob("*") if p.is_file()) != len(names):
+        raise SystemExit(f"--from-project: {data} is not the release in {source} (expected the same files, byte for byte)")
+    fold = yaml.safe_load((PROJECT / "params.yaml").read_text())["split"]["test_fold"]
+    return fold, {"wall_s": None, "cpu_s": None, "peak_memory_gib": None, "run_by": "the project's dvc repro", **fold_results(PROJECT)}
 
 
 def pct(value: float) -> str:
@@ -97,11 +119,14 @@ def markdown(report: dict) -> str:
     ]  # fmt: skip
     for k, f in folds.items():
         chosen = f["ensemble"][f["chosen"]]
-        lines.append(f"| {k} | {f['wall_s'] / 60:.1f} | {f['hyperparameters']['model']['width']} | "
+        wall = "—" if f["wall_s"] is None else f"{f['wall_s'] / 60:.1f}"
+        lines.append(f"| {k} | {wall} | {f['hyperparameters']['model']['width']} | "
                      f"{pct(f['ensemble']['average']['val_file_accuracy'])} | {pct(f['single_runs']['test_clip_accuracy']['mean'])} ± "
                      f"{pct(f['single_runs']['test_clip_accuracy']['se'])} | {pct(f['best_single_run']['test_clip_accuracy'])} | "
                      f"{pct(f['ensemble']['average']['test_clip_accuracy'])} | {pct(chosen['test_clip_accuracy'])} | "
                      f"{f['best_method_on_validation']} |")  # fmt: skip
+    elsewhere = [f"Fold {k}: run by `{f['run_by']}`." for k, f in folds.items() if f.get("run_by", report["command"]) != report["command"]]
+    lines += ["", " ".join(elsewhere)] if elsewhere else []
     lines += ["", f"Over {len(folds)} fold(s), mean ± SD:", "", "| model | test clips | test files |", "|---|---:|---:|"]
     for name, levels in report["summary"].items():
         lines.append(f"| {name} | {pct(levels['clip']['mean'])} ± {pct(levels['clip']['sd'])} | "
@@ -121,7 +146,7 @@ def comparison(reports: dict[str, dict]) -> str:
 
     def figures(fold: dict) -> dict:
         return {"val_ensemble": fold["ensemble"]["average"]["val_file_accuracy"], "val_runs": fold["single_runs"]["val_file_accuracy"]["mean"],
-                "test_ensemble": fold["ensemble"]["average"]["test_clip_accuracy"], "minutes": fold["wall_s"] / 60}  # fmt: skip
+                "test_ensemble": fold["ensemble"]["average"]["test_clip_accuracy"], "minutes": (fold["wall_s"] or float("nan")) / 60}  # fmt: skip
 
     table = {name: {k: figures(r["folds"][k]) for k in folds} for name, r in reports.items()}
     columns = [("val_ensemble", "average ensemble, validation files"), ("val_runs", "single runs, validation files (mean)"),
@@ -147,6 +172,9 @@ def comparison(reports: dict[str, dict]) -> str:
 def main() -> None:
     parser = benchmark_parser(__doc__, "crossval")
     parser.add_argument("--folds", default="1,2,3,4,5", help="test folds to run, comma-separated (default: all five)")
+    parser.add_argument("--resume", action="store_true", help="keep the folds the report at --report already holds (same --set)")
+    parser.add_argument("--from-project", action="store_true",
+                        help="take the project's own test fold from its finished dvc repro instead of rerunning it")
     parser.add_argument("--compare", nargs="+", metavar="NAME=REPORT.json",
                         help="run nothing: compare finished reports fold by fold, written to <report>-comparison.md")
     args = parser.parse_args()
@@ -160,25 +188,43 @@ def main() -> None:
         args.report.with_name(args.report.name + "-comparison.md").write_text(text)
         print(text)
         return
-    folds = [int(k) for k in args.folds.split(",")]
+    params = overrides(args.set)
+    command = "python benchmarks/crossval.py" + (f" --folds {args.folds}" if args.folds != "1,2,3,4,5" else "")
+    command += "".join(f" --set {a}" for a in args.set) + " --resume" * args.resume + " --from-project" * args.from_project
+    results = {}
+    if args.resume and args.report.with_suffix(".json").is_file():
+        previous = json.loads(args.report.with_suffix(".json").read_text())
+        if previous["params_overrides"] != params:
+            raise SystemExit(f"--resume: {args.report.with_suffix('.json')} ran with {previous['params_overrides']}, not {params}")
+        results = {int(k): {"run_by": previous["command"], **f} for k, f in previous["folds"].items()}
+    if args.from_project:
+        if params:
+            raise SystemExit("--from-project: the project runs the default params, so it cannot be combined with --set")
+        fold, result = project_fold(args.source)
+        results.setdefault(fold, result)
+    folds = [int(k) for k in args.folds.split(",") if int(k) not in results]
+
+    def write() -> None:
+        ordered = {k: results[k] for k in sorted(results)}
+        report = {"command": command, "machine": machine(), "params_overrides": params, "folds": ordered, "summary": summary(ordered)}
+        write_report(report, markdown(report), args.report)
+
+    if not folds:
+        write()
+        return
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    params = overrides(args.set)
     box = sandbox.create(PROJECT, args.work / "project", params)
     shutil.copytree(args.source, box / "data/raw/ESC-10", dirs_exist_ok=True)
     sandbox.dvc(box, "add", "data/raw/ESC-10")
-    command = "python benchmarks/crossval.py" + (f" --folds {args.folds}" if args.folds != "1,2,3,4,5" else "")
-    command += "".join(f" --set {a}" for a in args.set)
-    results = {}
     for k in folds:
         print(f"fold {k}: dvc exp run ensemble -S split.test_fold={k} …", flush=True)
         timing = measure([sys.executable, "-m", "dvc", "exp", "run", "ensemble", "-S", f"split.test_fold={k}", "-n", f"fold-{k}"], box)
-        results[k] = {"wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"], "peak_memory_gib": timing["peak_memory_gib"], **fold_results(box)}
+        results[k] = {"wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"], "peak_memory_gib": timing["peak_memory_gib"],
+                      "run_by": command, **fold_results(box)}  # fmt: skip
         print(f"  {timing['wall_s'] / 60:.1f} min; average ensemble {results[k]['ensemble']['average']['test_clip_accuracy']:.4f} (test clips)",
               flush=True)  # fmt: skip
-        # After every fold, so an interrupted run still reports the folds it finished.
-        report = {"command": command, "machine": machine(), "params_overrides": params, "folds": results, "summary": summary(results)}
-        write_report(report, markdown(report), args.report)
+        write()  # after every fold, so an interrupted run still reports the folds it finished (and --resume keeps them)
 
 
 if __name__ == "__main__":
