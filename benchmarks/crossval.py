@@ -125,8 +125,11 @@ def markdown(report: dict) -> str:
                      f"{pct(f['single_runs']['test_clip_accuracy']['se'])} | {pct(f['best_single_run']['test_clip_accuracy'])} | "
                      f"{pct(f['ensemble']['average']['test_clip_accuracy'])} | {pct(chosen['test_clip_accuracy'])} | "
                      f"{f['best_method_on_validation']} |")  # fmt: skip
-    elsewhere = [f"Fold {k}: run by `{f['run_by']}`." for k, f in folds.items() if f.get("run_by", report["command"]) != report["command"]]
-    lines += ["", " ".join(elsewhere)] if elsewhere else []
+    by = {}  # folds this command did not run itself (--resume, --from-project), grouped by what did
+    for k, f in folds.items():
+        if f.get("run_by", report["command"]) != report["command"]:
+            by.setdefault(f["run_by"], []).append(str(k))
+    lines += ["", *(f"- Fold{'s' * (len(ks) > 1)} {', '.join(ks)}: run by `{run_by}`." for run_by, ks in by.items())] if by else []
     lines += ["", f"Over {len(folds)} fold(s), mean ± SD:", "", "| model | test clips | test files |", "|---|---:|---:|"]
     for name, levels in report["summary"].items():
         lines.append(f"| {name} | {pct(levels['clip']['mean'])} ± {pct(levels['clip']['sd'])} | "
@@ -159,7 +162,7 @@ def comparison(reports: dict[str, dict]) -> str:
         "| test fold | " + " | ".join(f"{name}: {label}" for _, label in columns for name in names) + " |",
         "|---|" + "---:|" * (len(columns) * len(names)),
     ]  # fmt: skip
-    show = lambda key, v: f"{v:.1f}" if key == "minutes" else pct(v)  # noqa: E731
+    show = lambda key, v: pct(v) if key != "minutes" else "—" if v != v else f"{v:.1f}"  # noqa: E731  (v != v: NaN, not timed)
     for k in folds:
         lines.append(f"| {k} | " + " | ".join(show(key, table[name][k][key]) for key, _ in columns for name in names) + " |")
     means = {name: {key: statistics.mean(table[name][k][key] for k in folds) for key, _ in columns} for name in names}
