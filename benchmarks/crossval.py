@@ -58,6 +58,7 @@ def fold_results(box: Path) -> dict:
     runs = {s: json.loads((box / f"reports/train/run-{s}.json").read_text()) for s in params["train"]["seeds"]}
     best_seed = max(runs, key=lambda s: runs[s]["val_file_accuracy"])  # chosen on validation, never on test
     report = json.loads((box / "reports/ensemble/ensemble.json").read_text())
+    tune = json.loads((box / "reports/tune/tune.json").read_text())
     methods = report["methods"]
     return {
         "single_runs": {k: mean_se([r[k] for r in runs.values()]) for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")},
@@ -66,6 +67,8 @@ def fold_results(box: Path) -> dict:
         "chosen": params["ensemble"]["chosen"],
         "best_method_on_validation": report["best_method"],
         "hyperparameters": yaml.safe_load((box / "reports/tune/best_params.yaml").read_text()),
+        # tune.timeout_minutes can stop the study early, so a slower machine may finish fewer trials and pick other values
+        "tune_trials_finished": tune.get("trials_complete", 0) + tune.get("trials_pruned", 0) if tune["enabled"] else None,
     }  # fmt: skip
 
 
@@ -112,15 +115,16 @@ def markdown(report: dict) -> str:
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB. Command: `{report['command']}`. "
         f"Params: {'defaults' if not report['params_overrides'] else 'defaults with ' + json.dumps(report['params_overrides'])}. "
         f"Each fold is the test fold once; validation is drawn from the other folds only.", "",
-        "| test fold | wall (min) | tuned width | average ensemble: validation files | single runs, test clips (mean ± SE) | "
+        "| test fold | wall (min) | tune trials finished | tuned width | average ensemble: validation files | single runs, test clips (mean ± SE) | "
         f"best run on validation: test clips | average ensemble: test clips | {next(iter(folds.values()))['chosen']}: test clips | "
         "best method on validation |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for k, f in folds.items():
         chosen = f["ensemble"][f["chosen"]]
         wall = "—" if f["wall_s"] is None else f"{f['wall_s'] / 60:.1f}"
-        lines.append(f"| {k} | {wall} | {f['hyperparameters']['model']['width']} | "
+        trials = f.get("tune_trials_finished") or "—"  # not recorded by reports before 2026-12-03
+        lines.append(f"| {k} | {wall} | {trials} | {f['hyperparameters']['model']['width']} | "
                      f"{pct(f['ensemble']['average']['val_file_accuracy'])} | {pct(f['single_runs']['test_clip_accuracy']['mean'])} ± "
                      f"{pct(f['single_runs']['test_clip_accuracy']['se'])} | {pct(f['best_single_run']['test_clip_accuracy'])} | "
                      f"{pct(f['ensemble']['average']['test_clip_accuracy'])} | {pct(chosen['test_clip_accuracy'])} | "
