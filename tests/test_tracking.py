@@ -166,3 +166,23 @@ def test_a_logged_keras_model_names_its_requirements_instead_of_inferring_them(t
     assert any(line.startswith(("tensorflow-cpu==", "tensorflow==")) for line in requirements)
     x = np.random.default_rng(0).random((2, 8, 16, 1)).astype("float32")
     np.testing.assert_allclose(mlflow.keras.load_model(uri).predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tmp_path, monkeypatch, caplog):
+    """Models restored by ``dvc pull`` or DVC's run cache have no MLflow run in this store."""
+    import mlflow
+
+    from audioclass.models import ARCHITECTURES
+    from audioclass.stages.train import ModelParams
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = ARCHITECTURES["compact_cnn"]((8, 16, 1), 3, ModelParams("compact_cnn", 4, 2, 0.1, 3))
+    with mlflow.start_run() as here:
+        tracking.log_keras_model(model)
+    (tmp_path / "weights.txt").write_text("bundled")
+    elsewhere = "0" * 32
+    with mlflow.start_run(), caplog.at_level("WARNING"):
+        version = tracking.register_ensemble({"weights.txt": tmp_path / "weights.txt"}, [here.info.run_id, elsewhere], {"method": "average"})
+    registered = mlflow.MlflowClient().get_model_version(tracking.ENSEMBLE_MODEL, version)
+    assert registered.tags["member_versions"] == "1,-" and registered.tags["method"] == "average"
+    assert elsewhere in caplog.text and here.info.run_id not in caplog.text

@@ -257,20 +257,33 @@ def register_ensemble(files: Mapping[str, Path], member_run_ids: list[str], tags
             shutil.copyfile(source, bundle / inside)
         info = mlflow.pyfunc.log_model(name="ensemble", python_model=EnsemblePyfunc(), artifacts={"bundle": str(bundle)},
                                        code_paths=[str(Path(audioclass.__file__).parent)], pip_requirements=_pinned(_REQUIREMENTS))  # fmt: skip
-    client = mlflow.MlflowClient()
     try:
-        members = []
-        for run_id in member_run_ids:
-            known = client.search_model_versions(f"name = '{MEMBER_MODEL}' and run_id = '{run_id}'")
-            if not known:
-                (model,) = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
-                known = [mlflow.register_model(f"models:/{model.model_id}", MEMBER_MODEL, tags={"dvc_stage": "train"})]
-            members.append(str(known[0].version))
-        version = mlflow.register_model(info.model_uri, ENSEMBLE_MODEL, tags={**tags, "member_versions": ",".join(members)})
+        members = [_member_version(run_id) for run_id in member_run_ids]
+        elsewhere = [str(run_id) for run_id, version in zip(member_run_ids, members) if version is None]
+        if elsewhere:
+            log.warning("member runs %s have no model in this tracking store (trained elsewhere: dvc pull, DVC's run cache or "
+                        "another MLFLOW_TRACKING_URI); they are '-' in the ensemble's member_versions", ",".join(elsewhere))  # fmt: skip
+        version = mlflow.register_model(info.model_uri, ENSEMBLE_MODEL, tags={**tags, "member_versions": ",".join(v or "-" for v in members)})
     except MlflowException as err:
         log.warning("models not registered (%s); the ensemble is still logged to this run", str(err).splitlines()[0])
         return None
     return version.version
+
+
+def _member_version(run_id: str | None) -> str | None:
+    """The ``audioclass-cnn`` version of a training run's model, registered now if need be; None if this store has no such model.
+
+    The bundle carries every member's weights, so the ensemble stays usable without them.
+    """
+    import mlflow
+
+    known = mlflow.MlflowClient().search_model_versions(f"name = '{MEMBER_MODEL}' and run_id = '{run_id}'")
+    if known:
+        return str(known[0].version)
+    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    if not logged:
+        return None
+    return str(mlflow.register_model(f"models:/{logged[0].model_id}", MEMBER_MODEL, tags={"dvc_stage": "train"}).version)
 
 
 def load_model(uri: str) -> Any:
