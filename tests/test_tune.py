@@ -23,7 +23,7 @@ from conftest import PROJECT, band_spectrograms, config, write_spectrogram_folde
 
 SPACE = {"model": {"width": [4, 6], "dropout": {"low": 0.0, "high": 0.5}},
          "fit": {"learning_rate": {"low": 0.003, "high": 0.03, "log": True}}}  # fmt: skip
-TINY = {"trials": 3, "timeout_minutes": None, "data_fraction": 0.5, "trial_epochs": 2, "startup_trials": 1, "warmup_epochs": 0,
+TINY = {"enabled": True, "trials": 3, "timeout_minutes": None, "data_fraction": 0.5, "trial_epochs": 2, "startup_trials": 1, "warmup_epochs": 0,
         "space": SPACE}  # fmt: skip
 BASE = Hyperparameters(ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3),
                        FitParams(epochs=5, batch_size=8, learning_rate=0.01, patience=3, mixup_alpha=0.0,
@@ -161,7 +161,7 @@ def test_tune_writes_what_train_reads_and_resumes_with_a_larger_budget(spectrogr
 
 def test_tuning_off_passes_the_params_through_and_opens_no_study(spectrograms, stores):
     out = stores / "reports" / "tune"
-    assert tune(config(TuneConfig, "tune", **TINY, enabled=False), BASE, spectrograms, out) == {"enabled": False}
+    assert tune(config(TuneConfig, "tune", **{**TINY, "enabled": False}), BASE, spectrograms, out) == {"enabled": False}
     assert file_config(Hyperparameters, out / "best_params.yaml") == BASE
     assert not (stores / "optuna.journal").exists() and not (stores / "mlflow.db").exists()
 
