@@ -71,8 +71,9 @@ def fold_results(box: Path) -> dict:
     }  # fmt: skip
 
 
-def project_test_fold() -> int:
-    return yaml.safe_load((PROJECT / "params.yaml").read_text())["split"]["test_fold"]
+def effective(overrides: dict) -> dict:
+    """The project's params.yaml as a sandbox with these ``--set`` overrides would run it."""
+    return sandbox.merged(yaml.safe_load((PROJECT / "params.yaml").read_text()), overrides)
 
 
 def project_fold(source: Path) -> dict:
@@ -202,14 +203,15 @@ def main() -> None:
     results = {}
     if args.resume and args.report.with_suffix(".json").is_file():
         previous = json.loads(args.report.with_suffix(".json").read_text())
-        if previous["params_overrides"] != params:
+        if effective(previous["params_overrides"]) != effective(params):  # a --set of a value params.yaml now has is no change
             raise SystemExit(f"--resume: {args.report.with_suffix('.json')} ran with {previous['params_overrides']}, not {params}")
         results = {int(k): {"run_by": previous["command"], **f} for k, f in previous["folds"].items()}
     if args.from_project:
-        if params:
-            raise SystemExit("--from-project: the project runs the default params, so it cannot be combined with --set")
-        if project_test_fold() not in results:  # a resumed report may hold it already
-            results[project_test_fold()] = project_fold(args.source)
+        if effective(params) != effective({}):
+            raise SystemExit("--from-project: the project runs params.yaml as it is, so it cannot be combined with a --set that changes it")
+        test_fold = effective({})["split"]["test_fold"]
+        if test_fold not in results:  # a resumed report may hold it already
+            results[test_fold] = project_fold(args.source)
     folds = [int(k) for k in args.folds.split(",") if int(k) not in results]
 
     def write() -> None:

@@ -44,17 +44,15 @@ def create(root: Path, dest: Path, params: Mapping | None = None) -> Path:
 def set_params(dest: Path, overrides: Mapping) -> None:
     """Deep-merge ``overrides`` into ``dest/params.yaml``."""
     path = dest / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    _merge(params, overrides)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(yaml.safe_dump(merged(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
 
 
-def _merge(base: dict, overrides: Mapping) -> None:
+def merged(params: dict, overrides: Mapping) -> dict:
+    """``params`` with ``overrides`` deep-merged in: the params a sandbox made with them would run."""
+    result = dict(params)
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
+        result[key] = merged(result[key], value) if isinstance(value, Mapping) and isinstance(result.get(key), dict) else value
+    return result
 
 
 def tiny_esc10(release: Path, dest: Path, per_class: int) -> Path:
