@@ -101,3 +101,37 @@ def test_stage_core_reports_every_method_and_never_reads_test_for_weights():
 def test_bad_config(change, message):
     with pytest.raises(ConfigError, match=message):
         cfg(**change)
+
+
+def test_a_registry_failure_leaves_the_previous_outputs_as_they_were(tmp_path, monkeypatch):
+    import yaml
+
+    from audioclass import tracking
+    from audioclass.stages import ensemble as stage
+    from conftest import PROJECT, band_spectrograms, write_spectrogram_folder
+
+    data = write_spectrogram_folder(tmp_path / "spectrograms", {"val": band_spectrograms(3, 2, 1), "test": band_spectrograms(3, 2, 2)})
+    for seed in (1, 2):
+        run = tmp_path / "models" / f"run-{seed}"
+        run.mkdir(parents=True)
+        for split in ("val", "test"):
+            np.save(run / f"{split}_probs.npy", np.random.default_rng(seed).dirichlet(np.ones(3), 6).astype(np.float32))
+        (run / "metrics.json").write_text('{"val_file_accuracy": 0.5, "test_clip_accuracy": 0.5, "test_file_accuracy": 0.5, '
+                                          '"class_names": ["class0", "class1", "class2"]}')
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["train"]["seeds"] = [1, 2]
+    params["ensemble"].update(optimisers=["jaya"], chosen="swarm_jaya", population=4, iterations=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "ensemble"
+    out.mkdir()
+    (out / "ensemble.json").write_text("from an earlier, successful run")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def registry_down(*args, **kwargs):
+        raise RuntimeError("registry down")
+
+    monkeypatch.setattr(tracking, "register_ensemble", registry_down)
+    with pytest.raises(RuntimeError, match="registry down"):
+        stage.main(["--params", str(tmp_path / "params.yaml"), "--models", str(tmp_path / "models"), "--data", str(data), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["ensemble.json"]
+    assert (out / "ensemble.json").read_text() == "from an earlier, successful run"

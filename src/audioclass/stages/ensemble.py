@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,13 +222,16 @@ def main(argv: list[str] | None = None) -> None:
             "ensemble.md": markdown(report),
             "ensemble.json": json.dumps(report, indent=2) + "\n",
         }  # fmt: skip
+        best = report["best_method"]
+        # Registered before the outputs are written: a failure here leaves the last run's outputs as they were.
+        with tempfile.TemporaryDirectory() as scratch:
+            (Path(scratch) / "ensemble.json").write_text(outputs["ensemble.json"])
+            files = bundle_files(Path(args.params), args.models, Path(scratch) / "ensemble.json", seeds)
+            version = tracking.register_ensemble(files, members, {"method": best, "val_file_accuracy": str(report["methods"][best]["val_file_accuracy"])})
         for name, text in outputs.items():
             with atomic_file(args.out / name) as tmp:
                 tmp.write_text(text)
             tracking.log_artifact(args.out / name)
-        best = report["best_method"]
-        files = bundle_files(Path(args.params), args.models, args.out / "ensemble.json", seeds)
-        version = tracking.register_ensemble(files, members, {"method": best, "val_file_accuracy": str(report["methods"][best]["val_file_accuracy"])})
     log.info("best on validation: %s (test clip %.3f); registered as %s version %s", best, report["methods"][best]["test_clip_accuracy"],
              tracking.ENSEMBLE_MODEL, version)  # fmt: skip
 
