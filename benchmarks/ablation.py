@@ -6,6 +6,7 @@
     python benchmarks/ablation.py --variants gentle,less-data --folds 1,2,3,4,5 --seeds 1   # a learning-curve point
     python benchmarks/ablation.py --variants gentle,pcen,fft2048 --folds 1,2,3,4,5 --seeds 1   # front ends
     python benchmarks/ablation.py --variants gentle,smooth,ema995,smooth+ema995 --folds 1,2,3,4,5 --seeds 1
+    python benchmarks/ablation.py --variants gentle,pcen --folds 1,2,3,4,5 --seeds 1,2   # mixed front ends as ensemble members
 
 Each variant is a data setting (``augment`` and ``spectrograms`` overrides:
 the data stages run once per setting in a sandbox copy of the project,
@@ -22,17 +23,25 @@ validation loss of the kept model (plain cross-entropy, so label-smoothed
 runs compare) are given too, and each variant's difference from the first
 one, paired by fold and seed. Test accuracy is shown for context only: it
 chose nothing, and with 80 test clips one clip is 1.25 points.
+
+Every two runs of a fold also make an average ensemble, reported by the
+variants of their members: whether members that differ in their front end
+err less together than members that differ only in seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import PROJECT, benchmark_parser, machine, mean_se, overrides, write_report  # noqa: E402
@@ -124,8 +133,18 @@ def spectrograms(box: Path, source: Path, data: dict, params: dict, test_fold: i
     return box / "data/spectrograms"
 
 
-def single_run(cfg: Any, data: Data, variant: Variant, seed: int) -> dict:
-    """One ``fit_run`` with ``cfg`` (a TrainConfig) overridden; its validation figures, and test for context."""
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """One run's probabilities per file, and which clip and label each file has."""
+
+    val: np.ndarray
+    test: np.ndarray
+    val_index: pd.DataFrame
+    test_index: pd.DataFrame
+
+
+def single_run(cfg: Any, data: Data, variant: Variant, seed: int) -> tuple[dict, Predictions]:
+    """One ``fit_run`` with ``cfg`` (a TrainConfig) overridden: its validation figures, test for context, and its predictions."""
     from audioclass.stages.train import fit_run, predict
     from audioclass.stages.tune import subset
 
@@ -138,9 +157,10 @@ def single_run(cfg: Any, data: Data, variant: Variant, seed: int) -> dict:
     original = data.val.index["copy"].to_numpy() == 0
     _, val_clips, val_labels = clip_level(val, data.val.index)
     _, test_clips, test_labels = clip_level(test, data.test.index)
-    return {
+    figures = {
         "val_original_accuracy": accuracy(val[original], data.val.y[original]),
         "val_clip_accuracy": accuracy(val_clips, val_labels),
+        "val_file_accuracy": accuracy(val, data.val.y),  # every copy: the figure pair ensembles are judged on
         # Of the kept model, plain: comparable with label-smoothed runs, whose own val_loss includes the
         # smoothing. Without smoothing it is the history's best val_loss.
         "best_val_loss": cross_entropy(val, data.val.y),
@@ -148,6 +168,31 @@ def single_run(cfg: Any, data: Data, variant: Variant, seed: int) -> dict:
         "epochs_run": len(history),
         "seconds": round(seconds, 1),
     }
+    return figures, Predictions(val, test, data.val.index[["clip_id", "label"]], data.test.index[["clip_id", "label"]])
+
+
+def pair_ensembles(runs: dict[tuple[str, int], Predictions]) -> dict[str, dict[str, dict]]:
+    """Every two-run average ensemble of one fold's runs, by variant pair: {"a+b": {"a@i+b@j": figures}}.
+
+    Members that differ in front end or in seed alone, compared at the same ensemble size: the
+    figure that chooses is accuracy on every validation file, as the ensemble stage's is.
+    """
+    pairs: dict[str, dict[str, dict]] = {}
+    for (a, seed_a), (b, seed_b) in itertools.combinations(runs, 2):
+        first, second = runs[a, seed_a], runs[b, seed_b]
+        if not (first.val_index.equals(second.val_index) and first.test_index.equals(second.test_index)):
+            raise ValueError(f"{a} and {b} predicted different files: their data settings split the clips differently")
+        val, test = (first.val + second.val) / 2, (first.test + second.test) / 2
+        labels = first.val_index["label"].to_numpy()
+        _, val_clips, val_labels = clip_level(val, first.val_index)
+        _, test_clips, test_labels = clip_level(test, first.test_index)
+        pairs.setdefault("+".join(sorted([a, b])), {})[f"{a}@{seed_a}+{b}@{seed_b}"] = {
+            "val_file_accuracy": accuracy(val, labels),
+            "val_clip_accuracy": accuracy(val_clips, val_labels),
+            "val_loss": cross_entropy(val, labels),
+            "test_clip_accuracy": accuracy(test_clips, test_labels),
+        }
+    return pairs
 
 
 def markdown(report: dict) -> str:
@@ -184,6 +229,20 @@ def markdown(report: dict) -> str:
                 values = [r["val_original_accuracy"] for key, r in v["runs"].items() if key.startswith(f"fold{fold}-")]
                 cells.append(f"{100 * sum(values) / len(values):.1f} %" if values else "–")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if report.get("pairs"):
+        lines += ["", "Two-run average ensembles, by the variants of their members: every pair of one fold's runs. Each figure is "
+                  "the mean over folds of the fold's mean over its pairs, ± SE over folds. **Validation files choose** "
+                  "(all copies of the validation clips, as the ensemble stage's figure is); cross-entropy is of the averaged "
+                  "probabilities on them.", "",
+                  "| members | pairs | val, files | val, clip level | val cross-entropy | test, clip level (context) |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for pair, ensembles in report["pairs"].items():
+            by_fold = {}
+            for key, figures in ensembles.items():
+                by_fold.setdefault(key.split("-", 1)[0], []).append(figures)
+            stat = {k: mean_se([sum(f[k] for f in fold) / len(fold) for fold in by_fold.values()]) for k in next(iter(ensembles.values()))}
+            lines.append(f"| {pair} | {len(ensembles)} | {pct(stat['val_file_accuracy'])} | {pct(stat['val_clip_accuracy'])} | "
+                         f"{stat['val_loss']['mean']:.3f} ± {stat['val_loss']['se']:.3f} | {pct(stat['test_clip_accuracy'])} |")
     missing = [f"{name} (fold {fold})" for fold in folds for name in report["requested"]
                if not any(key.startswith(f"fold{fold}-") for key in variants.get(name, {}).get("runs", {}))]  # fmt: skip
     if missing:
@@ -215,6 +274,7 @@ def main() -> None:
     report = {"command": "python benchmarks/ablation.py" + "".join(f" {o}" for o in sys.argv[1:]), "machine": machine(),
               "requested": names, "test_folds": folds, "variants": {}}  # fmt: skip
     for fold in folds:  # fold by fold, so a partial run still compares every variant on the folds it finished
+        predictions = {}  # (variant, seed) → its Predictions, this fold only
         for key, box in settings.items():
             folder = spectrograms(box, args.source, json.loads(key), params, fold)
             data = load_data(folder)
@@ -225,10 +285,13 @@ def main() -> None:
                                                              "fit": variant.fit, "train_fraction": variant.train_fraction,
                                                              "runs": {}})  # fmt: skip
                 for seed in seeds:
-                    entry["runs"][f"fold{fold}-seed{seed}"] = run = single_run(cfg, data, variant, seed)
-                    print(f"  fold {fold}, {name}, seed {seed}: {run}", flush=True)
+                    entry["runs"][f"fold{fold}-seed{seed}"], predictions[name, seed] = single_run(cfg, data, variant, seed)
+                    print(f"  fold {fold}, {name}, seed {seed}: {entry['runs'][f'fold{fold}-seed{seed}']}", flush=True)
                     write_report(report, markdown(report), args.report)  # after every run, so a partial run still reports
             del data
+        for pair, ensembles in pair_ensembles(predictions).items():
+            report.setdefault("pairs", {}).setdefault(pair, {}).update({f"fold{fold}-{k}": v for k, v in ensembles.items()})
+        write_report(report, markdown(report), args.report)
 
 
 if __name__ == "__main__":
