@@ -38,6 +38,7 @@ def test_project_params_build_every_stage_config(section):
         ("spectrograms", {"n_mels": 600}, "spectrograms.n_mels: expected at most n_fft // 2 + 1 = 513"),
         ("spectrograms", {"hop_length": 0}, "spectrograms.hop_length"),
         ("spectrograms", {"fmax": "high"}, "spectrograms.fmax: expected float or null, got 'high'"),
+        ("spectrograms", {"test_copies": "some"}, "spectrograms.test_copies: expected one of ['original', 'all'], got 'some'"),
         ("extract", {"sample_rate": -1}, "extract.sample_rate: expected a rate in Hz"),
         ("extract", {"duration": True}, "extract.duration: expected a number, got True"),
     ],

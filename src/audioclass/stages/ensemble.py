@@ -17,7 +17,9 @@ logloss_weight × validation log-loss``; the small log-loss term breaks ties
 between weightings with equal accuracy. Weights are ≥ 0 and sum to 1.
 
 Clip level applies each method to the runs' clip-averaged probabilities; file
-level to the per-file probabilities.
+level to the per-file probabilities. Validation clips have every augmented
+copy; test clips their original recording only, unless
+``spectrograms.test_copies`` is ``all``.
 
 Rerun with ``dvc repro ensemble``.
 """

@@ -20,8 +20,9 @@ stopping and the choice of the best epoch; the test split is only predicted.
 With ``train.refit``, a second model then trains on train + val to that epoch
 of the same schedule and predicts test (and is the saved model); validation
 figures stay those of the first, which never saw the validation clips.
-File level is every augmented test file; clip level averages each clip's
-probabilities over its augmented copies. Every run is an MLflow run (params,
+File level is every test file; clip level averages each clip's probabilities
+over its files. With ``spectrograms.test_copies: original`` (the default) a
+test clip has one file, its original recording, and the two are equal. Every run is an MLflow run (params,
 per-epoch metrics, final metrics, the model, the confusion matrix and history).
 
 Rerun with ``dvc repro train`` (all seeds) or ``dvc repro train@1`` (one).
