@@ -14,8 +14,10 @@ weights. Augmentation does not depend on the split, so the WAVs are made once
 and each fold reruns split, spectrograms, tune, train and ensemble.
 
 For each fold: the single runs (mean ± SE), the single run best on validation,
-and every ensemble method, at clip level (each clip's probabilities averaged
-over its augmented copies) and at file level. Over folds: mean ± SD of the
+and every ensemble method, at clip level and at file level (the same with
+``spectrograms.test_copies: original``, where a test clip is its original
+recording; with ``all``, clip level averages each clip's augmented copies).
+Over folds: mean ± SD of the
 best-on-validation single run, the average ensemble and the swarm-weighted
 ensemble (``ensemble.chosen``), beside the published 5-fold figures.
 
@@ -62,7 +64,9 @@ def fold_results(box: Path) -> dict:
     return {
         "single_runs": {k: mean_se([r[k] for r in runs.values()]) for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")},
         "best_single_run": {"seed": best_seed, **{k: runs[best_seed][k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")}},
-        "ensemble": {name: {k: m[k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")} for name, m in methods.items()},
+        # val_original_accuracy: ensemble reports from 2026-12-04 on; what spectrograms.test_copies is chosen by
+        "ensemble": {name: {k: m[k] for k in ("val_file_accuracy", "val_clip_accuracy", "val_original_accuracy", "test_clip_accuracy",
+                                              "test_file_accuracy") if k in m} for name, m in methods.items()},
         "chosen": params["ensemble"]["chosen"],
         "best_method_on_validation": report["best_method"],
         "hyperparameters": yaml.safe_load((box / "reports/tune/best_params.yaml").read_text()),

@@ -132,7 +132,8 @@ def band_spectrograms(n_clips: int, copies: int, seed: int, n_classes: int = 3):
     x = rng.uniform(0, 0.3, (len(labels), 8, 16, 1)).astype(np.float16)
     for i, c in enumerate(labels):
         x[i, 2 * c : 2 * c + 2] += 0.7
-    index = pd.DataFrame({"clip_id": np.repeat([f"s{seed}-c{i:03d}" for i in range(n_clips)], copies), "label": labels,
+    index = pd.DataFrame({"clip_id": np.repeat([f"s{seed}-c{i:03d}" for i in range(n_clips)], copies),
+                          "copy": np.tile(np.arange(copies), n_clips), "label": labels,
                           "class_name": [f"class{c}" for c in labels]})  # fmt: skip
     return Split(x, index)
 

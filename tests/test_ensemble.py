@@ -78,7 +78,7 @@ def test_optimisers_are_seeded(name):
 
 def test_stage_core_reports_every_method_and_never_reads_test_for_weights():
     probs, y = constructed(n=400)
-    index = pd.DataFrame({"clip_id": [f"c{i // 4}" for i in range(400)], "label": y})
+    index = pd.DataFrame({"clip_id": [f"c{i // 4}" for i in range(400)], "copy": [i % 4 for i in range(400)], "label": y})
     index["label"] = index.groupby("clip_id")["label"].transform("first")  # a clip's copies share its label
     runs = Runs(["run-1", "run-2", "run-3"], probs, probs, [{"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0}
                                                          for a in (0.1, 0.7, 0.5)])  # fmt: skip
@@ -86,6 +86,8 @@ def test_stage_core_reports_every_method_and_never_reads_test_for_weights():
     assert list(report["methods"]) == ["average", "maximum", "vote", "val_weighted", "swarm_de", "swarm_jaya"]
     assert report["methods"]["val_weighted"]["weights"] == pytest.approx([0.1 / 1.3, 0.7 / 1.3, 0.5 / 1.3], abs=1e-6)
     assert len(predictions) == 100
+    originals = index["copy"].to_numpy() == 0
+    assert report["methods"]["average"]["val_original_accuracy"] == accuracy(probs[:, originals].mean(axis=0), index["label"][originals])
     # Same weights whatever the test predictions are: test never chooses anything.
     shuffled = Runs(runs.names, probs, np.random.default_rng(5).permutation(probs, axis=1), runs.metrics)
     report2, _ = ensemble(shuffled, index, index, cfg(optimisers=("de", "jaya")))

@@ -4,7 +4,8 @@ Reads each run folder's ``val_probs.npy``, ``test_probs.npy`` and
 ``metrics.json`` (never model code), plus the val/test ``index.csv`` of the
 spectrogram stage for labels and clip ids. Writes:
 
-    <out>/ensemble.json         every method: test accuracy (clip, file), val accuracy, weights, calls, seconds
+    <out>/ensemble.json         every method: test accuracy (clip, file), val accuracy (files, clips, original
+                                recordings), weights, calls, seconds
     <out>/ensemble.md           a results table in the study's style
     <out>/ensemble_predictions.csv   clip-level actual/predicted of ``ensemble.chosen`` (confusion plot)
 
@@ -138,6 +139,8 @@ def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg:
     y_val, y_test = val_index["label"].to_numpy(), test_index["label"].to_numpy()
     clip_test, y_test_clip = _clip_level_runs(runs.test, test_index)
     clip_val, y_val_clip = _clip_level_runs(runs.val, val_index)
+    # Validation's original recordings against the mean over their copies: what spectrograms.test_copies chooses between.
+    original = val_index["copy"].to_numpy() == 0
 
     plan: dict[str, tuple[str, np.ndarray | None, int, float]] = {}
     for method in ("average", "maximum", "vote"):
@@ -158,6 +161,7 @@ def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg:
             "test_file_accuracy": accuracy(combine(runs.test, kind, weights), y_test),
             "val_file_accuracy": accuracy(combine(runs.val, kind, weights), y_val),
             "val_clip_accuracy": accuracy(combine(clip_val, kind, weights), y_val_clip),
+            "val_original_accuracy": accuracy(combine(runs.val[:, original], kind, weights), y_val[original]),
             "weights": None if weights is None else [round(float(w), 6) for w in weights],
             "calls": calls,
             "seconds": round(seconds, 3),
