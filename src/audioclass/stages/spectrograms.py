@@ -11,9 +11,9 @@ Rows are ordered by clip id, then copy. ``n_frames = 1 + n_samples // hop_length
 (centred frames). Train and validation get every augmented copy. Test gets
 each clip's original recording only (``test_copies: original``), as a
 user's new clip would be, or every copy (``all``): test-time averaging,
-where each clip is scored by the mean of its copies' predictions. On
-validation, the original recordings scored 1.25 points higher than the mean
-over copies, for single runs and for 6-run ensembles over the five folds.
+where each clip is scored by the mean of its copies' predictions.
+Validation preferred the original recordings (README, Results). The baseline
+stages keep every test copy.
 
 Kinds:
 

@@ -124,7 +124,8 @@ def files_by_split(augmented: Path, split_csv: Path) -> pd.DataFrame:
     """The augment stage's manifest with each file's split, ordered by clip id, then copy.
 
     Stages that turn augmented files into features read their input through this,
-    so every feature table has the same rows in the same order.
+    so every feature table has the same rows in the same order, less the copies a
+    stage leaves out (``features.copies``, ``spectrograms.test_copies``).
     """
     manifest = pd.read_csv(augmented / "manifest.csv", dtype={"source_id": str})
     splits = pd.read_csv(split_csv, dtype={"source_id": str})[["clip_id", "split"]]
