@@ -44,7 +44,7 @@ def test_impossible_spans_and_rates_are_named(pipeline_inputs, tmp_path, change,
 
 
 def test_stage_writes_per_split_vectors_aligned_with_their_files(pipeline_inputs, tmp_path):
-    cfg = config(RawVectorConfig, "raw_vectors", seconds=0.4, rate=100.0)
+    cfg = config(RawVectorConfig, "raw_vectors", seconds=0.4, rate=100.0, test_copies="all")
     counts = raw_vectors(pipeline_inputs / "augmented", pipeline_inputs / "split.csv", cfg, tmp_path / "raw", jobs=2)
     assert sum(counts.values()) == 100 and counts["test"] == 20
     for name in counts:
@@ -57,6 +57,14 @@ def test_stage_writes_per_split_vectors_aligned_with_their_files(pipeline_inputs
     assert serial == counts
     for name in counts:
         assert (tmp_path / "raw" / name / "x.npy").read_bytes() == (tmp_path / "serial" / name / "x.npy").read_bytes()
+
+
+def test_test_clips_keep_their_original_recording_as_the_cnns_do(pipeline_inputs, tmp_path):
+    cfg = config(RawVectorConfig, "raw_vectors", seconds=0.4, rate=100.0)  # params.yaml's test_copies: original
+    counts = raw_vectors(pipeline_inputs / "augmented", pipeline_inputs / "split.csv", cfg, tmp_path / "raw", jobs=1)
+    test = pd.read_csv(tmp_path / "raw" / "test" / "index.csv")
+    assert counts["test"] == len(test) == test["clip_id"].nunique() == 10 and (test["copy"] == 0).all()
+    assert counts["train"] == 2 * pd.read_csv(tmp_path / "raw" / "train" / "index.csv")["clip_id"].nunique()
 
 
 def vectors(n_clips: int, copies: int, seed: int) -> Split:

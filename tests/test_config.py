@@ -6,11 +6,13 @@ from audioclass.config import load_params, stage_config
 from audioclass.errors import ConfigError
 from audioclass.stages.augment import AugmentConfig
 from audioclass.stages.extract import ExtractConfig
+from audioclass.stages.raw_vectors import RawVectorConfig
 from audioclass.stages.spectrograms import SpectrogramConfig
 from audioclass.stages.split import SplitConfig
 from conftest import PROJECT
 
-STAGES = {"extract": ExtractConfig, "split": SplitConfig, "augment": AugmentConfig, "spectrograms": SpectrogramConfig}
+STAGES = {"extract": ExtractConfig, "split": SplitConfig, "augment": AugmentConfig, "spectrograms": SpectrogramConfig,
+          "raw_vectors": RawVectorConfig}
 
 
 def params():
@@ -39,6 +41,7 @@ def test_project_params_build_every_stage_config(section):
         ("spectrograms", {"hop_length": 0}, "spectrograms.hop_length"),
         ("spectrograms", {"fmax": "high"}, "spectrograms.fmax: expected float or null, got 'high'"),
         ("spectrograms", {"test_copies": "some"}, "spectrograms.test_copies: expected one of ['original', 'all'], got 'some'"),
+        ("raw_vectors", {"test_copies": "original only"}, "raw_vectors.test_copies: expected one of ['original', 'all'], got 'original only'"),
         ("extract", {"sample_rate": -1}, "extract.sample_rate: expected a rate in Hz"),
         ("extract", {"duration": True}, "extract.duration: expected a number, got True"),
     ],

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from audioclass.errors import ConfigError, DataError
-from audioclass.stages.split import SplitConfig, assign_splits, split
+from audioclass.stages.split import SplitConfig, assign_splits, keep_test_copies, split
 
 
 def metadata(n_classes=10, sources_per_class=16, takes=(1, 1, 2, 3), n_folds=5, seed=0) -> pd.DataFrame:
@@ -103,3 +103,13 @@ def test_too_small_for_grouped_validation_names_the_param():
     with pytest.raises(DataError, match=r"split\.val_fraction: 5 grouped folds need .* at most 2 clips per class"):
         assign_splits(meta, cfg(val_fraction=0.2))
     assert (assign_splits(meta, cfg(val_fraction=0.5)) == "val").sum() >= 1
+
+
+def test_keep_test_copies_reduces_only_test_to_its_original_recordings():
+    index = pd.DataFrame({"clip_id": np.repeat(np.arange(6), 3), "copy": np.tile([0, 1, 2], 6),
+                          "split": np.repeat(["train", "train", "val", "val", "test", "test"], 3)})  # fmt: skip
+    original = keep_test_copies(index, "original")
+    assert list(original.loc[original["split"] == "test", "copy"]) == [0, 0]
+    assert original[original["split"] != "test"].equals(index[index["split"] != "test"])
+    assert list(original.index) == list(range(len(original)))  # a fresh index: rows line up with the arrays written
+    assert keep_test_copies(index, "all").equals(index)

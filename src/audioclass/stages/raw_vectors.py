@@ -7,6 +7,11 @@ are params, so any sample rate gives the same time span and vector length: at
 22,050 Hz the stage keeps every 50th sample. Like the study it decimates
 without a low-pass filter; that is the baseline being reproduced.
 
+Train and validation get every augmented copy. Test gets each clip's original
+recording (``test_copies: original``), as the spectrogram stage's default, so
+the baselines and the CNN score the same test files; ``all`` keeps every copy,
+as the study scored its augmented test files.
+
 Reads the augment stage's folder and the split CSV; writes, atomically::
 
     <out>/<split>/x.npy       (n_files, round(seconds × rate)) float32 in [0, 1]
@@ -29,7 +34,7 @@ from audioclass.config import load_params, require, stage_config
 from audioclass.dataset import Data, load_data, write_splits
 from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_dir
-from audioclass.stages.split import files_by_split
+from audioclass.stages.split import TestCopies, files_by_split, keep_test_copies
 
 CHUNK = 256  # files per task
 
@@ -38,6 +43,7 @@ CHUNK = 256  # files per task
 class RawVectorConfig:
     seconds: float  # span kept from the start of each file
     rate: float  # values kept per second
+    test_copies: TestCopies
 
     def __post_init__(self):
         require(self.seconds > 0, "seconds", "a positive number of seconds", self.seconds)
@@ -67,7 +73,7 @@ def _chunk(paths: list[Path], positions: np.ndarray) -> np.ndarray:
 
 def raw_vectors(augmented: Path, split_csv: Path, cfg: RawVectorConfig, out: Path, jobs: int) -> dict[str, int]:
     """Run the stage; returns the number of files per split."""
-    index = files_by_split(augmented, split_csv)
+    index = keep_test_copies(files_by_split(augmented, split_csv), cfg.test_copies)
     first, sr = audio.read_wav(augmented / index["path"].iloc[0])
     positions = cfg.positions(sr, len(first))
     with atomic_dir(out) as tmp:

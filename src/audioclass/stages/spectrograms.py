@@ -12,8 +12,8 @@ Rows are ordered by clip id, then copy. ``n_frames = 1 + n_samples // hop_length
 each clip's original recording only (``test_copies: original``), as a
 user's new clip would be, or every copy (``all``): test-time averaging,
 where each clip is scored by the mean of its copies' predictions.
-Validation preferred the original recordings (README, Results). The baseline
-stages keep every test copy.
+Validation preferred the original recordings (README, Results).
+``raw_vectors.test_copies`` makes the same choice for the baselines.
 
 Kinds:
 
@@ -58,7 +58,7 @@ from audioclass.config import load_params, require, stage_config
 from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_dir, atomic_file
 from audioclass.parallel import parallel_map
-from audioclass.stages.split import SPLITS, files_by_split
+from audioclass.stages.split import SPLITS, TestCopies, files_by_split, keep_test_copies
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class SpectrogramConfig:
     normalize: Literal["clip_max", "none"]
     dtype: Literal["float16", "float32"]
     preview_per_class: int
-    test_copies: Literal["original", "all"]  # which of a test clip's files are rendered, and so score it
+    test_copies: TestCopies
     seed: int  # picks the preview examples
 
     def __post_init__(self):
@@ -203,9 +203,7 @@ def plot_preview(images: list[np.ndarray | None], class_names: list[str], per_cl
 
 def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: Path, preview: Path, jobs: int) -> dict:
     """Run the stage; returns a summary (files and clips per split, classes, shape) for the metrics file."""
-    index = files_by_split(augmented, split_csv)
-    if cfg.test_copies == "original":
-        index = index[(index["split"] != "test") | (index["copy"] == 0)].reset_index(drop=True)
+    index = keep_test_copies(files_by_split(augmented, split_csv), cfg.test_copies)
     first, sr = audio.read_wav(augmented / index["path"].iloc[0])
     cfg.check_rate(sr)
     shape = render_spectrogram(first, sr=sr, cfg=cfg).shape  # of one file; an empty split keeps it

@@ -40,6 +40,7 @@ from audioclass.outputs import atomic_file
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+TestCopies = Literal["original", "all"]  # which of a test clip's files a feature stage keeps, and so score it
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def files_by_split(augmented: Path, split_csv: Path) -> pd.DataFrame:
 
     Stages that turn augmented files into features read their input through this,
     so every feature table has the same rows in the same order, less the copies a
-    stage leaves out (``features.copies``, ``spectrograms.test_copies``).
+    stage leaves out (``features.copies``, ``keep_test_copies``).
     """
     manifest = pd.read_csv(augmented / "manifest.csv", dtype={"source_id": str})
     splits = pd.read_csv(split_csv, dtype={"source_id": str})[["clip_id", "split"]]
@@ -134,6 +135,18 @@ def files_by_split(augmented: Path, split_csv: Path) -> pd.DataFrame:
         missing = index.loc[index["split"].isna(), "clip_id"].iloc[0]
         raise DataError(f"{split_csv}: clip {missing!r} has no split; expected the split of the same extract output")
     return index.sort_values(["clip_id", "copy"], ignore_index=True)
+
+
+def keep_test_copies(index: pd.DataFrame, test_copies: TestCopies) -> pd.DataFrame:
+    """``files_by_split``'s rows, with test reduced to each clip's original recording (copy 0) for ``original``.
+
+    A user's new clip has no augmented copies, so ``original`` scores test as
+    such a clip would be; ``all`` scores each test clip by the mean over its
+    copies (test-time averaging). Train and validation keep every copy.
+    """
+    if test_copies == "all":
+        return index
+    return index[(index["split"] != "test") | (index["copy"] == 0)].reset_index(drop=True)
 
 
 def main(argv: list[str] | None = None) -> None:
