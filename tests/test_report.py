@@ -64,7 +64,7 @@ def test_every_row_sits_beside_its_published_figure(reports, tmp_path):
     assert "best run by validation (run-2) | spectrogram | 82.0 % |" in table  # not run-3, the best on test
     assert rows["ensemble: swarm_jaya"].endswith("| 81.06 % |") and rows["ensemble: average"].endswith("| 78.88 % |")
     assert rows["ensemble: swarm_new"].endswith("| – |")
-    assert "Test: 80 clips (1,600 augmented files)" in table
+    assert "Test: 80 clips (1,600 files)" in table
 
 
 def test_the_report_shows_the_chosen_ensemble_its_classes_weights_and_figures(reports, tmp_path):

@@ -103,7 +103,7 @@ def results_markdown(data: dict, baselines: list[Row], cnns: list[Row]) -> str:
     files, clips = data["files"], data["clips"]
     intro = (
         "# Results\n\n"
-        f"Test: {clips['test']} clips ({files['test']:,} augmented files), never used to choose anything. "
+        f"Test: {clips['test']} clips ({files['test']:,} files), never used to choose anything. "
         f"Validation: {clips['val']} clips from the training folds, whole source recordings only. "
         f"Training: {clips['train']} clips ({files['train']:,} files).\n\n"
         "Published figures are context, not a like-for-like score: the study's are on its own random split, whose "
