@@ -40,7 +40,7 @@ from audioclass.outputs import atomic_file
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-TestCopies = Literal["original", "all"]  # which of a test clip's files a feature stage keeps, and so score it
+TestCopies = Literal["original", "all"]  # which of a test clip's files a feature stage keeps: they alone score the clip
 
 
 @dataclass(frozen=True)
