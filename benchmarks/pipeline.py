@@ -44,7 +44,7 @@ from audioclass.audio import to_int16
 from audioclass.layouts import ESC10_FOLDERS
 
 PROJECT = Path(__file__).resolve().parents[1]
-DATA_STAGES = ("extract", "split", "augment", "spectrograms")
+DATA_STAGES = ("check", "extract", "split", "augment", "spectrograms")
 BASELINE_STAGES = ("raw_vectors", "classical", "cnn1d", "features", "feature_models")  # cnn1d: every cnn1d@<cell>
 GIB = 1024**3
 CORE_STAGES = (*DATA_STAGES, "tune", "train", "ensemble")  # train: every train@<seed>

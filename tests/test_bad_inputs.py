@@ -162,6 +162,37 @@ def unknown_layout(tmp):
     return extract_case(tmp, esc10(tmp), layout="by_class"), "extract.layout: expected one of"
 
 
+def filename_corpus(tmp: Path, label_pattern: str) -> Case:
+    return extract_case(tmp, folders(tmp, lambda dog: None), layout="filename", label_pattern=label_pattern)
+
+
+def bad_regex(tmp):
+    return filename_corpus(tmp, "^(?P<label>[a-z+)_"), "extract.label_pattern: expected a valid regular expression"
+
+
+def regex_without_label(tmp):
+    return filename_corpus(tmp, "^(?P<animal>[a-z]+)_"), "extract.label_pattern: expected a regex with a named group (?P<label>…)"
+
+
+def misspelt_section(tmp):
+    case, _ = augment_param({"copies": 2}, "")(tmp)
+    params = yaml.safe_load(Path(case.argv[2]).read_text())
+    params["augmnet"] = params["augment"]
+    Path(case.argv[2]).write_text(yaml.safe_dump(params))
+    return case, "augmnet: unknown section; did you mean 'augment'?"
+
+
+def one_recording_class(tmp):
+    params = params_file(tmp)
+    rows = [(f"c{i}", f"s{i}", "", i % 5 + 1, i % 2, "cat" if i % 2 else "dog") for i in range(20)]
+    rows.append(("lonely-0", "lonely-0", "", 1, 2, "lonely"))
+    metadata = tmp / "prepared" / "metadata.csv"
+    metadata.parent.mkdir()
+    pd.DataFrame(rows, columns=["clip_id", "source_id", "take", "fold", "label", "class_name"]).to_csv(metadata, index=False)
+    return Case(["split", "--params", str(params), "--metadata", str(metadata), "--out", str(tmp / "split.csv")],
+                tmp / "split.csv", [metadata]), "class 'lonely': 1 clip(s) from 1 source recording(s); expected at least 3"  # fmt: skip
+
+
 def augment_param(change: dict, message: str):
     def case(tmp):
         params = params_file(tmp, augment=change)
@@ -241,6 +272,10 @@ REJECTED = {
     "zip that is not a zip": zip_that_is_not_a_zip,
     "zip missing a listed file": zip_missing_audio,
     "unknown layout": unknown_layout,
+    "label_pattern not a regex": bad_regex,
+    "label_pattern without a label group": regex_without_label,
+    "misspelt params section": misspelt_section,
+    "class with one recording": one_recording_class,
     "0 copies": augment_param({"copies": 0}, "augment.copies: expected an integer >= 1 (1 = originals only), got 0"),
     "probability outside [0, 1]": augment_param({"noise": {"p": 1.5, "max_fraction": 0.1}},
                                                 "augment.noise.p: expected a probability in [0, 1], got 1.5"),  # fmt: skip

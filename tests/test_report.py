@@ -48,12 +48,18 @@ def reports(tmp_path):
     params["cnn1d"].update(architectures=["deep1", "shallow"], first_kernels=[7])
     params["ensemble"]["chosen"] = "swarm_jaya"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "corpus.json").write_text(json.dumps({"name": "ESC-10", "layout": "esc10", "classes": ["dog", "rain"]}))
     return root
 
 
+def run_report(reports, tmp_path) -> str:
+    main(["--reports", str(reports), "--corpus", str(tmp_path / "corpus.json"), "--out", str(tmp_path / "results.md"),
+          "--params", str(tmp_path / "params.yaml")])  # fmt: skip
+    return (tmp_path / "results.md").read_text()
+
+
 def test_every_row_sits_beside_its_published_figure(reports, tmp_path):
-    main(["--reports", str(reports), "--out", str(tmp_path / "results.md"), "--params", str(tmp_path / "params.yaml")])
-    table = (tmp_path / "results.md").read_text()
+    table = run_report(reports, tmp_path)
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ") and "---" not in line}
     assert rows["knn_3"] == "| knn_3 | 1D raw | 15.0 % | 11.0 % | 12.0 % | 12.1 % |"
     assert rows["my_forest"].endswith("| – |")  # a model the study did not have
@@ -68,8 +74,7 @@ def test_every_row_sits_beside_its_published_figure(reports, tmp_path):
 
 
 def test_the_report_shows_the_chosen_ensemble_its_classes_weights_and_figures(reports, tmp_path):
-    main(["--reports", str(reports), "--out", str(tmp_path / "results.md"), "--params", str(tmp_path / "params.yaml")])
-    text = (tmp_path / "results.md").read_text()
+    text = run_report(reports, tmp_path)
     assert "## The chosen ensemble: swarm_jaya" in text and "best on validation is `swarm_jaya`" in text
     assert "| dog | 2 | 1 | 50.0 % |" in text and "| rain | 2 | 2 | 100.0 % |" in text  # per-class accuracy
     assert "| swarm_jaya | 0.500 | 0.200 | 0.300 | 85.0 % |" in text and "| average |" not in text.split("## Ensemble weights")[1]
@@ -79,8 +84,16 @@ def test_the_report_shows_the_chosen_ensemble_its_classes_weights_and_figures(re
         assert (tmp_path / "figures" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_another_corpus_gets_no_published_column(reports, tmp_path):
+    """The study's figures are ESC-10's: beside a RAVDESS result they would compare apples with oranges."""
+    (tmp_path / "corpus.json").write_text(json.dumps({"name": None, "layout": "filename", "classes": ["01", "02"]}))
+    table = run_report(reports, tmp_path)
+    assert "| Model | Input | Test, clips | Test, files | Validation |\n" in table and "Published" not in table
+    assert "| knn_3 | 1D raw | 15.0 % | 11.0 % | 12.0 % |\n" in table and "81.06" not in table and "12.1 %" not in table
+
+
 def test_a_missing_metrics_file_is_named(reports, tmp_path):
     (reports / "baselines" / "features.json").unlink()
     with pytest.raises(DataError, match=r"baselines/features\.json: missing; expected the model stages' metrics \(dvc repro\)"):
-        main(["--reports", str(reports), "--out", str(tmp_path / "results.md"), "--params", str(tmp_path / "params.yaml")])
+        run_report(reports, tmp_path)
     assert not (tmp_path / "results.md").exists()

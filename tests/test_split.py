@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audioclass.errors import ConfigError, DataError
+from audioclass.errors import ConfigError
 from audioclass.stages.split import SplitConfig, assign_splits, keep_test_copies, split
 
 
@@ -100,7 +100,8 @@ def test_output_table_columns():
 
 def test_too_small_for_grouped_validation_names_the_param():
     meta = metadata(n_classes=3, sources_per_class=3, takes=(1,))
-    with pytest.raises(DataError, match=r"split\.val_fraction: 5 grouped folds need .* at most 2 clips per class"):
+    with pytest.raises(ConfigError, match=r"split\.val_fraction: 5 grouped folds need .* at most 2 clips per class; "
+                                          r"expected split\.val_fraction >= 1/2, or a split\.val_fold$"):  # what to change
         assign_splits(meta, cfg(val_fraction=0.2))
     assert (assign_splits(meta, cfg(val_fraction=0.5)) == "val").sum() >= 1
 

@@ -1,5 +1,7 @@
 """Where MLflow runs go: the project's store, even from DVC's temporary experiment workspaces."""
 
+from pathlib import Path
+
 from audioclass import tracking
 
 
@@ -108,6 +110,8 @@ def test_a_stage_fails_fast_on_an_unreachable_server_and_writes_nothing(tmp_path
 
 WRITER = """
 import sys
+from pathlib import Path
+
 from audioclass import tracking
 for r in range(3):
     with tracking.run(f"{sys.argv[1]}-{r}", {"writer": sys.argv[1]}, tags={"pipeline_role": "concurrency"}):
@@ -186,3 +190,36 @@ def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tm
     registered = mlflow.MlflowClient().get_model_version(tracking.ENSEMBLE_MODEL, version)
     assert registered.tags["member_versions"] == "1,-" and registered.tags["method"] == "average"
     assert elsewhere in caplog.text and here.info.run_id not in caplog.text
+
+
+def test_the_experiment_is_tagged_for_model_training_even_when_made_elsewhere(tmp_path, monkeypatch):
+    """MLflow 3 opens an experiment of unknown kind on its GenAI overview; ours is model development."""
+    import mlflow
+
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("audioclass", artifact_location=(tmp_path / "mlartifacts").as_uri())  # as an older version made it
+    assert "mlflow.experimentKind" not in client.get_experiment_by_name("audioclass").tags
+    with tracking.run("a-run", {"seed": 1}):
+        pass
+    assert client.get_experiment_by_name("audioclass").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_run_logs_its_data_with_the_hash_dvc_gives_it(tmp_path, monkeypatch):
+    import hashlib
+
+    import mlflow
+
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.npy").write_bytes(b"spectrograms")
+    assert tracking.dvc_hash(tmp_path / "data" / "x.npy") == hashlib.md5(b"spectrograms").hexdigest()  # DVC's file hash is MD5
+    folder_hash = tracking.dvc_hash(tmp_path / "data")
+    assert folder_hash.endswith(".dir") and len(folder_hash) == 36
+    with tracking.run("a-run", {"seed": 1}) as active:
+        tracking.log_dataset(Path("data"), context="training")
+    (logged,) = mlflow.MlflowClient().get_run(active.info.run_id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest) == ("data", folder_hash)
+    assert [(t.key, t.value) for t in logged.tags] == [("mlflow.data.context", "training")]

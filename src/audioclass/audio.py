@@ -110,6 +110,16 @@ def write_wav(path: str | Path, y: np.ndarray, sr: int) -> None:
     sf.write(str(path), data, sr, subtype="PCM_16", format="WAV")
 
 
+def peak_dbfs(y: np.ndarray) -> np.ndarray:
+    """The peak sample level in dB re full scale, over the last axis; -inf for all zeros.
+
+    y : np.ndarray, shape (..., n_samples), float in [-1, 1]
+    Returns float64, shape (...). One 16-bit step is -90.3 dBFS.
+    """
+    with np.errstate(divide="ignore"):
+        return 20.0 * np.log10(np.abs(y).max(axis=-1).astype(np.float64))
+
+
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a WAV this pipeline wrote, as float32 in [-1, 1] (no checks: our own output)."""
     y, sr = sf.read(str(path), dtype="float32")

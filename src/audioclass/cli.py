@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from audioclass.errors import AudioclassError
 COMMANDS = {
     "download": ("audioclass.download", "fetch the ESC-50 master zip with a progress bar and check it"),
     "predict": ("audioclass.predict", "classify audio files or folders with the trained ensemble"),
+    "check": ("audioclass.stages.check", "stage: the params file's sections and extract.source, before the rest"),
     "extract": ("audioclass.stages.extract", "stage: decode a corpus into uniform clips + metadata"),
     "split": ("audioclass.stages.split", "stage: assign clips to train / val / test without leakage"),
     "augment": ("audioclass.stages.augment", "stage: write each clip plus augmented copies as WAVs"),
@@ -35,11 +37,22 @@ COMMANDS = {
 }
 
 
+_ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|obj):`~?(?:[\w.]*\.)?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain(doc: str | None) -> str | None:
+    """A docstring as ``--help`` shows it: reStructuredText roles and literals as plain text, ``::`` as ``:``."""
+    if doc is None:
+        return None
+    return _LITERAL.sub(r"\1", _ROLE.sub(r"\1", doc)).replace("::\n", ":\n")
+
+
 def stage_parser(name: str, doc: str | None, *, jobs: bool = False) -> argparse.ArgumentParser:
     """The argument parser every stage starts from: ``--params`` and, for parallel stages, ``--jobs``."""
     from audioclass.parallel import default_jobs
 
-    parser = argparse.ArgumentParser(prog=f"audioclass {name}", description=doc,
+    parser = argparse.ArgumentParser(prog=f"audioclass {name}", description=plain(doc),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--params", default="params.yaml", help=f"params file (section: {name})")
     if jobs:
@@ -67,9 +80,12 @@ def run_stage(main: Callable[[], None]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        asked = bool(argv) and argv[0] in ("-h", "--help")
         width = max(map(len, COMMANDS))
         lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-        print("usage: audioclass COMMAND [--help]\n\ncommands:\n" + "\n".join(lines))
-        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+        if argv and not asked:
+            print(f"error: unknown command {argv[0]!r}", file=sys.stderr)
+        print("usage: audioclass COMMAND [--help]\n\ncommands:\n" + "\n".join(lines), file=sys.stdout if asked else sys.stderr)
+        sys.exit(0 if asked else 2)
     module = importlib.import_module(COMMANDS[argv[0]][0])
     run_stage(lambda: module.main(argv[1:]))

@@ -5,12 +5,14 @@ dataclass fields are the only keys the section may have; all are required, so
 ``params.yaml`` is the one place defaults live. Types are checked here; ranges
 and cross-field rules are checked in each dataclass's ``__post_init__`` with
 :func:`require`. Every error names the full key, e.g.
-``params.yaml: augment.copies: expected an integer >= 1, got 0``.
+``params.yaml: augment.copies: expected an integer >= 1, got 0``, with the
+name of the params file actually read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +24,23 @@ import yaml
 from audioclass.errors import ConfigError
 
 T = TypeVar("T")
+
+# The sections of params.yaml, one per stage (or family of stages) that reads it.
+SECTIONS = ("extract", "split", "augment", "spectrograms", "raw_vectors", "classical", "cnn1d", "features",
+            "feature_models", "tune", "train", "ensemble")  # fmt: skip
+
+
+# The params file this process read last: what a ParamError names. One stage runs per process.
+_params_file = "params.yaml"
+
+
+class ParamError(ConfigError):
+    """A parameter that passed its own checks but does not fit the data (a fold that is not there,
+    fmax above Nyquist), raised where the data is known: ``<params file>: <key>: <message>``,
+    naming the file :func:`load_params` read."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{_params_file}: {key}: {message}")
 
 
 class _KeyError(ConfigError):
@@ -40,7 +59,19 @@ def require(condition: bool, key: str, expected: str, got: Any) -> None:
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
-    """Read the whole params file as a dict."""
+    """Read the whole params file as a dict, rejecting a top-level section that no stage reads."""
+    global _params_file
+    params = _read_yaml(path)
+    unknown = sorted(set(params) - set(SECTIONS), key=str)
+    if unknown:
+        guess = difflib.get_close_matches(str(unknown[0]), SECTIONS, n=1)
+        hint = f"did you mean {guess[0]!r}? " if guess else ""
+        raise ConfigError(f"{path}: {unknown[0]}: unknown section; {hint}expected sections among {list(SECTIONS)}")
+    _params_file = str(path)
+    return params
+
+
+def _read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
         with path.open() as f:
@@ -67,7 +98,7 @@ def stage_config(cls: type[T], params: Mapping, section: str, source: str = "par
 def file_config(cls: type[T], path: str | Path) -> T:
     """Build ``cls`` from a whole YAML file (e.g. tuned hyperparameters); errors read ``path: key: …``."""
     try:
-        return from_mapping(cls, load_params(path))
+        return from_mapping(cls, _read_yaml(path))
     except _KeyError as err:
         raise ConfigError(f"{path}: {err.key}: {err.message}") from None
 

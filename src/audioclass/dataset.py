@@ -19,6 +19,7 @@ import pandas as pd
 from audioclass.outputs import load_array, require_inputs
 from audioclass.parallel import parallel_map
 from audioclass.stages.split import SPLITS
+from audioclass.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def load_data(folder: Path, splits: tuple[str, ...] = SPLITS, *,
     require_inputs(files, expected)
     loaded = {}
     for name in splits:
-        index = pd.read_csv(folder / name / "index.csv", dtype={"source_id": str})
+        index = read_table(folder / name / "index.csv")
         loaded[name] = Split(load_array(folder / name / "x.npy", rows=len(index)), index)
     labels = pd.concat(s.index for s in loaded.values()).drop_duplicates("label").sort_values("label")
     class_names = tuple(labels.set_index("label")["class_name"].reindex(range(labels["label"].max() + 1), fill_value="?"))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from audioclass.cli import run_stage
+from audioclass.cli import plain, run_stage
 from audioclass.errors import DataError
 from audioclass.outputs import atomic_file
 
@@ -73,7 +73,7 @@ def download(url: str, out: Path, *, sha256: str | None = None, timeout: float =
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="audioclass download", description=__doc__,
+    parser = argparse.ArgumentParser(prog="audioclass download", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--url", default=ESC50_URL, help=f"archive URL (default: {ESC50_URL})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where to save it (default: {DEFAULT_OUT})")

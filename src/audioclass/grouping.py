@@ -7,21 +7,25 @@ import warnings
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from audioclass.errors import DataError
+from audioclass.config import ParamError
 
 
-def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int, *, key: str) -> np.ndarray:
+def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int, *, key: str, fix: str) -> np.ndarray:
     """Fold numbers 1..n_folds, balanced by label, whole groups only.
 
     labels, groups : array-like, shape (n,)
     key : the parameter that asked for these folds, named in errors.
+    fix : what to change when there are too few groups, given the most folds they allow, e.g.
+        ``"expected extract.n_folds <= {most}"``.
     """
     labels, groups = np.asarray(labels), np.asarray(groups)
     n_groups = len(np.unique(groups))
     largest_class = int(np.unique(labels, return_counts=True)[1].max())
     if n_groups < n_folds or largest_class < n_folds:
-        raise DataError(f"{key}: {n_folds} grouped folds need at least {n_folds} source recordings and a class with "
-                        f"at least {n_folds} clips, found {n_groups} recordings and at most {largest_class} clips per class")  # fmt: skip
+        most = min(n_groups, largest_class)
+        raise ParamError(key, f"{n_folds} grouped folds need at least {n_folds} source recordings and a class with at least "
+                              f"{n_folds} clips, found {n_groups} recordings and at most {largest_class} clips per class; "
+                              + fix.format(most=most))  # fmt: skip
     folds = np.zeros(len(labels), dtype=int)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():

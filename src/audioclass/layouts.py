@@ -14,9 +14,14 @@ Four layouts are understood (``extract.layout: auto`` picks the first that fits)
     ``extract.label_pattern`` with a named group ``label`` and optionally
     ``group`` (the source recording or speaker, which must never straddle a split).
 
-Clip names of the form ``{fold}-{source id}-{take}[-{target}]`` (ESC's) give
-the fold and source recording. Otherwise each file is its own source and
-folds are assigned later, grouped and stratified.
+In the two ESC layouts a clip's id is its ESC name ``{fold}-{source id}-{take}``,
+which also gives its fold and source recording. In the ``folders`` and
+``filename`` layouts nothing is read from the name but the label (and the
+``group``): a clip's id is its path below the corpus (:func:`path_id`), so
+``cat/000.wav`` beside ``dog/000.wav`` (Speech Commands' layout) are two clips;
+each file is its own source recording unless the pattern's ``group`` says
+otherwise, and folds are assigned later, grouped and stratified
+(``extract.n_folds``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from audioclass.errors import DataError
+from audioclass.tables import read_table
 
 # The study's class indices (reference-study.md): the index is the position.
 ESC10_CLASSES = (
@@ -64,11 +70,15 @@ class SourceClip:
 
 @dataclass(frozen=True)
 class Corpus:
-    """The clips of a source with their class list (index = position)."""
+    """The clips of a source with their class list (index = position).
+
+    ``name`` is the published corpus it is ("ESC-10", "ESC-50"), or None for a user's own.
+    """
 
     layout: str
     classes: tuple[str, ...]
     clips: tuple[SourceClip, ...]
+    name: str | None = None
 
 
 class Source:
@@ -90,8 +100,7 @@ class Source:
                 names = [n for n in archive.namelist() if not n.endswith("/")]
         else:
             names = [p.relative_to(self.location).as_posix() for p in self.location.rglob("*") if p.is_file()]
-        hidden = lambda n: any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))  # noqa: E731
-        return tuple(sorted(n for n in names if not hidden(n)))
+        return tuple(sorted(n for n in names if not is_hidden(n)))
 
     def name(self, member: str) -> str:
         """How to name a member in messages: ``source/member``."""
@@ -101,6 +110,29 @@ class Source:
         if self.is_zip:
             return _zip(self.location).read(member)
         return (self.location / member).read_bytes()
+
+
+def is_hidden(member: str) -> bool:
+    """Whether a relative POSIX path is hidden (``.x.wav``, macOS's ``._x.wav`` and ``__MACOSX/``): never a clip."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in member.split("/"))
+
+
+# Kept as they are in a clip id; any other character (``/`` included) becomes %XX.
+_ID_PUNCTUATION = frozenset("-_.+=,@()[]")
+_MAX_ID_BYTES = 200  # the id is a file name stem (clips/<id>.wav, wav/<id>-07.wav): well within 255 bytes
+
+
+def path_id(member: str) -> str:
+    """A clip id from a file's path below the corpus root, without its suffix.
+
+    Letters (any script), digits and ``-_.+=,@()[]`` are kept; every other
+    character, ``/`` among them, becomes ``%XX`` of its UTF-8 bytes, as in a
+    URL. The mapping is one-to-one, so paths that differ in more than their
+    suffix give distinct ids (``a.wav`` beside ``a.flac`` is a duplicate), and
+    an id is always a valid file name: ``cat/000.wav`` gives ``cat%2F000``.
+    """
+    stem = PurePosixPath(member).with_suffix("").as_posix()
+    return "".join(c if c.isalnum() or c in _ID_PUNCTUATION else "".join(f"%{b:02X}" for b in c.encode()) for c in stem)
 
 
 @functools.lru_cache(maxsize=4)
@@ -164,18 +196,35 @@ def _wrapper_depth(audio: list[str]) -> int:
     return depth
 
 
-def _parse_esc_name(stem: str) -> tuple[str, str, int | None]:
-    """(source id, take, fold) from an ESC clip name, or (stem, "", None)."""
+def _common_depth(audio: list[str]) -> int:
+    """How many leading folders every file shares (1 for ``RAVDESS/03-01-05-01-02-01-12.wav``)."""
+    paths = [PurePosixPath(m) for m in audio]
+    depth = 0
+    while all(len(p.parts) > depth + 1 for p in paths) and len({p.parts[depth] for p in paths}) == 1:
+        depth += 1
+    return depth
+
+
+def _below(member: str, depth: int) -> str:
+    return PurePosixPath(*PurePosixPath(member).parts[depth:]).as_posix()
+
+
+def _esc_clip(member: str, class_name: str) -> SourceClip:
+    """A clip of an ESC layout: fold, source recording and take from its name ``{fold}-{source}-{take}``.
+
+    A file of another name is its own source, with the fold assigned later.
+    """
+    stem = PurePosixPath(member).stem
     match = _ESC_NAME.match(stem)
     if not match:
-        return stem, "", None
-    return match["source"], match["take"], int(match["fold"])
+        return SourceClip(stem, stem, "", None, class_name, member)
+    return SourceClip(stem, match["source"], match["take"], int(match["fold"]), class_name, member)
 
 
-def _clip(member: str, class_name: str) -> SourceClip:
-    stem = PurePosixPath(member).stem
-    source_id, take, fold = _parse_esc_name(stem)
-    return SourceClip(stem, source_id, take, fold, class_name, member)
+def _path_clip(member: str, relative: str, class_name: str, group: str | None = None) -> SourceClip:
+    """A clip of the folders or filename layout: its id from its path, its own source unless ``group`` names one."""
+    clip_id = path_id(relative)
+    return SourceClip(clip_id, group or clip_id, "", None, class_name, member)
 
 
 def _esc10(source: Source, audio: list[str]) -> Corpus:
@@ -187,11 +236,11 @@ def _esc10(source: Source, audio: list[str]) -> Corpus:
         if not match or match["name"] not in ESC10_FOLDERS:
             raise DataError(f"{source.name(folder)}: unknown ESC-10 class folder; expected "
                             f"'NNN - <name>' with a name in {sorted(ESC10_FOLDERS)}")  # fmt: skip
-        clips.append(_clip(member, ESC10_FOLDERS[match["name"]]))
+        clips.append(_esc_clip(member, ESC10_FOLDERS[match["name"]]))
     missing = sorted(set(ESC10_FOLDERS.values()) - {c.class_name for c in clips})
     if missing:
         raise DataError(f"{source.location}: ESC-10 class folders missing for {missing}; expected all 10 classes")
-    return Corpus("esc10", ESC10_CLASSES, tuple(clips))
+    return Corpus("esc10", ESC10_CLASSES, tuple(clips), "ESC-10")
 
 
 def _folders(source: Source, audio: list[str]) -> Corpus:
@@ -200,7 +249,7 @@ def _folders(source: Source, audio: list[str]) -> Corpus:
     if loose:
         raise DataError(f"{source.name(loose[0])}: audio file outside any class folder; "
                         "expected <class>/<file> for the folders layout")  # fmt: skip
-    clips = tuple(_clip(m, _class_folder(m, depth)) for m in audio)
+    clips = tuple(_path_clip(m, _below(m, depth), _class_folder(m, depth)) for m in audio)
     classes = tuple(sorted({c.class_name for c in clips}))
     if len(classes) < 2:
         raise DataError(f"{source.location}: found {len(classes)} class folder(s); expected at least 2")
@@ -211,18 +260,15 @@ def _filename(source: Source, audio: list[str], label_pattern: str | None) -> Co
     if not label_pattern:
         raise DataError("extract.label_pattern: required for the filename layout; "
                         "expected a regex with a named group 'label'")  # fmt: skip
-    pattern = re.compile(label_pattern)
-    if "label" not in pattern.groupindex:
-        raise DataError(f"extract.label_pattern: expected a named group 'label', got {label_pattern!r}")
+    pattern = re.compile(label_pattern)  # ExtractConfig has checked it
+    depth = _common_depth(audio)
     clips = []
     for member in audio:
-        stem = PurePosixPath(member).stem
-        match = pattern.search(stem)
+        match = pattern.search(PurePosixPath(member).stem)
         if not match:
-            raise DataError(f"{source.name(member)}: file name does not match extract.label_pattern {label_pattern!r}")
-        group = match.groupdict().get("group") or stem
-        _, take, fold = _parse_esc_name(stem)
-        clips.append(SourceClip(stem, group, take, fold, match["label"], member))
+            raise DataError(f"{source.name(member)}: file name does not match extract.label_pattern {label_pattern!r}; "
+                            "expected every audio file to match, or the file moved out of the corpus")  # fmt: skip
+        clips.append(_path_clip(member, _below(member, depth), match["label"], match.groupdict().get("group")))
     classes = tuple(sorted({c.class_name for c in clips}))
     if len(classes) < 2:
         raise DataError(f"{source.location}: file names give {len(classes)} label(s); expected at least 2")
@@ -232,13 +278,13 @@ def _filename(source: Source, audio: list[str], label_pattern: str | None) -> Co
 def _esc50(source: Source, csv_member: str, subset: str) -> Corpus:
     csv_name = source.name(csv_member)
     try:
-        meta = pd.read_csv(io.BytesIO(source.read_bytes(csv_member)), dtype={"src_file": str, "take": str})
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        meta = read_table(io.BytesIO(source.read_bytes(csv_member)), text=("filename", "category", "src_file", "esc10"))
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, ValueError) as err:
         raise DataError(f"{csv_name}: not a readable CSV ({err})".replace("\n", " ")) from None
     missing = [c for c in ESC50_COLUMNS if c not in meta.columns]
     if missing:
         raise DataError(f"{csv_name}: missing column(s) {missing}; expected {list(ESC50_COLUMNS)}")
-    esc10 = meta["esc10"].map(lambda v: {True: True, False: False, "True": True, "False": False}.get(v))
+    esc10 = meta["esc10"].map({"True": True, "False": False})
     if esc10.isna().any():
         bad = meta["esc10"][esc10.isna()].iloc[0]
         raise DataError(f"{csv_name}: column esc10: expected True or False, got {bad!r}")
@@ -265,13 +311,16 @@ def _esc50(source: Source, csv_member: str, subset: str) -> Corpus:
         # that both ESC layouts name a clip the same way (1-100032-A).
         clip_id = stem.rsplit("-", 1)[0] if stem.count("-") == 3 else stem
         clips.append(SourceClip(clip_id, str(row.src_file), str(row.take), int(row.fold), row.category, member))
-    return Corpus("esc50", classes, tuple(clips))
+    return Corpus("esc50", classes, tuple(clips), "ESC-10" if subset == "esc10" else "ESC-50")
 
 
 def _check_unique(source: Source, clips: tuple[SourceClip, ...]) -> None:
     seen: dict[str, str] = {}
     for clip in clips:
         if clip.clip_id in seen:
-            raise DataError(f"{source.name(clip.member)}: duplicate clip id {clip.clip_id!r} "
-                            f"(also {seen[clip.clip_id]}); expected unique file names")  # fmt: skip
+            raise DataError(f"{source.name(clip.member)}: duplicate clip id {clip.clip_id!r} (also {seen[clip.clip_id]}); "
+                            "expected one audio file per name (ESC layouts: per ESC name across class folders)")  # fmt: skip
+        if len(clip.clip_id.encode()) > _MAX_ID_BYTES:
+            raise DataError(f"{source.name(clip.member)}: path too long for a clip id ({len(clip.clip_id.encode())} bytes "
+                            f"as {clip.clip_id[:40]!r}…); expected a shorter folder and file name")  # fmt: skip
         seen[clip.clip_id] = clip.member

@@ -17,6 +17,10 @@ and the params.
 
 A file that cannot be read gets one error line (or a JSON object with
 ``error``) and the others are still predicted; the exit status is then 1.
+A silent file (its peak below ``extract.silence_dbfs``) gets no class: it is
+shown as silent (``"silent": true`` and ``"prediction": null`` in JSON).
+Hidden files (``.x.wav``, macOS's ``._x.wav``) in a folder are skipped, as
+``extract`` skips them.
 """
 
 from __future__ import annotations
@@ -33,14 +37,15 @@ import numpy as np
 import pandas as pd
 
 from audioclass import audio
+from audioclass.cli import plain
 from audioclass.config import load_params, stage_config
 from audioclass.errors import AudioclassError, ConfigError, DataError
+from audioclass.layouts import AUDIO_SUFFIXES, is_hidden
 from audioclass.outputs import require_inputs
 from audioclass.stages.ensemble import combine
 from audioclass.stages.extract import ExtractConfig, prepare_clip
 from audioclass.stages.spectrograms import SpectrogramConfig, render_spectrogram
-
-AUDIO_SUFFIXES = (".wav", ".ogg", ".flac", ".mp3", ".aif", ".aiff")
+from audioclass.tables import json_text
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,14 @@ def model_input(y: np.ndarray, sr: int, ensemble: Ensemble) -> np.ndarray:
     y : (n_samples,) float32 mono in [-1, 1] at ``sr`` Hz → (n_bands, n_frames, n_channels)
     """
     clip = prepare_clip(y, sr, ensemble.extract).astype(np.float32) / 32768.0  # the WAV's int16, read back
-    return render_spectrogram(clip, sr=ensemble.extract.sample_rate, cfg=ensemble.spectrograms).astype(ensemble.spectrograms.dtype)
+    return render_spectrogram(clip, sr=ensemble.extract.sample_rate, cfg=ensemble.spectrograms,
+                              silence_dbfs=ensemble.extract.silence_dbfs).astype(ensemble.spectrograms.dtype)  # fmt: skip
+
+
+def is_silent(y: np.ndarray, sr: int, ensemble: Ensemble) -> bool:
+    """Whether a decoded file, made into a clip as ``extract`` makes one, is silent (below ``extract.silence_dbfs``)."""
+    clip = prepare_clip(y, sr, ensemble.extract).astype(np.float32) / 32768.0
+    return bool(audio.peak_dbfs(clip) < ensemble.extract.silence_dbfs)
 
 
 def classify(inputs: np.ndarray, ensemble: Ensemble) -> np.ndarray:
@@ -112,14 +124,15 @@ def audio_files(targets: list[Path]) -> list[Path]:
     found: list[Path] = []
     for target in targets:
         if target.is_dir():
-            found += sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            found += sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+                            and not is_hidden(p.relative_to(target).as_posix()))  # fmt: skip
         else:
             found.append(target)
     return found
 
 
 def predict_files(paths: list[Path], ensemble: Ensemble) -> list[dict]:
-    """One result per file, in order: its class and probabilities, or the error that stopped it."""
+    """One result per file, in order: its class and probabilities, that it is silent, or the error that stopped it."""
     results: list[dict] = [{"file": str(p)} for p in paths]
     inputs, readable = [], []
     for i, path in enumerate(paths):
@@ -127,6 +140,9 @@ def predict_files(paths: list[Path], ensemble: Ensemble) -> list[dict]:
             if not path.is_file():
                 raise DataError(f"{path}: no such file; expected an audio file or a folder")
             y, sr = audio.read_audio(path)
+            if is_silent(y, sr, ensemble):
+                results[i].update(silent=True, prediction=None)
+                continue
             inputs.append(model_input(y, sr, ensemble))
             readable.append(i)
         except AudioclassError as err:
@@ -164,18 +180,20 @@ def _from_registry(uri: str, paths: list[Path]) -> list[dict]:
     from audioclass import tracking
 
     frame = tracking.load_model(uri).predict(pd.DataFrame({"path": [str(p) for p in paths]}))
-    fixed = {"file", "error", "prediction", "probability"}
+    fixed = ("file", "error", "silent", "prediction", "probability")
     results = []
     for row in frame.to_dict("records"):
-        r = {k: row[k] for k in ("file", "error", "prediction", "probability") if k in row and not pd.isna(row[k])}
-        if "prediction" in r:
+        r = {k: row[k] for k in fixed if k in row and not pd.isna(row[k])}
+        if r.get("silent"):
+            r["prediction"] = None
+        elif "prediction" in r:
             r["probabilities"] = {k: v for k, v in row.items() if k not in fixed}
         results.append(r)
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="audioclass predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="audioclass predict", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="+", type=Path, help="audio files or folders (searched recursively)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file, with every class's probability")
     parser.add_argument("--method", help="ensemble method (default: the best on validation), e.g. average")
@@ -195,9 +213,11 @@ def main(argv: list[str] | None = None) -> None:
         results = predict_files(paths, load_ensemble(args.params, args.models, args.ensemble, args.method))
     for r in results:
         if args.json:
-            print(json.dumps(r))
+            print(json_text(r, indent=None))
         elif "error" in r:
             print(f"error: {r['error']}", file=sys.stderr)
+        elif r.get("silent"):
+            print(f"{r['file']}: silent (peak below extract.silence_dbfs); no class predicted")
         else:
             top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[: args.top]
             print(f"{r['file']}: {r['prediction']} ({100 * r['probability']:.1f} %)  " + ", ".join(f"{n} {100 * p:.1f} %" for n, p in top[1:]))

@@ -43,6 +43,9 @@ from audioclass.errors import TrackingError
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "audioclass"
+# MLflow 3's UI opens an experiment of this kind on its runs (training, tuning, ensembles),
+# not on the GenAI overview of traces it shows an experiment of unknown kind.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 OFFLINE_ENV = "AUDIOCLASS_MLFLOW_OFFLINE"
 _answered: set[str] = set()  # servers already found answering in this process
 
@@ -123,8 +126,11 @@ def _configure() -> None:
         if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
             # Pin artifacts to the project root; MLflow's default (./mlruns of whichever
             # folder made the experiment) could be a temporary DVC experiment workspace.
-            mlflow.create_experiment(name, artifact_location=(project_root() / "mlartifacts").as_uri())
-        mlflow.set_experiment(name)
+            mlflow.create_experiment(name, artifact_location=(project_root() / "mlartifacts").as_uri(), tags=EXPERIMENT_TAGS)
+        experiment = mlflow.set_experiment(name)
+    if any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):  # made elsewhere, or by an older version
+        for key, value in EXPERIMENT_TAGS.items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
 
 
 @contextlib.contextmanager
@@ -185,6 +191,33 @@ def log_params(params: Mapping[str, Any]) -> None:
     import mlflow
 
     mlflow.log_params(flatten(params))
+
+
+def dvc_hash(path: Path) -> str:
+    """The hash DVC records for ``path`` (``<md5>.dir`` for a folder), computed as ``dvc add`` computes it."""
+    import tempfile
+
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory() as scratch:  # build wants an object store; a dry run writes nothing to it
+        _, _, obj = build(HashFileDB(fs, scratch), str(path), fs, "md5", dry_run=True)
+    return obj.hash_info.value
+
+
+def log_dataset(path: Path, *, context: str) -> None:
+    """Log the data the active run read as an MLflow dataset: named by its path, its DVC hash as the digest.
+
+    The MLflow UI's Dataset column then ties each run to the DVC data version that trained it.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    dataset = MetaDataset(resolve_dataset_source(str(Path(path).resolve())), name=Path(path).as_posix(), digest=dvc_hash(path))
+    mlflow.log_input(dataset, context=context)
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -36,6 +36,7 @@ from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.outputs import atomic_dir
 from audioclass.parallel import parallel_map
+from audioclass.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/augmented")
     args = parser.parse_args(argv)
     cfg = stage_config(AugmentConfig, load_params(args.params), "augment", args.params)
-    meta = pd.read_csv(args.prepared / "metadata.csv", dtype={"source_id": str, "take": str})
+    meta = read_table(args.prepared / "metadata.csv")
     manifest = augment(meta, args.prepared, cfg, args.out, args.jobs)
     log.info("wrote %d files (%d clips × %d copies) to %s", len(manifest), len(meta), cfg.copies, args.out)
 

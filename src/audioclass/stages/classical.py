@@ -23,7 +23,6 @@ Rerun with ``dvc repro classical``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -41,12 +40,12 @@ from sklearn.svm import SVC, LinearSVC
 
 from audioclass import study, tracking
 from audioclass.cli import run_stage, stage_parser
-from audioclass.config import load_params, require, stage_config
+from audioclass.config import ParamError, load_params, require, stage_config
 from audioclass.dataset import Data
-from audioclass.errors import ConfigError
 from audioclass.evaluation import summarize
 from audioclass.outputs import atomic_file
 from audioclass.stages.raw_vectors import load_raw_vectors
+from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def fit_model(name: str, spec: dict, data: Data, seed: int, jobs: int) -> dict:
         try:
             estimator.fit(data.train.x, data.train.y)
         except ValueError as err:  # e.g. an argument value the estimator rejects
-            raise ConfigError(f"params.yaml: classical.models.{name}: {str(err).splitlines()[0]}") from None
+            raise ParamError(f"classical.models.{name}", str(err).splitlines()[0]) from None
         seconds = time.perf_counter() - start
         val = class_probabilities(estimator, data.val.x, n_classes)
         test = class_probabilities(estimator, data.test.x, n_classes)
@@ -130,7 +129,7 @@ def classical(cfg: ClassicalConfig, data: Data, out: Path, jobs: int) -> dict[st
         results = {name: fit_model(name, spec, data, cfg.seed, jobs) for name, spec in cfg.models.items()}
     metrics = {name: {k: v for k, v in m.items() if isinstance(v, (int, float))} for name, m in results.items()}
     with atomic_file(out / "classical.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.write_text(json_text(metrics))
     with atomic_file(out / "classical.md") as tmp:
         tmp.write_text("# Classical baselines on raw 1D vectors\n\n" + results_table(results))
     return results

@@ -27,7 +27,6 @@ Each cell is an MLflow run with per-epoch metrics and the clip-level test confus
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from audioclass.errors import ConfigError
 from audioclass.evaluation import summarize
 from audioclass.outputs import atomic_file
 from audioclass.stages.raw_vectors import load_raw_vectors
+from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         tracking.log_metrics(scalars)
         tracking.log_confusion_matrix(metrics["test_clip_confusion"], data.class_names, f"1D CNN {name}, test clips")
     with atomic_file(args.out / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps(scalars, indent=2) + "\n")
+        tmp.write_text(json_text(scalars))
     with atomic_file(args.out / f"{name}.csv") as tmp:
         curve.to_csv(tmp, index=False)
     log.info("%s: test %.3f file / %.3f clip (best epoch %d)", name, metrics["test_file_accuracy"], metrics["test_clip_accuracy"],

@@ -44,6 +44,7 @@ from audioclass.errors import ConfigError, DataError
 from audioclass.evaluation import accuracy, clip_level
 from audioclass.outputs import atomic_file, load_array, require_inputs
 from audioclass.swarm import OPTIMISERS
+from audioclass.tables import json_text, read_table
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"{args.params}: train.seeds: expected at least 2 runs to ensemble, got {seeds!r}")
     runs = load_runs([args.models / f"run-{seed}" for seed in seeds])
     require_inputs([args.data / s / "index.csv" for s in ("val", "test")], "the spectrogram stage's output (dvc repro spectrograms)")
-    val_index = pd.read_csv(args.data / "val" / "index.csv", dtype={"source_id": str})
-    test_index = pd.read_csv(args.data / "test" / "index.csv", dtype={"source_id": str})
+    val_index = read_table(args.data / "val" / "index.csv")
+    test_index = read_table(args.data / "test" / "index.csv")
     members = [m.get("mlflow_run_id") for m in runs.metrics]
     logged = {"ensemble": vars(cfg), "member_runs": ",".join(runs.names), "member_mlflow_run_ids": ",".join(map(str, members))}
     with tracking.run("ensemble", logged, tags={"pipeline_role": "ensemble"}):
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             "ensemble_predictions.csv": pd.DataFrame({"actual": [names[i] for i in predictions["label"]],
                                                       "predicted": [names[i] for i in predictions[cfg.chosen]]}).to_csv(index=False),
             "ensemble.md": markdown(report),
-            "ensemble.json": json.dumps(report, indent=2) + "\n",
+            "ensemble.json": json_text(report),
         }  # fmt: skip
         best = report["best_method"]
         # Registered before the outputs are written: a failure here leaves the last run's outputs as they were.

@@ -1,14 +1,19 @@
 """Stage ``extract``: decode a labelled corpus into uniform clips plus metadata.
 
 Reads the dataset named by ``extract.source`` (a folder or zip in any layout of
-:mod:`audioclass.layouts`) and writes, atomically::
+``audioclass.layouts``: esc50, esc10, folders, filename) and writes, atomically::
 
     <out>/clips/<clip_id>.wav   mono int16 WAV at extract.sample_rate, exactly extract.duration s
-    <out>/metadata.csv          one row per clip (columns: METADATA_COLUMNS)
+    <out>/metadata.csv          one row per clip: clip_id, source_id, take, fold, label (class index),
+                                class_name (exactly as in the corpus), path, original_path
+    <out>/corpus.json           name ("ESC-10", "ESC-50" or null for another corpus), layout, classes
 
-Folds come from the clip names where the corpus has them (ESC's
-``{fold}-{source}-{take}``); otherwise they are assigned here by a grouped,
-stratified k-fold so that one source recording never spans two folds.
+In the ESC layouts a clip's id, fold and source recording come from its name
+(``{fold}-{source}-{take}``). In the folders and filename layouts the id is the
+file's path below the corpus, escaped to a file name (``cat/000.wav`` is
+``cat%2F000``); folds are assigned here by a grouped, stratified k-fold
+(``extract.n_folds``) so that one source recording never spans two folds.
+Clips whose peak is below ``extract.silence_dbfs`` are named in a warning.
 
 Rerun with ``dvc repro extract``.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,6 +37,7 @@ from audioclass.grouping import grouped_folds
 from audioclass.layouts import Corpus, Source, SourceClip, read_corpus
 from audioclass.outputs import atomic_dir
 from audioclass.parallel import parallel_map
+from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +54,23 @@ class ExtractConfig:
     duration: float
     pad: audio.PadMode
     crop: audio.CropMode
-    n_folds: int  # used only when file names carry no fold
+    n_folds: int  # folders and filename layouts: folds are assigned, grouped and stratified
+    silence_dbfs: float  # a clip whose peak is below this is silent: warned about, rendered as the floor
     seed: int
 
     def __post_init__(self):
         require(8000 <= self.sample_rate <= 192_000, "sample_rate", "a rate in Hz between 8000 and 192000", self.sample_rate)
         require(0 < self.duration <= 600, "duration", "seconds in (0, 600]", self.duration)
         require(self.n_folds >= 2, "n_folds", "an integer >= 2", self.n_folds)
+        require(-200 <= self.silence_dbfs < 0, "silence_dbfs", "a level in dB re full scale in [-200, 0)", self.silence_dbfs)
+        if self.label_pattern is not None:
+            try:
+                pattern = re.compile(self.label_pattern)
+            except re.error as err:
+                require(False, "label_pattern", f"a valid regular expression ({err}), e.g. '^(?P<label>[^-]+)-'", self.label_pattern)
+            require("label" in pattern.groupindex, "label_pattern", "a regex with a named group (?P<label>…)", self.label_pattern)
+        require(self.layout != "filename" or self.label_pattern is not None, "label_pattern",
+                "a regex with a named group (?P<label>…) for layout: filename", self.label_pattern)  # fmt: skip
 
     @property
     def n_samples(self) -> int:
@@ -84,14 +101,30 @@ def build_metadata(corpus: Corpus, cfg: ExtractConfig) -> pd.DataFrame:
     if meta["fold"].isna().any():
         if meta["fold"].notna().any():
             log.warning("some file names carry a fold and some do not; assigning all folds afresh")
-        meta["fold"] = grouped_folds(meta["label"], meta["source_id"], cfg.n_folds, cfg.seed, key="extract.n_folds")
+        meta["fold"] = grouped_folds(meta["label"], meta["source_id"], cfg.n_folds, cfg.seed, key="extract.n_folds",
+                                   fix="expected extract.n_folds <= {most}, or more source recordings")  # fmt: skip
     meta["fold"] = meta["fold"].astype(int)
     return meta
 
 
-def _decode_and_write(clip: SourceClip, *, source: Source, cfg: ExtractConfig, out: Path) -> None:
+def _decode_and_write(clip: SourceClip, *, source: Source, cfg: ExtractConfig, out: Path) -> float:
+    """Write one clip; returns its peak level in dBFS."""
     y, sr = audio.read_audio_bytes(source.read_bytes(clip.member), source.name(clip.member))
-    audio.write_wav(out / "clips" / f"{clip.clip_id}.wav", prepare_clip(y, sr, cfg), cfg.sample_rate)
+    prepared = prepare_clip(y, sr, cfg)
+    audio.write_wav(out / "clips" / f"{clip.clip_id}.wav", prepared, cfg.sample_rate)
+    return float(audio.peak_dbfs(prepared / 32768.0))
+
+
+def warn_silent(source: Source, clips: tuple[SourceClip, ...], peaks: list[float], floor_dbfs: float) -> int:
+    """Log one warning per silent clip, naming its file, then their count; returns the count."""
+    silent = [(clip, peak) for clip, peak in zip(clips, peaks) if peak < floor_dbfs]
+    for clip, peak in silent:
+        log.warning("%s: silent (peak %.1f dBFS, below extract.silence_dbfs = %g); it trains as an all-floor spectrogram",
+                    source.name(clip.member), peak, floor_dbfs)  # fmt: skip
+    if silent:
+        log.warning("%d of %d clips are silent; remove them from the corpus if they are not meant as a class's examples",
+                    len(silent), len(clips))  # fmt: skip
+    return len(silent)
 
 
 def extract(cfg: ExtractConfig, out: Path, jobs: int) -> pd.DataFrame:
@@ -103,8 +136,10 @@ def extract(cfg: ExtractConfig, out: Path, jobs: int) -> pd.DataFrame:
     with atomic_dir(out) as tmp:
         (tmp / "clips").mkdir()
         work = functools.partial(_decode_and_write, source=source, cfg=cfg, out=tmp)
-        parallel_map(work, corpus.clips, jobs=jobs, desc="extract", unit="clip")
+        peaks = parallel_map(work, corpus.clips, jobs=jobs, desc="extract", unit="clip")
         meta.to_csv(tmp / "metadata.csv", index=False)
+        (tmp / "corpus.json").write_text(json_text({"name": corpus.name, "layout": corpus.layout, "classes": list(corpus.classes)}))
+    warn_silent(source, corpus.clips, peaks, cfg.silence_dbfs)
     return meta
 
 

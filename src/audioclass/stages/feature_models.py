@@ -45,13 +45,13 @@ from sklearn.preprocessing import StandardScaler
 
 from audioclass import study, tracking
 from audioclass.cli import run_stage, stage_parser
-from audioclass.config import load_params, require, stage_config
+from audioclass.config import ParamError, load_params, require, stage_config
 from audioclass.dataset import Data, Split, load_data
-from audioclass.errors import ConfigError
 from audioclass.evaluation import test_scores
 from audioclass.outputs import atomic_file, require_inputs
 from audioclass.stages.classical import check_estimator_spec, class_probabilities, make_estimator
 from audioclass.stages.features import GROUPS
+from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def grouped_folds(index: pd.DataFrame, n_folds: int, seed: int) -> list[tuple[np
     """(training rows, held-out rows) per fold: stratified by label, no ``source_id`` in two folds."""
     n_sources = index.groupby("label")["source_id"].nunique().min()
     if n_folds > n_sources:
-        raise ConfigError(f"params.yaml: feature_models.cv_folds: expected at most {n_sources} (the fewest source "
+        raise ParamError("feature_models.cv_folds", f"expected at most {n_sources} (the fewest source "
                           f"recordings of any class outside test), got {n_folds}")  # fmt: skip
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(index)), index["label"], index["source_id"]))
@@ -116,7 +116,7 @@ def fit_model(name: str, spec: dict, data: Data, cfg: FeatureModelsConfig, jobs:
     try:
         search.fit(dev.x, dev.y)
     except ValueError as err:  # e.g. an argument value the estimator rejects
-        raise ConfigError(f"params.yaml: feature_models.models.{name}: {str(err).splitlines()[0]}") from None
+        raise ParamError(f"feature_models.models.{name}", str(err).splitlines()[0]) from None
     seconds = time.perf_counter() - start
     results = pd.DataFrame(search.cv_results_)
     fold_scores = [results.loc[search.best_index_, f"split{i}_test_score"] for i in range(len(folds))]
@@ -160,7 +160,7 @@ def feature_models(cfg: FeatureModelsConfig, data: Data, columns: pd.DataFrame, 
     scalars = {s: {m: {k: v for k, v in r.items() if isinstance(v, (int, float))} for m, r in models.items()}
                for s, models in results.items()}  # fmt: skip
     with atomic_file(out / "features.json") as tmp:
-        tmp.write_text(json.dumps(scalars, indent=2) + "\n")
+        tmp.write_text(json_text(scalars))
     with atomic_file(out / "features.md") as tmp:
         tmp.write_text("# Feature-vector models, grouped cross-validation\n\n" + results_table(results, cfg))
     return results

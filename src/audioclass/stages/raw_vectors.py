@@ -30,9 +30,8 @@ import numpy as np
 
 from audioclass import audio
 from audioclass.cli import run_stage, stage_parser
-from audioclass.config import load_params, require, stage_config
+from audioclass.config import ParamError, load_params, require, stage_config
 from audioclass.dataset import Data, load_data, write_splits
-from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_dir
 from audioclass.stages.split import TestCopies, files_by_split, keep_test_copies
 
@@ -56,9 +55,9 @@ class RawVectorConfig:
     def positions(self, sr: int, n_samples: int) -> np.ndarray:
         """Sample indices kept from a file of ``n_samples`` at ``sr`` Hz."""
         if self.rate > sr:
-            raise ConfigError(f"params.yaml: raw_vectors.rate: expected at most the sample rate ({sr} Hz), got {self.rate}")
+            raise ParamError("raw_vectors.rate", f"expected at most the sample rate ({sr} Hz), got {self.rate}")
         if self.seconds * sr > n_samples:
-            raise ConfigError(f"params.yaml: raw_vectors.seconds: expected at most the files' {n_samples / sr:g} s, got {self.seconds}")
+            raise ParamError("raw_vectors.seconds", f"expected at most the files' {n_samples / sr:g} s, got {self.seconds}")
         return np.floor(np.arange(self.length) * (sr / self.rate)).astype(np.int64)
 
 

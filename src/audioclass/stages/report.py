@@ -2,6 +2,7 @@
 
 Reads the files the model stages write (never their models)::
 
+    <corpus>                                     extract's corpus.json: which corpus this is
     <reports>/data.json                          files and clips per split
     <reports>/baselines/classical.json           classical models on raw 1D vectors
     <reports>/baselines/cnn1d/<arch>-k<k>.json   each 1D CNN cell in params' grid
@@ -13,7 +14,8 @@ Reads the files the model stages write (never their models)::
 and writes ``<out>`` (e.g. ``reports/results.md``): the results table, the
 chosen ensemble's confusion matrix and per-class accuracy, every weighted
 method's weights, the learning curves and the spectrogram grid, with the
-figures beside it in ``<out's folder>/figures/``. Test accuracy is at clip
+figures beside it in ``<out's folder>/figures/``. The published column appears
+only for the corpus the figures belong to (ESC-10). Test accuracy is at clip
 level (a clip's augmented copies averaged) and file level; the validation
 column is the held-out validation split, or for feature models the grouped
 cross-validation mean ± SD over folds.
@@ -37,10 +39,13 @@ from audioclass.outputs import atomic_dir, atomic_file, require_inputs
 from audioclass.plots import confusion_png
 from audioclass.stages.cnn1d import Cnn1dConfig
 from audioclass.stages.ensemble import mean_se
+from audioclass.tables import read_table
 
 log = logging.getLogger(__name__)
 
-HEADER = ["| Model | Input | Test, clips | Test, files | Validation | Published |", "|---|---|---:|---:|---:|---|"]
+COLUMNS = ["Model", "Input", "Test, clips", "Test, files", "Validation"]
+ALIGN = ["---", "---", "---:", "---:", "---:"]
+PUBLISHED_FOR = "ESC-10"  # the corpus study.py's figures were measured on
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,14 @@ class Row:
     validation: str
     published: str = "–"
 
-    def markdown(self) -> str:
-        return f"| {self.model} | {self.input} | {self.test_clip} | {self.test_file} | {self.validation} | {self.published} |"
+    def markdown(self, published: bool) -> str:
+        cells = [self.model, self.input, self.test_clip, self.test_file, self.validation] + ([self.published] if published else [])
+        return "| " + " | ".join(cells) + " |"
+
+
+def header(published: bool) -> list[str]:
+    columns, align = COLUMNS + ["Published"] * published, ALIGN + ["---"] * published
+    return ["| " + " | ".join(columns) + " |", "|" + "|".join(align) + "|"]
 
 
 def pct(value: float) -> str:
@@ -99,18 +110,22 @@ def cnn_rows(ensemble: dict) -> list[Row]:
     return rows
 
 
-def results_markdown(data: dict, baselines: list[Row], cnns: list[Row]) -> str:
+def results_markdown(data: dict, baselines: list[Row], cnns: list[Row], corpus: str | None) -> str:
+    """The results tables; the published column only when ``corpus`` is the one the figures belong to."""
     files, clips = data["files"], data["clips"]
+    published = corpus == PUBLISHED_FOR
     intro = (
-        "# Results\n\n"
+        f"# Results{f' on {corpus}' if corpus else ''}\n\n"
         f"Test: {clips['test']} clips ({files['test']:,} files), never used to choose anything. "
         f"Validation: {clips['val']} clips from the training folds, whole source recordings only. "
         f"Training: {clips['train']} clips ({files['train']:,} files).\n\n"
-        "Published figures are context, not a like-for-like score: the study's are on its own random split, whose "
-        "test set also chose its epochs and ensemble weights; the dataset paper's are 5-fold cross-validation.\n\n"
     )
+    if published:
+        intro += ("Published figures are context, not a like-for-like score: the study's are on its own random split, whose "
+                  "test set also chose its epochs and ensemble weights; the dataset paper's are 5-fold cross-validation.\n\n")  # fmt: skip
     sections = [("Baselines", baselines), ("Spectrogram CNNs and their ensembles", cnns)]
-    return intro + "\n".join(f"## {title}\n\n" + "\n".join(HEADER + [r.markdown() for r in rows]) + "\n" for title, rows in sections)
+    return intro + "\n".join(f"## {title}\n\n" + "\n".join(header(published) + [r.markdown(published) for r in rows]) + "\n"
+                              for title, rows in sections)  # fmt: skip
 
 
 def per_class_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -166,25 +181,26 @@ def figures_markdown(ensemble: dict, chosen: str, predictions: pd.DataFrame) -> 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("report", __doc__)
     parser.add_argument("--reports", type=Path, required=True, help="the reports folder the model stages write into")
+    parser.add_argument("--corpus", type=Path, required=True, help="extract's corpus.json, e.g. data/prepared/corpus.json")
     parser.add_argument("--out", type=Path, required=True, help="the report, e.g. reports/results.md")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     grid = stage_config(Cnn1dConfig, params, "cnn1d", args.params)
     cells = [f"{a}-k{k}" for a in grid.architectures for k in grid.first_kernels]
     r = args.reports
-    files = {"data": r / "data.json", "classical": r / "baselines" / "classical.json", "features": r / "baselines" / "features.json",
+    files = {"corpus": args.corpus, "data": r / "data.json", "classical": r / "baselines" / "classical.json", "features": r / "baselines" / "features.json",
              "ensemble": r / "ensemble" / "ensemble.json", **{c: r / "baselines" / "cnn1d" / f"{c}.json" for c in cells}}  # fmt: skip
     require_inputs(list(files.values()), "the model stages' metrics (dvc repro)")
     loaded = {name: json.loads(path.read_text()) for name, path in files.items()}
     ensemble = loaded["ensemble"]
     curves = {run: r / "train" / f"{run}.csv" for run in ensemble["runs"]}
     require_inputs([*curves.values(), r / "ensemble" / "ensemble_predictions.csv"], "the train and ensemble stages' reports (dvc repro)")
-    predictions = pd.read_csv(r / "ensemble" / "ensemble_predictions.csv")
+    predictions = read_table(r / "ensemble" / "ensemble_predictions.csv")
     estimators = {name: spec.get("estimator", "") for name, spec in params.get("feature_models", {}).get("models", {}).items()}
     baselines = baseline_rows(loaded["classical"], {c: loaded[c] for c in cells}, loaded["features"], estimators)
     cnns = cnn_rows(ensemble)
     chosen = params["ensemble"]["chosen"]
-    text = results_markdown(loaded["data"], baselines, cnns) + "\n" + figures_markdown(ensemble, chosen, predictions)
+    text = results_markdown(loaded["data"], baselines, cnns, loaded["corpus"]["name"]) + "\n" + figures_markdown(ensemble, chosen, predictions)
     classes = sorted(set(predictions["actual"]) | set(predictions["predicted"]))
     matrix = pd.crosstab(predictions["actual"], predictions["predicted"]).reindex(index=classes, columns=classes, fill_value=0)
     with atomic_dir(args.out.parent / "figures") as tmp:

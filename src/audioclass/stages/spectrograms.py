@@ -42,7 +42,6 @@ Rerun with ``dvc repro spectrograms``.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +53,12 @@ import pandas as pd
 
 from audioclass import audio
 from audioclass.cli import run_stage, stage_parser
-from audioclass.config import load_params, require, stage_config
-from audioclass.errors import ConfigError
+from audioclass.config import ParamError, load_params, require, stage_config
 from audioclass.outputs import atomic_dir, atomic_file
 from audioclass.parallel import parallel_map
+from audioclass.stages.extract import ExtractConfig
 from audioclass.stages.split import SPLITS, TestCopies, files_by_split, keep_test_copies
+from audioclass.tables import json_text, read_table
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ class SpectrogramConfig:
         require(self.n_fft >= 16, "n_fft", "an integer >= 16", self.n_fft)
         require(0 < self.hop_length <= self.n_fft, "hop_length", f"an integer in [1, n_fft={self.n_fft}]", self.hop_length)
         n_bins = self.n_fft // 2 + 1
-        require(1 <= self.n_mels <= n_bins, "n_mels", f"at most n_fft // 2 + 1 = {n_bins} bands for n_fft={self.n_fft}", self.n_mels)
+        require(self.n_mels >= 1, "n_mels", "an integer >= 1", self.n_mels)
+        require(self.n_mels <= n_bins, "n_mels", f"at most n_fft // 2 + 1 = {n_bins} bands for n_fft={self.n_fft}", self.n_mels)
         require(self.fmin >= 0, "fmin", "a frequency >= 0 Hz", self.fmin)
         require(self.fmax is None or self.fmax > self.fmin, "fmax", f"null or a frequency above fmin={self.fmin}", self.fmax)
         if self.kind == "mfcc":
@@ -103,11 +104,11 @@ class SpectrogramConfig:
         the same bins as their neighbours, so they add rows without information.
         """
         if self.fmax is not None and self.fmax > sr / 2:
-            raise ConfigError(f"params.yaml: spectrograms.fmax: expected at most Nyquist = {sr / 2:g} Hz, got {self.fmax}")
+            raise ParamError("spectrograms.fmax", f"expected at most Nyquist = {sr / 2:g} Hz, got {self.fmax}")
         centres = librosa.mel_frequencies(self.n_mels + 2, fmin=self.fmin, fmax=self.fmax or sr / 2)
         spacing, bin_width = float(np.diff(centres).min()), sr / self.n_fft
         if spacing < bin_width:
-            raise ConfigError(f"params.yaml: spectrograms.n_mels: {self.n_mels} mel bands are {spacing:.1f} Hz apart at "
+            raise ParamError("spectrograms.n_mels", f"{self.n_mels} mel bands are {spacing:.1f} Hz apart at "
                               f"the low end, finer than the {bin_width:.1f} Hz FFT bins of n_fft={self.n_fft} at {sr} Hz; "
                               "expected fewer bands or a larger n_fft")  # fmt: skip
 
@@ -120,10 +121,13 @@ def n_frames(n_samples: int, hop_length: int) -> int:
     return 1 + n_samples // hop_length
 
 
-def render_spectrogram(y: np.ndarray, *, sr: int, cfg: SpectrogramConfig) -> np.ndarray:
+def render_spectrogram(y: np.ndarray, *, sr: int, cfg: SpectrogramConfig, silence_dbfs: float) -> np.ndarray:
     """Spectrograms of one clip or a batch.
 
     y : np.ndarray, shape (..., n_samples), float32 in [-1, 1]
+    silence_dbfs : a clip whose peak sample is below this level is silent; under
+        ``normalize: clip_max`` it renders as the floor (all 0), not referenced
+        to its own peak as if it were a full-scale sound
     Returns float32, shape (..., n_bands, n_frames, n_channels) as in the module docstring.
     """
     magnitude = np.abs(librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length))
@@ -136,6 +140,8 @@ def render_spectrogram(y: np.ndarray, *, sr: int, cfg: SpectrogramConfig) -> np.
     if cfg.normalize == "clip_max":
         db = db - db.max(axis=(-2, -1), keepdims=True)
         db = (np.maximum(db, -cfg.top_db) + cfg.top_db) / cfg.top_db
+        silent = audio.peak_dbfs(y) < silence_dbfs
+        db = np.where(silent[..., np.newaxis, np.newaxis], 0.0, db)
     if cfg.kind == "logmel_deltas":
         return _with_deltas(db, cfg.delta_width)
     if cfg.kind == "logmel_pcen":
@@ -154,17 +160,17 @@ def _with_deltas(static: np.ndarray, width: int) -> np.ndarray:
     return np.stack([static, *deltas], axis=-1).astype(np.float32)
 
 
-def _render_chunk(paths: list[Path], *, cfg: SpectrogramConfig) -> np.ndarray:
+def _render_chunk(paths: list[Path], *, cfg: SpectrogramConfig, silence_dbfs: float) -> np.ndarray:
     clips = [audio.read_wav(p) for p in paths]
     sr = clips[0][1]
-    return render_spectrogram(np.stack([y for y, _ in clips]), sr=sr, cfg=cfg).astype(cfg.dtype)
+    return render_spectrogram(np.stack([y for y, _ in clips]), sr=sr, cfg=cfg, silence_dbfs=silence_dbfs).astype(cfg.dtype)
 
 
-def render_files(paths: list[Path], cfg: SpectrogramConfig, jobs: int, desc: str) -> np.ndarray:
+def render_files(paths: list[Path], cfg: SpectrogramConfig, silence_dbfs: float, jobs: int, desc: str) -> np.ndarray:
     """Spectrograms of equal-length WAV files, stacked in input order."""
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    parts = parallel_map(functools.partial(_render_chunk, cfg=cfg), chunks, jobs=jobs, desc=desc, unit="chunk")
-    return np.concatenate(parts)
+    render = functools.partial(_render_chunk, cfg=cfg, silence_dbfs=silence_dbfs)
+    return np.concatenate(parallel_map(render, chunks, jobs=jobs, desc=desc, unit="chunk"))
 
 
 def choose_preview(index: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
@@ -201,12 +207,16 @@ def plot_preview(images: list[np.ndarray | None], class_names: list[str], per_cl
     plt.close(fig)
 
 
-def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: Path, preview: Path, jobs: int) -> dict:
-    """Run the stage; returns a summary (files and clips per split, classes, shape) for the metrics file."""
+def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: Path, preview: Path, jobs: int, *,
+                 silence_dbfs: float) -> dict:  # fmt: skip
+    """Run the stage; returns a summary (files and clips per split, classes, shape) for the metrics file.
+
+    ``silence_dbfs`` is ``extract.silence_dbfs``: below it a file renders as the floor.
+    """
     index = keep_test_copies(files_by_split(augmented, split_csv), cfg.test_copies)
     first, sr = audio.read_wav(augmented / index["path"].iloc[0])
     cfg.check_rate(sr)
-    shape = render_spectrogram(first, sr=sr, cfg=cfg).shape  # of one file; an empty split keeps it
+    shape = render_spectrogram(first, sr=sr, cfg=cfg, silence_dbfs=silence_dbfs).shape  # of one file; an empty split keeps it
     summary = {"files": {}, "clips": {}, "classes": int(index["label"].nunique()), "shape": list(shape)}
     with atomic_dir(out) as tmp:
         for name in SPLITS:
@@ -214,7 +224,7 @@ def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: 
             (tmp / name).mkdir()
             x = np.zeros((0, *shape), dtype=cfg.dtype)
             if len(part):
-                x = render_files([augmented / p for p in part["path"]], cfg, jobs, desc=f"spectrograms {name}")
+                x = render_files([augmented / p for p in part["path"]], cfg, silence_dbfs, jobs, desc=f"spectrograms {name}")
             np.save(tmp / name / "x.npy", x)
             part.to_csv(tmp / name / "index.csv", index=False)
             summary["files"][name] = len(part)
@@ -225,7 +235,7 @@ def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: 
 
 
 def _write_preview(train_dir: Path, cfg: SpectrogramConfig, preview: Path) -> None:
-    index = pd.read_csv(train_dir / "index.csv")
+    index = read_table(train_dir / "index.csv")
     x = np.load(train_dir / "x.npy", mmap_mode="r")
     classes = index.drop_duplicates("label").sort_values("label")
     picks = choose_preview(index, cfg.preview_per_class, cfg.seed)
@@ -244,10 +254,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preview", type=Path, required=True, help="preview PNG, e.g. reports/spectrogram_grid.png")
     parser.add_argument("--summary", type=Path, required=True, help="metrics JSON, e.g. reports/data.json")
     args = parser.parse_args(argv)
-    cfg = stage_config(SpectrogramConfig, load_params(args.params), "spectrograms", args.params)
-    summary = spectrograms(args.augmented, args.split, cfg, args.out, args.preview, args.jobs)
+    params = load_params(args.params)
+    cfg = stage_config(SpectrogramConfig, params, "spectrograms", args.params)
+    silence_dbfs = stage_config(ExtractConfig, params, "extract", args.params).silence_dbfs
+    summary = spectrograms(args.augmented, args.split, cfg, args.out, args.preview, args.jobs, silence_dbfs=silence_dbfs)
     with atomic_file(args.summary) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.write_text(json_text(summary))
     log.info("wrote %s to %s", ", ".join(f"{k} {v}" for k, v in summary["files"].items()), args.out)
 
 

@@ -32,14 +32,16 @@ import numpy as np
 import pandas as pd
 
 from audioclass.cli import run_stage, stage_parser
-from audioclass.config import load_params, require, stage_config
-from audioclass.errors import ConfigError, DataError
+from audioclass.config import ParamError, load_params, require, stage_config
+from audioclass.errors import DataError
 from audioclass.grouping import grouped_folds
 from audioclass.outputs import atomic_file
+from audioclass.tables import read_table
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+MIN_SOURCES = len(SPLITS)  # source recordings a class needs: one for each split
 TestCopies = Literal["original", "all"]  # which of a test clip's files a feature stage keeps: they alone score the clip
 
 
@@ -62,7 +64,8 @@ class SplitConfig:
 def grouped_fraction(clips: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask selecting about ``fraction`` of ``clips``, stratified by label, whole sources only."""
     n_folds = max(2, round(1 / fraction))
-    folds = grouped_folds(clips["label"], clips["source_id"], n_folds, seed, key="split.val_fraction")
+    folds = grouped_folds(clips["label"], clips["source_id"], n_folds, seed, key="split.val_fraction",
+                          fix="expected split.val_fraction >= 1/{most}, or a split.val_fold")  # fmt: skip
     return folds == 1
 
 
@@ -71,7 +74,7 @@ def _holdout_test(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     test = np.zeros(len(meta), dtype=bool)
     for label, clips in meta.groupby("label", sort=True):
         if len(clips) <= cfg.test_per_class:
-            raise ConfigError(f"params.yaml: split.test_per_class: expected fewer than the {len(clips)} "
+            raise ParamError("split.test_per_class", f"expected fewer than the {len(clips)} "
                               f"clips of class {clips['class_name'].iloc[0]!r}, got {cfg.test_per_class}")  # fmt: skip
         if not cfg.group_by_source:
             test[rng.choice(clips.index.to_numpy(), cfg.test_per_class, replace=False)] = True
@@ -89,9 +92,30 @@ def _holdout_test(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     return test
 
 
+def check_class_sizes(meta: pd.DataFrame) -> None:
+    """Stop, naming the class, if a class has too few source recordings to appear in train, validation and test."""
+    sources = meta.groupby("class_name", sort=True).agg(clips=("clip_id", "size"), sources=("source_id", "nunique"))
+    for name, row in sources[sources["sources"] < MIN_SOURCES].iterrows():
+        raise DataError(f"class {name!r}: {row.clips} clip(s) from {row.sources} source recording(s); expected at least "
+                        f"{MIN_SOURCES} source recordings, one for each of train, validation and test: add recordings "
+                        "of it to the corpus, or remove it")  # fmt: skip
+
+
+def check_coverage(meta: pd.DataFrame, split: np.ndarray) -> None:
+    """A class absent from train is an error; absent from validation or test, a warning naming the classes."""
+    for name in SPLITS:
+        absent = sorted(set(meta["class_name"]) - set(meta["class_name"][split == name]))
+        if absent and name == "train":
+            raise DataError(f"class {absent[0]!r}: no training clips, every source recording of it is in validation or "
+                            "test; expected more recordings of it, or another split.test_fold / split.val_fold")  # fmt: skip
+        if absent:
+            log.warning("no %s clips for class(es) %s: their %s accuracy is not measured", name, absent, name)
+
+
 def assign_splits(meta: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
     """'train' | 'val' | 'test' for each row of ``meta`` (index-aligned)."""
     meta = meta.reset_index(drop=True)
+    check_class_sizes(meta)
     folds = sorted(meta["fold"].unique())
     if cfg.strategy == "folds":
         _check_fold("test_fold", cfg.test_fold, folds)
@@ -106,12 +130,13 @@ def assign_splits(meta: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
     else:
         val = rest[grouped_fraction(meta.iloc[rest], cfg.val_fraction, cfg.seed)]
     split[val] = "val"
+    check_coverage(meta, split)
     return pd.Series(split, index=meta.index, name="split")
 
 
 def _check_fold(key: str, value: int, folds: list) -> None:
     if value not in folds:
-        raise ConfigError(f"params.yaml: split.{key}: expected one of the folds {[int(f) for f in folds]}, got {value}")
+        raise ParamError(f"split.{key}", f"expected one of the folds {[int(f) for f in folds]}, got {value}")
 
 
 def split(meta: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
@@ -128,8 +153,8 @@ def files_by_split(augmented: Path, split_csv: Path) -> pd.DataFrame:
     so every feature table has the same rows in the same order, less the copies a
     stage leaves out (``features.copies``, ``keep_test_copies``).
     """
-    manifest = pd.read_csv(augmented / "manifest.csv", dtype={"source_id": str})
-    splits = pd.read_csv(split_csv, dtype={"source_id": str})[["clip_id", "split"]]
+    manifest = read_table(augmented / "manifest.csv")
+    splits = read_table(split_csv)[["clip_id", "split"]]
     index = manifest.merge(splits, on="clip_id", how="left", validate="many_to_one")
     if index["split"].isna().any():
         missing = index.loc[index["split"].isna(), "clip_id"].iloc[0]
@@ -155,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output CSV, e.g. data/split.csv")
     args = parser.parse_args(argv)
     cfg = stage_config(SplitConfig, load_params(args.params), "split", args.params)
-    table = split(pd.read_csv(args.metadata, dtype={"source_id": str, "take": str}), cfg)
+    table = split(read_table(args.metadata), cfg)
     with atomic_file(args.out) as tmp:
         table.to_csv(tmp, index=False)
     counts = table["split"].value_counts()

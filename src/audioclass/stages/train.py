@@ -31,7 +31,6 @@ Rerun with ``dvc repro train`` (all seeds) or ``dvc repro train@1`` (one).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from audioclass.models import ARCHITECTURES
 from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_dir, atomic_file, require_inputs
 from audioclass.plots import confusion_png
+from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +251,16 @@ def predict(model: Any, split: Split) -> np.ndarray:
     return model.predict(_dataset(split, 256, model.output_shape[-1]), verbose=0).astype(np.float32)
 
 
-def train(cfg: TrainConfig, data: Data, seed: int, out: Path) -> tuple[dict, pd.DataFrame]:
+def train(cfg: TrainConfig, data: Data, seed: int, out: Path, *, data_path: Path | None = None) -> tuple[dict, pd.DataFrame]:
     """Run the stage for one seed: fit, predict, evaluate, write ``out`` and log to MLflow.
 
+    ``data_path``, the folder ``data`` was read from, is logged as the run's dataset.
     Returns (metrics, history) for the DVC metrics and plots files.
     """
     resolved = {"seed": seed, "refit": cfg.refit, "model": dataclasses.asdict(cfg.model), "fit": dataclasses.asdict(cfg.fit)}
     with tracking.run(f"train-seed{seed}", resolved, tags={"pipeline_role": "train"}) as active, atomic_dir(out) as tmp:
+        if data_path is not None:
+            tracking.log_dataset(data_path, context="training")
         model, history = fit_run(cfg.model, cfg.fit, data, seed=seed, callbacks=(tracking.epoch_logger(),))
         best_epoch = int(history["val_loss"].idxmin())
         # Validation figures, and the ensemble's weights, come from the validated model: the refit has seen validation.
@@ -284,8 +287,8 @@ def train(cfg: TrainConfig, data: Data, seed: int, out: Path) -> tuple[dict, pd.
         )
         confusion_png(metrics["test_clip_confusion"], list(data.class_names), tmp / "confusion.png", f"Seed {seed}, test clips")
         metrics["mlflow_run_id"] = active.info.run_id
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (tmp / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json_text(metrics))
+        (tmp / "config.json").write_text(json_text(resolved))
         tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         tracking.log_artifacts(tmp, artifact_path="run")
         tracking.log_keras_model(model)
@@ -310,9 +313,9 @@ def main(argv: list[str] | None = None) -> None:
         require_inputs([args.hyperparameters], "the tune stage's output (dvc repro tune)")
         chosen = file_config(Hyperparameters, args.hyperparameters)
         cfg = dataclasses.replace(cfg, model=chosen.model, fit=chosen.fit)
-    metrics, history = train(cfg, load_data(args.data), args.seed, args.out)
+    metrics, history = train(cfg, load_data(args.data), args.seed, args.out, data_path=args.data)
     with atomic_file(args.metrics) as tmp:
-        tmp.write_text(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2) + "\n")
+        tmp.write_text(json_text({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
     with atomic_file(args.history) as tmp:
         history.to_csv(tmp, index=False)
     log.info("seed %d: val %.3f, test clip %.3f / file %.3f after %d epochs", args.seed, metrics["val_file_accuracy"],

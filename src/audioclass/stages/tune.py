@@ -73,6 +73,7 @@ from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_file
 from audioclass.dataset import Data, Split, load_data
 from audioclass.stages.train import FitParams, Hyperparameters, ModelParams, TrainConfig, fit_run
+from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +462,7 @@ def tune(cfg: TuneConfig, base: Hyperparameters, data_folder: Path, out: Path) -
             for name_ in ("best_params.yaml", "trials.csv", "importance.csv", *PLOTS):
                 tracking.log_artifact(out / name_)
     with atomic_file(out / "tune.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.write_text(json_text(metrics))
     return metrics
 
 
