@@ -12,22 +12,12 @@ import pytest
 import yaml
 
 from audioclass import sandbox
-from conftest import PROJECT, shared_esc10
+from conftest import PROJECT, TINY, shared_esc10
 
 pytestmark = pytest.mark.e2e
 
-# 3 clips per class remain outside the test fold, so validation takes one grouped third.
-TINY = {
-    "split": {"val_fraction": 0.34},
-    "augment": {"copies": 2},
-    "spectrograms": {"preview_per_class": 3},
-    "tune": {"enabled": True, "trials": 2, "trial_epochs": 1, "data_fraction": 1.0, "startup_trials": 1, "warmup_epochs": 0},
-    "train": {"seeds": [1, 2], "model": {"width": 4, "depth": 2}, "fit": {"epochs": 2, "batch_size": 16}},
-    "ensemble": {"population": 6, "iterations": 5},
-    "cnn1d": {"epochs": 2},
-    "feature_models": {"cv_folds": 2},  # 3 clips per class outside test: at most 3 source recordings
-}
-DATA_STAGES = ["extract", "split", "augment", "spectrograms"]
+CHECK = ["check"]  # reruns, in seconds, whenever params.yaml changes; the stages after it only if the source moved
+DATA_STAGES = [*CHECK, "extract", "split", "augment", "spectrograms"]
 MODEL_STAGES = ["tune", "train@1", "train@2", "ensemble"]
 BASELINE_STAGES = ["raw_vectors", "classical", "cnn1d@deep1-7", "features", "feature_models"]
 REPORT = ["report"]  # last: it tables every model stage
@@ -208,12 +198,12 @@ def test_a_larger_tuning_budget_resumes_the_study_and_reruns_only_what_follows(w
     assert len(pd.read_csv(workspace / "reports/tune/trials.csv")) == 3
     assert len(mlflow_runs(workspace, "tune_trial")) == 3 and len(mlflow_runs(workspace, "tune")) == 1  # one new trial
     changed = yaml.safe_load((workspace / "reports/tune/best_params.yaml").read_text()) != before
-    assert ran == (MODEL_STAGES + REPORT if changed else ["tune"]), ran  # new best values retrain; a new header line alone does not
+    assert ran == CHECK + (MODEL_STAGES + REPORT if changed else ["tune"]), ran  # new best values retrain; a new header line alone does not
 
 
 def test_tuning_off_trains_with_the_params_as_written(workspace):
     sandbox.set_params(workspace, {"tune": {"enabled": False}})
-    assert stages_run(sandbox.dvc(workspace, "repro").stdout) == MODEL_STAGES + REPORT
+    assert stages_run(sandbox.dvc(workspace, "repro").stdout) == CHECK + MODEL_STAGES + REPORT
     best = yaml.safe_load((workspace / "reports/tune/best_params.yaml").read_text())
     params = yaml.safe_load((workspace / "params.yaml").read_text())["train"]
     assert best == {"model": params["model"], "fit": params["fit"]}
@@ -263,13 +253,44 @@ def test_the_results_table_has_every_model_stages_rows(workspace):
 def test_ensemble_param_reruns_only_the_ensemble(workspace):
     sandbox.set_params(workspace, {"ensemble": {"iterations": 6}})
     result = sandbox.dvc(workspace, "repro")
-    assert stages_run(result.stdout) == ["ensemble", *REPORT], result.stdout
+    assert stages_run(result.stdout) == [*CHECK, "ensemble", *REPORT], result.stdout
+
+
+def test_a_missing_source_stops_at_the_check_stage_with_one_line_and_removes_nothing(workspace):
+    before = {path: digest for path, digest in tracked_files(workspace).items() if path != "data/source.json"}
+    sandbox.set_params(workspace, {"extract": {"source": "data/raw/ESC-1"}})
+    result = sandbox.dvc(workspace, "repro", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and errors == ["error: params.yaml: extract.source: data/raw/ESC-1 not found; expected a dataset "
+                                                 "folder or .zip there: dvc pull, audioclass download, or the path of your own corpus"]
+    assert "Errno 2" not in result.stdout + result.stderr and stages_run(result.stdout) == CHECK
+    assert {p: d for p, d in tracked_files(workspace).items() if p != "data/source.json"} == before  # extract's outputs and all after
+    sandbox.set_params(workspace, {"extract": {"source": "data/raw/ESC-10"}})
+    assert set(stages_run(sandbox.dvc(workspace, "repro").stdout)) <= set(CHECK)  # check itself may come from the run cache
+    assert (workspace / "data/source.json").is_file() and "up to date" in sandbox.dvc(workspace, "status").stdout
+
+
+def test_a_failed_stage_loses_nothing_that_dvc_checkout_does_not_restore(workspace):
+    """DVC removes a stage's outputs before it runs the stage; every output is in DVC's cache, so the last good run's come back."""
+    outputs = ["reports/ensemble/ensemble.json", "reports/ensemble/ensemble.md", "reports/ensemble/ensemble_predictions.csv"]
+    before = {path: (workspace / path).read_bytes() for path in outputs}
+    data_before = tracked_files(workspace)
+    sandbox.set_params(workspace, {"ensemble": {"chosen": "swarm_nope"}})
+    result = sandbox.dvc(workspace, "repro", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and len(errors) == 1 and "ensemble.chosen: expected one of" in errors[0], result.stderr
+    assert not any((workspace / path).exists() for path in outputs)  # what DVC does; the README says so
+    assert tracked_files(workspace) == data_before  # data and models untouched
+    sandbox.dvc(workspace, "checkout")
+    assert {path: (workspace / path).read_bytes() for path in outputs} == before
+    sandbox.set_params(workspace, {"ensemble": {"chosen": "swarm_jaya"}})
+    assert "up to date" in sandbox.dvc(workspace, "status", "ensemble").stdout
 
 
 def test_spectrogram_param_reruns_spectrograms_and_what_depends_on_them(workspace):
     sandbox.set_params(workspace, {"spectrograms": {"n_mels": 48}})
     result = sandbox.dvc(workspace, "repro")
-    assert stages_run(result.stdout) == ["spectrograms", *MODEL_STAGES, *REPORT], result.stdout
+    assert stages_run(result.stdout) == [*CHECK, "spectrograms", *MODEL_STAGES, *REPORT], result.stdout
     assert np.load(workspace / "data/spectrograms/test/x.npy", mmap_mode="r").shape[1] == 48
 
 
@@ -277,7 +298,7 @@ def test_split_param_reruns_split_and_spectrograms_but_not_augment(workspace):
     sandbox.set_params(workspace, {"split": {"test_fold": 2}})
     result = sandbox.dvc(workspace, "repro")
     ran = stages_run(result.stdout)
-    assert sorted(ran) == sorted(["split", "spectrograms", *MODEL_STAGES, *BASELINE_STAGES, *REPORT]), result.stdout
+    assert sorted(ran) == sorted([*CHECK, "split", "spectrograms", *MODEL_STAGES, *BASELINE_STAGES, *REPORT]), result.stdout
     index = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
     assert set(index["fold"]) == {2}
 
