@@ -77,9 +77,9 @@ def _read_yaml(path: str | Path) -> dict:
         with path.open() as f:
             params = yaml.safe_load(f)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: params file not found") from None
+        raise ConfigError(f"{path}: params file not found; expected a YAML file of stage sections (--params)") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        raise ConfigError(f"{path}: not valid YAML ({err}); expected the syntax fixed where it points".replace("\n", " ")) from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping of stage sections")
     return params
@@ -88,7 +88,7 @@ def _read_yaml(path: str | Path) -> dict:
 def stage_config(cls: type[T], params: Mapping, section: str, source: str = "params.yaml") -> T:
     """Build ``cls`` from ``params[section]``; errors read ``source: section.key: …``."""
     if section not in params:
-        raise ConfigError(f"{source}: {section}: missing section")
+        raise ConfigError(f"{source}: {section}: missing section; expected a '{section}:' section as in the project's params.yaml")
     try:
         return from_mapping(cls, params[section])
     except _KeyError as err:

@@ -154,7 +154,8 @@ def read_corpus(source: Source, *, layout: str, subset: str, label_pattern: str 
         corpus = _esc50(source, csv[0], subset)
     else:
         if not audio:
-            raise DataError(f"{source.location}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found")
+            raise DataError(f"{source.location}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
+                            "expected the corpus's audio below it, or another extract.source")  # fmt: skip
         if layout == "esc10":
             corpus = _esc10(source, audio)
         elif layout == "folders":
@@ -280,7 +281,7 @@ def _esc50(source: Source, csv_member: str, subset: str) -> Corpus:
     try:
         meta = read_table(io.BytesIO(source.read_bytes(csv_member)), text=("filename", "category", "src_file", "esc10"))
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, ValueError) as err:
-        raise DataError(f"{csv_name}: not a readable CSV ({err})".replace("\n", " ")) from None
+        raise DataError(f"{csv_name}: not a readable CSV ({err}); expected ESC-50's metadata table".replace("\n", " ")) from None
     missing = [c for c in ESC50_COLUMNS if c not in meta.columns]
     if missing:
         raise DataError(f"{csv_name}: missing column(s) {missing}; expected {list(ESC50_COLUMNS)}")
@@ -298,7 +299,7 @@ def _esc50(source: Source, csv_member: str, subset: str) -> Corpus:
         by_target = meta.drop_duplicates("target").sort_values("target")
         classes = tuple(by_target["category"])
     if meta.empty:
-        raise DataError(f"{csv_name}: no rows selected by extract.subset={subset!r}")
+        raise DataError(f"{csv_name}: no rows selected by extract.subset={subset!r}; expected esc10 rows marked True, or subset: all")
     audio_dir = PurePosixPath(csv_member).parent.parent / "audio"
     members = set(source.members)
     clips = []
