@@ -212,12 +212,15 @@ def log_dataset(path: Path, *, context: str) -> None:
 
     The MLflow UI's Dataset column then ties each run to the DVC data version that trained it.
     """
+    import json
+
     import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
     from mlflow.data.meta_dataset import MetaDataset
 
-    dataset = MetaDataset(resolve_dataset_source(str(Path(path).resolve())), name=Path(path).as_posix(), digest=dvc_hash(path))
-    mlflow.log_input(dataset, context=context)
+    # A local source by name: resolving the bare path warns that two registered classes could take it.
+    source = get_dataset_source_from_json(json.dumps({"uri": str(Path(path).resolve())}), source_type="local")
+    mlflow.log_input(MetaDataset(source, name=Path(path).as_posix(), digest=dvc_hash(path)), context=context)
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
