@@ -88,12 +88,19 @@ def test_predict_prints_labels_as_text_and_marks_silence(workspace, tmp_path):
     clip = next((workspace / "data/raw/RAVDESS/Actor_01").glob("03-01-03-*.wav"))
     silent = tmp_path / "silence.wav"
     sf.write(silent, np.zeros(22050, np.float32), 22050)
-    result = subprocess.run([str(Path(sys.executable).parent / "audioclass"), "predict", str(clip), str(silent), "--json"],
-                            cwd=workspace, capture_output=True, text=True, env=sandbox.environment(workspace))  # fmt: skip
+    predict = [str(Path(sys.executable).parent / "audioclass"), "predict", str(clip), str(silent), "--json"]
+    result = subprocess.run(predict, cwd=workspace, capture_output=True, text=True, env=sandbox.environment(workspace))
     assert result.returncode == 0, result.stderr
     heard, quiet = (json.loads(line) for line in result.stdout.splitlines())
     assert isinstance(heard["prediction"], str) and heard["prediction"] in EMOTIONS and set(heard["probabilities"]) == set(EMOTIONS)
     assert quiet == {"file": str(silent), "silent": True, "prediction": None}
+    # The registry's copy of the ensemble answers the same, through MLflow's pyfunc.
+    registered = subprocess.run([*predict, "--registered", "models:/audioclass-ensemble/latest"], cwd=workspace,
+                                capture_output=True, text=True, env=sandbox.environment(workspace))  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+    heard_there, quiet_there = (json.loads(line) for line in registered.stdout.splitlines())
+    assert heard_there["prediction"] == heard["prediction"] and set(heard_there["probabilities"]) == set(EMOTIONS)
+    assert quiet_there == quiet
 
 
 def test_training_runs_name_their_data_version_in_mlflow(workspace):
