@@ -95,7 +95,9 @@ def _holdout_test(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
 def check_class_sizes(meta: pd.DataFrame) -> None:
     """Stop, naming the class, if a class has too few source recordings to appear in train, validation and test."""
     sources = meta.groupby("class_name", sort=True).agg(clips=("clip_id", "size"), sources=("source_id", "nunique"))
-    for name, row in sources[sources["sources"] < MIN_SOURCES].iterrows():
+    small = sources[sources["sources"] < MIN_SOURCES]
+    if len(small):
+        name, row = small.index[0], small.iloc[0]
         raise DataError(f"class {name!r}: {row.clips} clip(s) from {row.sources} source recording(s); expected at least "
                         f"{MIN_SOURCES} source recordings, one for each of train, validation and test: add recordings "
                         "of it to the corpus, or remove it")  # fmt: skip
