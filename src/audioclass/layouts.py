@@ -188,20 +188,15 @@ def _class_folder(member: str, depth: int) -> str:
     return PurePosixPath(member).parts[depth]
 
 
-def _wrapper_depth(audio: list[str]) -> int:
-    """How many leading folders every file shares (1 for ``ESC-10/001 - Dog bark/x.ogg``)."""
+def _wrapper_depth(audio: list[str], keep: int = 2) -> int:
+    """How many leading folders every file shares, leaving at least ``keep`` parts of each path.
+
+    ``keep=2`` keeps a class folder and the file (1 for ``ESC-10/001 - Dog bark/x.ogg``);
+    ``keep=1`` keeps the file (1 for ``RAVDESS/03-01-05-01-02-01-12.wav``).
+    """
     paths = [PurePosixPath(m) for m in audio]
     depth = 0
-    while all(len(p.parts) > depth + 2 for p in paths) and len({p.parts[depth] for p in paths}) == 1:
-        depth += 1
-    return depth
-
-
-def _common_depth(audio: list[str]) -> int:
-    """How many leading folders every file shares (1 for ``RAVDESS/03-01-05-01-02-01-12.wav``)."""
-    paths = [PurePosixPath(m) for m in audio]
-    depth = 0
-    while all(len(p.parts) > depth + 1 for p in paths) and len({p.parts[depth] for p in paths}) == 1:
+    while all(len(p.parts) > depth + keep for p in paths) and len({p.parts[depth] for p in paths}) == 1:
         depth += 1
     return depth
 
@@ -262,7 +257,7 @@ def _filename(source: Source, audio: list[str], label_pattern: str | None) -> Co
         raise DataError("extract.label_pattern: required for the filename layout; "
                         "expected a regex with a named group 'label'")  # fmt: skip
     pattern = re.compile(label_pattern)  # ExtractConfig has checked it
-    depth = _common_depth(audio)
+    depth = _wrapper_depth(audio, keep=1)
     clips = []
     for member in audio:
         match = pattern.search(PurePosixPath(member).stem)
