@@ -101,15 +101,18 @@ def model_input(y: np.ndarray, sr: int, ensemble: Ensemble) -> np.ndarray:
 
     y : (n_samples,) float32 mono in [-1, 1] at ``sr`` Hz → (n_bands, n_frames, n_channels)
     """
-    clip = prepare_clip(y, sr, ensemble.extract).astype(np.float32) / 32768.0  # the WAV's int16, read back
+    return render_input(model_clip(y, sr, ensemble), ensemble)
+
+
+def model_clip(y: np.ndarray, sr: int, ensemble: Ensemble) -> np.ndarray:
+    """Decoded audio → the clip ``extract`` would write, read back: (n_samples,) float32 at extract.sample_rate."""
+    return prepare_clip(y, sr, ensemble.extract).astype(np.float32) / 32768.0  # the WAV's int16, read back
+
+
+def render_input(clip: np.ndarray, ensemble: Ensemble) -> np.ndarray:
+    """A :func:`model_clip` → one model input, as the spectrograms stage renders it."""
     return render_spectrogram(clip, sr=ensemble.extract.sample_rate, cfg=ensemble.spectrograms,
                               silence_dbfs=ensemble.extract.silence_dbfs).astype(ensemble.spectrograms.dtype)  # fmt: skip
-
-
-def is_silent(y: np.ndarray, sr: int, ensemble: Ensemble) -> bool:
-    """Whether a decoded file, made into a clip as ``extract`` makes one, is silent (below ``extract.silence_dbfs``)."""
-    clip = prepare_clip(y, sr, ensemble.extract).astype(np.float32) / 32768.0
-    return bool(audio.peak_dbfs(clip) < ensemble.extract.silence_dbfs)
 
 
 def classify(inputs: np.ndarray, ensemble: Ensemble) -> np.ndarray:
@@ -139,11 +142,11 @@ def predict_files(paths: list[Path], ensemble: Ensemble) -> list[dict]:
         try:
             if not path.is_file():
                 raise DataError(f"{path}: no such file; expected an audio file or a folder")
-            y, sr = audio.read_audio(path)
-            if is_silent(y, sr, ensemble):
+            clip = model_clip(*audio.read_audio(path), ensemble)  # resampled once, for both the check and the input
+            if audio.peak_dbfs(clip) < ensemble.extract.silence_dbfs:
                 results[i].update(silent=True, prediction=None)
                 continue
-            inputs.append(model_input(y, sr, ensemble))
+            inputs.append(render_input(clip, ensemble))
             readable.append(i)
         except AudioclassError as err:
             results[i]["error"] = str(err)
