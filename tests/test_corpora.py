@@ -228,14 +228,14 @@ class FakeMember:
 
 
 def test_predict_marks_silence_and_skips_hidden_files(tmp_path):
-    from audioclass.predict import Ensemble, audio_files, model_input, predict_files
+    from audioclass.predict import Ensemble, Member, audio_files, model_input, predict_files
     from audioclass.stages.spectrograms import SpectrogramConfig
 
     extract_config = extract_cfg(tmp_path)
     spectrograms = config(SpectrogramConfig, "spectrograms", n_fft=256, hop_length=64, n_mels=16)
     probe = Ensemble([], "average", None, ["01", "02"], extract_config, spectrograms)
     shape = model_input(np.zeros(4000, np.float32), RATE, probe).shape
-    ensemble = Ensemble([FakeMember(shape, 2)], "average", None, ["01", "02"], extract_config, spectrograms)
+    ensemble = Ensemble([Member("run-1", keras=FakeMember(shape, 2))], "average", None, ["01", "02"], extract_config, spectrograms)
     folder = tmp_path / "new"
     folder.mkdir()
     sf.write(folder / "bark.wav", tone(500, 0.5, RATE), RATE)

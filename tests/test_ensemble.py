@@ -6,12 +6,12 @@ import pytest
 
 from audioclass.errors import ConfigError
 from audioclass.evaluation import accuracy
-from audioclass.stages.ensemble import EnsembleConfig, Runs, combine, cross_entropy, ensemble, fit_weights, normalise
+from audioclass.stages.ensemble import EnsembleConfig, Runs, combine, cross_entropy, ensemble, fit_weights, member_names, normalise
 from audioclass.swarm import OPTIMISERS
 
 
 def cfg(**overrides) -> EnsembleConfig:
-    base = dict(optimisers=tuple(OPTIMISERS), population=20, iterations=30, logloss_weight=1e-3, seed=0, chosen="average")
+    base = dict(members="all", optimisers=tuple(OPTIMISERS), population=20, iterations=30, logloss_weight=1e-3, seed=0, chosen="average")
     return EnsembleConfig(**{**base, **overrides})
 
 
@@ -83,22 +83,54 @@ def test_stage_core_reports_every_method_and_never_reads_test_for_weights():
     runs = Runs(["run-1", "run-2", "run-3"], probs, probs, [{"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0}
                                                          for a in (0.1, 0.7, 0.5)])  # fmt: skip
     report, predictions = ensemble(runs, index, index, cfg(optimisers=("de", "jaya")))
-    assert list(report["methods"]) == ["average", "maximum", "vote", "val_weighted", "swarm_de", "swarm_jaya"]
-    assert report["methods"]["val_weighted"]["weights"] == pytest.approx([0.1 / 1.3, 0.7 / 1.3, 0.5 / 1.3], abs=1e-6)
+    assert list(report["groups"]) == ["from_scratch"]  # no pretrained members: one group
+    methods = report["groups"]["from_scratch"]["methods"]
+    assert list(methods) == ["average", "maximum", "vote", "val_weighted", "swarm_de", "swarm_jaya"]
+    assert methods["val_weighted"]["weights"] == pytest.approx([0.1 / 1.3, 0.7 / 1.3, 0.5 / 1.3], abs=1e-6)
     assert len(predictions) == 100
     originals = index["copy"].to_numpy() == 0
-    assert report["methods"]["average"]["val_original_accuracy"] == accuracy(probs[:, originals].mean(axis=0), index["label"][originals])
+    assert methods["average"]["val_original_accuracy"] == accuracy(probs[:, originals].mean(axis=0), index["label"][originals])
+    best = max(methods, key=lambda m: methods[m]["val_file_accuracy"])
+    assert report["best"] == {"group": "from_scratch", "method": best}
     # Same weights whatever the test predictions are: test never chooses anything.
     shuffled = Runs(runs.names, probs, np.random.default_rng(5).permutation(probs, axis=1), runs.metrics)
     report2, _ = ensemble(shuffled, index, index, cfg(optimisers=("de", "jaya")))
     for m in ("swarm_de", "swarm_jaya"):
-        assert report2["methods"][m]["weights"] == report["methods"][m]["weights"]
+        assert report2["groups"]["from_scratch"]["methods"][m]["weights"] == methods[m]["weights"]
+
+
+def test_pretrained_heads_form_their_own_group_beside_the_runs_and_all_members():
+    probs, y = constructed(n=400)
+    index = pd.DataFrame({"clip_id": [f"c{i // 4}" for i in range(400)], "copy": [i % 4 for i in range(400)], "label": y})
+    index["label"] = index.groupby("clip_id")["label"].transform("first")
+    metrics = [{"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0} for a in (0.1, 0.7, 0.5)]
+    runs = Runs(["run-1", "run-2", "head-birdnet"], probs, probs, metrics)
+    report, _ = ensemble(runs, index, index, cfg(optimisers=("jaya",)))
+    groups = report["groups"]
+    assert {g: groups[g]["members"] for g in groups} == {"from_scratch": ["run-1", "run-2"], "pretrained": ["head-birdnet"],
+                                                         "all": ["run-1", "run-2", "head-birdnet"]}  # fmt: skip
+    assert list(groups["pretrained"]["methods"]) == ["average"]  # one member: the member itself
+    assert groups["pretrained"]["methods"]["average"]["val_file_accuracy"] == accuracy(probs[2], index["label"].to_numpy())
+    assert len(groups["all"]["methods"]["swarm_jaya"]["weights"]) == 3 and report["pretrained_members"] == ["head-birdnet"]
+    scores = [(g, m, groups[g]["methods"][m]["val_file_accuracy"]) for g in groups for m in groups[g]["methods"]]
+    assert groups[report["best"]["group"]]["methods"][report["best"]["method"]]["val_file_accuracy"] == max(s for _, _, s in scores)
+
+
+def test_members_are_checked_against_the_seeds_and_embedding_models():
+    assert member_names(cfg(), [1, 2], ["birdnet"], "p.yaml") == ["run-1", "run-2", "head-birdnet"]
+    assert member_names(cfg(members=("run-2", "head-birdnet")), [1, 2], ["birdnet"], "p.yaml") == ["run-2", "head-birdnet"]
+    with pytest.raises(ConfigError, match=r"^p.yaml: ensemble.members: head-birdnet: not trained by this params file; expected"):
+        member_names(cfg(members=("run-1", "head-birdnet")), [1, 2], [], "p.yaml")  # embed.models: [] leaves no head
+    with pytest.raises(ConfigError, match=r"ensemble.members: expected at least 2 members"):
+        member_names(cfg(), [1], [], "p.yaml")
 
 
 @pytest.mark.parametrize("change, message", [
     ({"optimisers": ("pso2",)}, "optimisers: expected names from"),
     ({"chosen": "swarm_gwo", "optimisers": ("de",)}, "chosen: expected one of"),
     ({"population": 2}, "population: expected an integer >= 4"),
+    ({"members": "every"}, "members: expected all, or a list"),
+    ({"members": ("run-1", "cnn")}, "members: expected names run-<seed> or head-<model>"),
 ])  # fmt: skip
 def test_bad_config(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -122,6 +154,7 @@ def test_a_registry_failure_leaves_the_previous_outputs_as_they_were(tmp_path, m
                                           '"class_names": ["class0", "class1", "class2"]}')
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["train"]["seeds"] = [1, 2]
+    params["embed"]["models"] = []
     params["ensemble"].update(optimisers=["jaya"], chosen="swarm_jaya", population=4, iterations=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "ensemble"

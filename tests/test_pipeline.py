@@ -20,6 +20,7 @@ CHECK = ["check"]  # reruns, in seconds, whenever params.yaml changes; the stage
 DATA_STAGES = [*CHECK, "extract", "split", "augment", "spectrograms"]
 MODEL_STAGES = ["tune", "train@1", "train@2", "ensemble"]
 BASELINE_STAGES = ["raw_vectors", "classical", "cnn1d@deep1-7", "features", "feature_models"]
+PRETRAINED_STAGES = ["embed@birdnet", "head@birdnet"]  # beside tune and train, in an order DVC picks
 REPORT = ["report"]  # last: it tables every model stage
 PER_CLASS = 4
 
@@ -37,9 +38,11 @@ def workspace(tmp_path_factory):
     sandbox.dvc(work, "add", "data/raw/ESC-10")
     first = sandbox.dvc(work, "repro")
     ran = stages_run(first.stdout)
-    assert sorted(ran) == sorted(DATA_STAGES + MODEL_STAGES + BASELINE_STAGES + REPORT), first.stdout
-    assert [s for s in ran if s not in BASELINE_STAGES] == DATA_STAGES + MODEL_STAGES + REPORT  # DVC's order: dependencies first
+    assert sorted(ran) == sorted(DATA_STAGES + MODEL_STAGES + PRETRAINED_STAGES + BASELINE_STAGES + REPORT), first.stdout
+    side = BASELINE_STAGES + PRETRAINED_STAGES
+    assert [s for s in ran if s not in side] == DATA_STAGES + MODEL_STAGES + REPORT  # DVC's order: dependencies first
     assert ran.index("spectrograms") < ran.index("tune") and ran.index("raw_vectors") < ran.index("classical")
+    assert ran.index("spectrograms") < ran.index("embed@birdnet") < ran.index("head@birdnet") < ran.index("ensemble")
     return work
 
 
@@ -123,15 +126,24 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
         assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # one point per epoch
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
         assert {"run/val_probs.npy", "run/test_probs.npy", "run/model.keras", "run/confusion.png", "run/history.csv"} <= artifacts
+    (head_run,) = [r for r in runs if r.data.tags.get("pipeline_role") == "head"]
+    assert head_run.data.tags["licence"].startswith("CC BY-NC-SA 4.0") and head_run.data.tags["dvc_stage"] == "head@birdnet"
+    assert 0 <= head_run.data.metrics["test_clip_accuracy"] <= 1 and "embedding.version" in head_run.data.params
     (ensemble_run,) = [r for r in runs if r.data.tags.get("pipeline_role") == "ensemble"]
-    assert "swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics
+    for group in ("from_scratch", "pretrained", "all"):
+        assert f"{group}.average.test_clip_accuracy" in ensemble_run.data.metrics
+    assert "all.swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics and ensemble_run.data.tags["pretrained_members"] == "head-birdnet"
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
-    assert sorted(report["member_mlflow_run_ids"]) == sorted(r.info.run_id for r in train_runs)
-    assert sorted(ensemble_run.data.params["member_mlflow_run_ids"].split(",")) == sorted(r.info.run_id for r in train_runs)
-    for method in report["methods"].values():
-        assert method["weights"] is None or abs(sum(method["weights"]) - 1) < 1e-6
+    members = sorted(r.info.run_id for r in [*train_runs, head_run])
+    assert report["members"] == ["run-1", "run-2", "head-birdnet"] and sorted(report["member_mlflow_run_ids"]) == members
+    assert sorted(ensemble_run.data.params["member_mlflow_run_ids"].split(",")) == members
+    assert report["groups"]["from_scratch"]["members"] == ["run-1", "run-2"]  # the from-scratch figures stay apart
+    for group in report["groups"].values():
+        for method in group["methods"].values():
+            assert method["weights"] is None or (len(method["weights"]) == len(group["members"]) and abs(sum(method["weights"]) - 1) < 1e-6)
     shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"]
-    assert {"reports/train/run-1.json", "reports/train/run-2.json", "reports/ensemble/ensemble.json"} <= set(shown)
+    assert {"reports/train/run-1.json", "reports/train/run-2.json", "reports/heads/birdnet.json", "reports/ensemble/ensemble.json"} <= set(shown)
+    assert np.load(workspace / "models/head-birdnet/val_probs.npy").shape == np.load(workspace / "models/run-1/val_probs.npy").shape
     assert np.load(workspace / "models/run-1/val_probs.npy").shape == (len(pd.read_csv(workspace / "data/spectrograms/val/index.csv")), 10)
 
 
@@ -167,6 +179,21 @@ def test_predict_classifies_real_clips_as_training_saw_them(workspace, tmp_path)
     readable = subprocess.run([str(Path(sys.executable).parent / "audioclass"), "predict", str(original), "--top", "2"], cwd=workspace,
                               capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert readable.startswith(f"{original}: {lines[0]['prediction']} (")
+
+
+def test_predict_with_a_pretrained_member_gives_what_the_stages_gave_on_test(workspace):
+    """The CNN runs and the head over every member: new audio goes through the embed stage's own code."""
+    from audioclass import audio
+    from audioclass.predict import classify, load_ensemble, model_clip
+
+    ensemble = load_ensemble(workspace / "params.yaml", workspace / "models", workspace / "reports/ensemble/ensemble.json", "all/average")
+    assert [m.name for m in ensemble.members] == ["run-1", "run-2", "head-birdnet"] and ensemble.members[2].head is not None
+    test = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
+    meta = pd.read_csv(workspace / "data/prepared/metadata.csv").set_index("clip_id")
+    rows = test.index[:3]
+    clips = [model_clip(*audio.read_audio(shared_esc10() / meta.loc[test.loc[i, "clip_id"], "original_path"]), ensemble) for i in rows]
+    stored = np.mean([np.load(workspace / f"models/{m}/test_probs.npy")[rows] for m in ("run-1", "run-2", "head-birdnet")], axis=0)
+    np.testing.assert_allclose(classify(clips, ensemble), stored / stored.sum(axis=1, keepdims=True), atol=1e-4)
 
 
 def mlflow_runs(workspace, role: str) -> list:
@@ -245,7 +272,8 @@ def test_dvc_plots_show_renders_every_declared_plot(workspace, tmp_path):
 def test_the_results_table_has_every_model_stages_rows(workspace):
     table = (workspace / "reports/results.md").read_text()
     for row in ("| gaussian_nb | 1D raw |", "| 1D CNN deep1, first kernel 7 | 1D raw |", "| mlp | features: chroma_mel_mfcc |",
-                "| 2D CNN, 2 single runs (mean ± SE) | spectrogram |", "| ensemble: swarm_jaya | spectrogram |"):
+                "| 2D CNN, 2 single runs (mean ± SE) | spectrogram |", "| ensemble: swarm_jaya | spectrogram |",
+                "| head-birdnet (linear head) | birdnet embedding |", "| ensemble of every member: swarm_jaya | spectrogram + embeddings |"):
         assert row in table
     assert "| 81.06 % |" in table and "| 28.1 % |" in table  # the study's figures beside ours
 
@@ -298,7 +326,8 @@ def test_split_param_reruns_split_and_spectrograms_but_not_augment(workspace):
     sandbox.set_params(workspace, {"split": {"test_fold": 2}})
     result = sandbox.dvc(workspace, "repro")
     ran = stages_run(result.stdout)
-    assert sorted(ran) == sorted([*CHECK, "split", "spectrograms", *MODEL_STAGES, *BASELINE_STAGES, *REPORT]), result.stdout
+    # A new split is a new list of files for embed: the pretrained members rerun too.
+    assert sorted(ran) == sorted([*CHECK, "split", "spectrograms", *MODEL_STAGES, *PRETRAINED_STAGES, *BASELINE_STAGES, *REPORT]), result.stdout
     index = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
     assert set(index["fold"]) == {2}
 
@@ -354,4 +383,4 @@ def test_queued_experiments_run_on_two_workers_and_log_to_the_projects_store(wor
     for name, iterations in (("queued-a", "3"), ("queued-b", "4")):
         runs = client.search_runs([experiment.experiment_id], f"tags.dvc_exp_name = '{name}'")
         assert [r.data.tags["pipeline_role"] for r in runs] == ["ensemble"] and runs[0].data.params["ensemble.iterations"] == iterations
-        assert runs[0].info.status == "FINISHED" and "swarm_jaya.test_clip_accuracy" in runs[0].data.metrics
+        assert runs[0].info.status == "FINISHED" and "all.swarm_jaya.test_clip_accuracy" in runs[0].data.metrics

@@ -27,12 +27,22 @@ def reports(tmp_path):
         "baselines/cnn1d/deep2-k3.json": scores(0.9, 0.9, 0.9),  # left over from an older grid: not in params
         "baselines/features.json": {"chroma_mel_mfcc": {"svm_rbf": {**scores(0.775, 0.775, 0), "cv_accuracy": 0.769, "cv_accuracy_sd": 0.062}}},
         "ensemble/ensemble.json": {
-            "runs": ["run-1", "run-2", "run-3"],
+            "members": ["run-1", "run-2", "run-3", "head-birdnet"],
+            "pretrained_members": ["head-birdnet"],
             # run-3 is best on test, run-2 on validation: the table must pick run-2.
-            "single_runs": {"test_clip_accuracy": [0.8, 0.82, 0.9], "test_file_accuracy": [0.78, 0.8, 0.88], "val_file_accuracy": [0.7, 0.85, 0.8]},
-            "methods": {"average": {**scores(0.85, 0.83, 0.84), "weights": None}, "swarm_jaya": {**scores(0.86, 0.84, 0.85), "weights": [0.5, 0.2, 0.3]},
-                        "swarm_new": {**scores(0.84, 0.8, 0.85), "weights": [0.0, 1.0, 0.0]}},
-            "best_method": "swarm_jaya",
+            "single_members": {"test_clip_accuracy": [0.8, 0.82, 0.9, 0.91], "test_file_accuracy": [0.78, 0.8, 0.88, 0.91],
+                               "val_file_accuracy": [0.7, 0.85, 0.8, 0.87]},
+            "groups": {
+                "from_scratch": {"members": ["run-1", "run-2", "run-3"],
+                                 "methods": {"average": {**scores(0.85, 0.83, 0.84), "weights": None},
+                                             "swarm_jaya": {**scores(0.86, 0.84, 0.85), "weights": [0.5, 0.2, 0.3]},
+                                             "swarm_new": {**scores(0.84, 0.8, 0.85), "weights": [0.0, 1.0, 0.0]}}},
+                "pretrained": {"members": ["head-birdnet"], "methods": {"average": {**scores(0.91, 0.91, 0.87), "weights": None}}},
+                "all": {"members": ["run-1", "run-2", "run-3", "head-birdnet"],
+                        "methods": {"average": {**scores(0.9, 0.9, 0.88), "weights": None},
+                                    "swarm_jaya": {**scores(0.93, 0.93, 0.89), "weights": [0.4, 0.1, 0.2, 0.3]}}},
+            },
+            "best": {"group": "all", "method": "swarm_jaya"},
         },
     }  # fmt: skip
     for name, content in files.items():
@@ -73,11 +83,22 @@ def test_every_row_sits_beside_its_published_figure(reports, tmp_path):
     assert "Test: 80 clips (1,600 files)" in table
 
 
+def test_pretrained_members_are_reported_apart_with_no_published_figure(reports, tmp_path):
+    table = run_report(reports, tmp_path)
+    scratch, pretrained = table.split("## With pretrained embeddings (trained on outside data)")
+    assert "head-birdnet" not in scratch.split("## The chosen ensemble")[0] and "every member" not in scratch
+    assert "CC BY-NC-SA 4.0" in pretrained and "not comparable" in pretrained
+    rows = {line.split(" | ")[0].strip("| "): line for line in pretrained.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["head-birdnet (linear head)"] == "| head-birdnet (linear head) | birdnet embedding | 91.0 % | 91.0 % | 87.0 % | – |"
+    assert rows["ensemble of every member: swarm_jaya"].startswith("| ensemble of every member: swarm_jaya | spectrogram + embeddings | 93.0 %")
+    assert not any(k.startswith("ensemble of the pretrained heads") for k in rows)  # one head: no ensemble of it
+
+
 def test_the_report_shows_the_chosen_ensemble_its_classes_weights_and_figures(reports, tmp_path):
     text = run_report(reports, tmp_path)
-    assert "## The chosen ensemble: swarm_jaya" in text and "best on validation is `swarm_jaya`" in text
+    assert "## The chosen ensemble: swarm_jaya, over every member" in text and "Best on validation is `swarm_jaya` over every member" in text
     assert "| dog | 2 | 1 | 50.0 % |" in text and "| rain | 2 | 2 | 100.0 % |" in text  # per-class accuracy
-    assert "| swarm_jaya | 0.500 | 0.200 | 0.300 | 85.0 % |" in text and "| average |" not in text.split("## Ensemble weights")[1]
+    assert "| swarm_jaya | 0.400 | 0.100 | 0.200 | 0.300 | 89.0 % |" in text and "| average |" not in text.split("## Ensemble weights")[1]
     for figure in ("figures/confusion.png", "figures/learning_curves.png", "spectrogram_grid.png"):
         assert f"]({figure})" in text
     for png in ("confusion.png", "learning_curves.png"):

@@ -186,7 +186,8 @@ def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tm
     (tmp_path / "weights.txt").write_text("bundled")
     elsewhere = "0" * 32
     with mlflow.start_run(), caplog.at_level("WARNING"):
-        version = tracking.register_ensemble({"weights.txt": tmp_path / "weights.txt"}, [here.info.run_id, elsewhere], {"method": "average"})
+        version = tracking.register_ensemble({"weights.txt": tmp_path / "weights.txt"}, {"run-1": here.info.run_id, "run-2": elsewhere},
+                                             {"method": "average"})
     registered = mlflow.MlflowClient().get_model_version(tracking.ENSEMBLE_MODEL, version)
     assert registered.tags["member_versions"] == "1,-" and registered.tags["method"] == "average"
     assert elsewhere in caplog.text and here.info.run_id not in caplog.text

@@ -1,5 +1,6 @@
 """The tiny pipeline logging over HTTP to a real ``mlflow server``, as a team would run it."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -70,8 +71,10 @@ def test_every_run_reaches_the_server_with_metrics_params_models_and_stage_tags(
     assert len(by_role["tune"]) == 1 and len(by_role["tune_trial"]) == 2
     assert {t.data.tags["dvc_stage"] for t in by_role["tune_trial"]} == {"tune"}
     (ensemble,) = by_role["ensemble"]
-    assert ensemble.data.tags["dvc_stage"] == "ensemble" and "swarm_jaya.val_file_accuracy" in ensemble.data.metrics
-    assert sorted(ensemble.data.params["member_mlflow_run_ids"].split(",")) == sorted(r.info.run_id for r in by_role["train"])
+    assert ensemble.data.tags["dvc_stage"] == "ensemble" and "all.swarm_jaya.val_file_accuracy" in ensemble.data.metrics
+    (head,) = by_role["head"]
+    assert head.data.tags["dvc_stage"] == "head@birdnet" and head.data.tags["licence"].startswith("CC BY-NC-SA 4.0")
+    assert sorted(ensemble.data.params["member_mlflow_run_ids"].split(",")) == sorted(r.info.run_id for r in [*by_role["train"], head])
     for run in by_role["train"]:
         assert "test_clip_accuracy" in run.data.metrics and run.data.params["seed"] in ("1", "2")
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2  # per epoch
@@ -85,8 +88,15 @@ def test_the_ensemble_and_its_members_are_registered_and_serve_predictions(serve
 
     client = mlflow.MlflowClient(server)
     (version,) = client.search_model_versions("name = 'audioclass-ensemble'")
-    members = client.search_model_versions("name = 'audioclass-cnn'")
-    assert sorted(version.tags["member_versions"].split(",")) == sorted(m.version for m in members) and len(members) == 2
+    report = json.loads((served / "reports/ensemble/ensemble.json").read_text())
+    bundled = report["groups"][report["best"]["group"]]["members"]  # the group best on validation: CNN runs, the head, or both
+    assert version.tags["group"] == report["best"]["group"] and version.tags["method"] == report["best"]["method"]
+    cnns = client.search_model_versions("name = 'audioclass-cnn'")
+    heads = client.search_model_versions("name = 'audioclass-head'")
+    assert (len(cnns), len(heads)) == (sum(not m.startswith("head-") for m in bundled), sum(m.startswith("head-") for m in bundled))
+    run_ids = dict(zip(report["members"], report["member_mlflow_run_ids"]))
+    assert sorted(m.run_id for m in [*cnns, *heads]) == sorted(run_ids[m] for m in bundled)
+    assert len(version.tags["member_versions"].split(",")) == len(bundled)
     ensemble_run = client.search_runs([client.get_experiment_by_name("audioclass").experiment_id], "tags.pipeline_role = 'ensemble'")[0]
     assert version.run_id == ensemble_run.info.run_id and version.tags["method"]
     mlflow.set_tracking_uri(server)

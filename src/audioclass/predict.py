@@ -7,13 +7,14 @@
 Each file (WAV, Ogg, FLAC, MP3; any sample rate, channels or length) goes
 through the pipeline's own steps with ``params.yaml``'s values: mixed to mono,
 resampled, padded or cropped as ``extract`` does, quantised to 16 bits like the
-pipeline's WAVs, and rendered as ``spectrograms`` does. Every member run
-(``<models>/run-<seed>`` for ``train.seeds``) predicts it, and the ensemble
-method (the one best on validation, unless ``--method``) combines their
-probabilities with the weights in ``<ensemble>``, fitted on validation by the
-ensemble stage. ``--registered`` runs the same code from a version of the
-ensemble in the MLflow model registry, which bundles the members, the weights
-and the params.
+pipeline's WAVs, then rendered as ``spectrograms`` does for the CNN runs
+(``<models>/run-<seed>``) and embedded as ``embed`` does for the heads on
+pretrained embeddings (``<models>/head-<model>``). The group of members and
+the method best on validation (or ``--method``) combine their probabilities
+with the weights in ``<ensemble>``, fitted on validation by the ensemble
+stage. ``--registered`` runs the same code from a version of the ensemble in
+the MLflow model registry, which bundles the members, the weights and the
+params.
 
 A file that cannot be read gets one error line (or a JSON object with
 ``error``) and the others are still predicted; the exit status is then 1.
@@ -26,7 +27,9 @@ Hidden files (``.x.wav``, macOS's ``._x.wav``) in a folder are skipped, as
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,21 +39,35 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from audioclass import audio
+from audioclass import audio, embeddings
 from audioclass.cli import plain
 from audioclass.config import load_params, stage_config
+from audioclass.embeddings import EmbedConfig
 from audioclass.errors import AudioclassError, ConfigError, DataError
+from audioclass.heads import LinearHead
 from audioclass.layouts import AUDIO_SUFFIXES, is_hidden
 from audioclass.outputs import require_inputs
-from audioclass.stages.ensemble import combine
+from audioclass.stages.ensemble import EnsembleConfig, combine, is_pretrained, member_names
 from audioclass.stages.extract import ExtractConfig, prepare_clip
 from audioclass.stages.spectrograms import SpectrogramConfig, render_spectrogram
 from audioclass.tables import json_text
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member: a CNN run (a Keras model on spectrograms) or a head on a pretrained model's embeddings."""
+
+    name: str
+    keras: Any = None
+    head: LinearHead | None = None
+    embedding: str | None = None  # the head's embedding model, a name in embeddings.BACKENDS
+
 
 @dataclass(frozen=True)
 class Ensemble:
-    members: list[Any]  # Keras models
+    members: list[Member]
     method: str
     weights: np.ndarray | None
     class_names: list[str]
@@ -68,31 +85,56 @@ def _load_keras(path: Path) -> Any:
                         "expected a complete model.keras from the train stage") from None  # fmt: skip
 
 
+def _load_head(folder: Path) -> Member:
+    recorded = json.loads((folder / "backend.json").read_text())
+    backend = embeddings.backend(recorded["name"], key=f"{folder / 'backend.json'}: name")
+    embeddings.weights_file(backend)  # a missing package: one line naming what to install
+    installed = importlib.metadata.version(backend.package)
+    if installed != recorded["version"]:
+        log.warning("%s: trained on %s %s embeddings, %s is installed; predictions may differ from the validated ones",
+                    folder.name, backend.package, recorded["version"], installed)  # fmt: skip
+    return Member(folder.name, head=LinearHead.load(folder / "head.npz"), embedding=backend.name)
+
+
+def _choose(report: dict, method: str | None, ensemble_json: Path) -> tuple[str, str]:
+    """(group, method): the best on validation, or ``--method`` as ``<method>`` (in the best group) or ``<group>/<method>``."""
+    group, name = report["best"]["group"], report["best"]["method"]
+    if method:
+        group, name = method.split("/", 1) if "/" in method else (group, method)
+    choices = [f"{g}/{m}" for g in report["groups"] for m in report["groups"][g]["methods"]]
+    if f"{group}/{name}" not in choices:
+        raise ConfigError(f"--method: expected a method of {ensemble_json}, one of {choices}, got {method!r}")
+    return group, name
+
+
 def load_ensemble(params_path: Path, models: Path, ensemble_json: Path, method: str | None = None) -> Ensemble:
     """The trained members, the method's weights and the preprocessing params, checked against each other."""
     params = load_params(params_path)
-    seeds = params.get("train", {}).get("seeds") or []
-    folders = [models / f"run-{seed}" for seed in seeds]
-    require_inputs([ensemble_json, *(f / n for f in folders for n in ("model.keras", "metrics.json"))],
-                   "a trained pipeline (dvc repro, or dvc pull)")  # fmt: skip
+    cfg = stage_config(EnsembleConfig, params, "ensemble", str(params_path))
+    expected_members = member_names(cfg, params.get("train", {}).get("seeds") or [],
+                                    list(stage_config(EmbedConfig, params, "embed", str(params_path)).models), str(params_path))  # fmt: skip
+    require_inputs([ensemble_json], "a trained pipeline (dvc repro, or dvc pull)")
     report = json.loads(ensemble_json.read_text())
-    if report.get("runs") != [f.name for f in folders]:
-        raise ConfigError(f"{ensemble_json}: ensemble of {report.get('runs')}; expected the runs of {params_path}'s train.seeds "
-                          f"{[f.name for f in folders]} (dvc repro ensemble)")  # fmt: skip
-    method = method or report["best_method"]
-    if method not in report["methods"]:
-        raise ConfigError(f"--method: expected one of {sorted(report['methods'])}, got {method!r}")
-    weights = report["methods"][method]["weights"]
-    members = [_load_keras(f / "model.keras") for f in folders]
+    if report.get("members") != expected_members:
+        raise ConfigError(f"{ensemble_json}: ensemble of {report.get('members')}; expected the members of {params_path}, "
+                          f"{expected_members} (dvc repro ensemble)")  # fmt: skip
+    group, method = _choose(report, method, ensemble_json)
+    folders = [models / name for name in report["groups"][group]["members"]]
+    require_inputs([f / n for f in folders for n in (("head.npz", "backend.json") if is_pretrained(f.name) else ("model.keras",))]
+                   + [f / "metrics.json" for f in folders], "a trained pipeline (dvc repro, or dvc pull)")  # fmt: skip
+    weights = report["groups"][group]["methods"][method]["weights"]
+    members = [_load_head(f) if is_pretrained(f.name) else Member(f.name, keras=_load_keras(f / "model.keras")) for f in folders]
     class_names = json.loads((folders[0] / "metrics.json").read_text())["class_names"]
     ensemble = Ensemble(members, method, None if weights is None else np.asarray(weights), class_names,
                         stage_config(ExtractConfig, params, "extract", str(params_path)),
                         stage_config(SpectrogramConfig, params, "spectrograms", str(params_path)))  # fmt: skip
-    expected = tuple(members[0].input_shape[1:])
-    rendered = model_input(np.zeros(ensemble.extract.n_samples, np.float32), ensemble.extract.sample_rate, ensemble).shape
-    if rendered != expected:
-        raise ConfigError(f"{params_path}: extract / spectrograms give inputs of shape {rendered}; the models were trained "
-                          f"on {expected} (dvc repro)")  # fmt: skip
+    cnns = [m.keras for m in members if m.keras is not None]
+    if cnns:
+        expected = tuple(cnns[0].input_shape[1:])
+        rendered = model_input(np.zeros(ensemble.extract.n_samples, np.float32), ensemble.extract.sample_rate, ensemble).shape
+        if rendered != expected:
+            raise ConfigError(f"{params_path}: extract / spectrograms give inputs of shape {rendered}; the models were trained "
+                              f"on {expected} (dvc repro)")  # fmt: skip
     return ensemble
 
 
@@ -115,9 +157,18 @@ def render_input(clip: np.ndarray, ensemble: Ensemble) -> np.ndarray:
                               silence_dbfs=ensemble.extract.silence_dbfs).astype(ensemble.spectrograms.dtype)  # fmt: skip
 
 
-def classify(inputs: np.ndarray, ensemble: Ensemble) -> np.ndarray:
-    """(n, n_bands, n_frames, n_channels) → (n, n_classes) ensemble scores, normalised to sum to 1."""
-    probs = np.stack([m.predict(inputs.astype(np.float32), verbose=0) for m in ensemble.members])
+def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
+    """:func:`model_clip` clips → (n, n_classes) ensemble scores, normalised to sum to 1.
+
+    CNN runs see the clips' spectrograms; heads see their embeddings, made by the
+    embed stage's code.
+    """
+    sr = ensemble.extract.sample_rate
+    inputs = np.stack([render_input(c, ensemble) for c in clips]).astype(np.float32) if any(m.keras is not None for m in ensemble.members) else None
+    models = {m.embedding for m in ensemble.members if m.head is not None}
+    embedded = {name: np.stack([embeddings.embed_clip(c, sr, name) for c in clips]) for name in models}
+    probs = np.stack([m.keras.predict(inputs, verbose=0) if m.keras is not None else m.head.probabilities(embedded[m.embedding])
+                      for m in ensemble.members])  # fmt: skip
     scores = combine(probs, ensemble.method, ensemble.weights)
     return scores / scores.sum(axis=1, keepdims=True)
 
@@ -137,7 +188,7 @@ def audio_files(targets: list[Path]) -> list[Path]:
 def predict_files(paths: list[Path], ensemble: Ensemble) -> list[dict]:
     """One result per file, in order: its class and probabilities, that it is silent, or the error that stopped it."""
     results: list[dict] = [{"file": str(p)} for p in paths]
-    inputs, readable = [], []
+    clips, readable = [], []
     for i, path in enumerate(paths):
         try:
             if not path.is_file():
@@ -146,12 +197,12 @@ def predict_files(paths: list[Path], ensemble: Ensemble) -> list[dict]:
             if audio.peak_dbfs(clip) < ensemble.extract.silence_dbfs:
                 results[i].update(silent=True, prediction=None)
                 continue
-            inputs.append(render_input(clip, ensemble))
+            clips.append(clip)
             readable.append(i)
         except AudioclassError as err:
             results[i]["error"] = str(err)
-    if inputs:
-        scores = classify(np.stack(inputs), ensemble)
+    if clips:
+        scores = classify(clips, ensemble)
         for i, row in zip(readable, scores):
             results[i].update(
                 prediction=ensemble.class_names[int(row.argmax())],
@@ -164,9 +215,12 @@ def predict_files(paths: list[Path], ensemble: Ensemble) -> list[dict]:
 class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
     """The ensemble as an MLflow model: input a DataFrame with a ``path`` column, output one row per file.
 
-    Its one artifact, ``bundle``, holds ``params.yaml``, ``ensemble.json`` and
-    ``models/run-<seed>/{model.keras,metrics.json}``: what :func:`load_ensemble` reads
-    (:func:`audioclass.stages.ensemble.bundle_files`).
+    Its one artifact, ``bundle``, holds ``params.yaml``, ``ensemble.json``, and the
+    chosen group's members: ``models/run-<seed>/{model.keras,metrics.json}`` and
+    ``models/head-<model>/{head.npz,backend.json,metrics.json}``, what
+    :func:`load_ensemble` reads (:func:`audioclass.stages.ensemble.bundle_files`).
+    A head's embedding model is not bundled: its package (``backend.json`` names
+    it and its version) is a requirement of the logged model.
     """
 
     def load_context(self, context):
@@ -199,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="audioclass predict", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="+", type=Path, help="audio files or folders (searched recursively)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file, with every class's probability")
-    parser.add_argument("--method", help="ensemble method (default: the best on validation), e.g. average")
+    parser.add_argument("--method", help="ensemble method (default: the best on validation), e.g. average, or "
+                        "<group>/<method>, e.g. from_scratch/average (groups: from_scratch, pretrained, all)")
     parser.add_argument("--top", type=int, default=3, help="classes shown per file without --json (default 3)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params the models were trained with")
     parser.add_argument("--models", type=Path, default=Path("models"), help="folder of train runs (default: models)")

