@@ -40,7 +40,7 @@ def six_runs(box: Path, label: str) -> dict:
     timing = measure([sys.executable, "-m", "dvc", "repro"], box)
     seeds = yaml.safe_load((box / "params.yaml").read_text())["train"]["seeds"]
     runs = [json.loads((box / f"reports/train/run-{s}.json").read_text()) for s in seeds]
-    ensemble = json.loads((box / "reports/ensemble/ensemble.json").read_text())["methods"]
+    ensemble = json.loads((box / "reports/ensemble/ensemble.json").read_text())["groups"]["from_scratch"]["methods"]
     return {
         "hyperparameters": yaml.safe_load((box / "reports/tune/best_params.yaml").read_text()),
         "wall_s": timing["wall_s"],
