@@ -44,13 +44,12 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import PROJECT, benchmark_parser, machine, mean_se, overrides, write_report  # noqa: E402
-
 from audioclass import sandbox  # noqa: E402
 from audioclass.config import load_params, stage_config  # noqa: E402
 from audioclass.dataset import Data, load_data  # noqa: E402
+from audioclass.ensembling import cross_entropy  # noqa: E402
 from audioclass.evaluation import accuracy, clip_level  # noqa: E402
-from audioclass.stages.ensemble import cross_entropy  # noqa: E402
+from pipeline import PROJECT, benchmark_parser, machine, mean_se, overrides, write_report  # noqa: E402
 
 STUDY_AUGMENT = {"noise": {"max_fraction": 0.1}, "pitch_shift": {"max_semitones": 10.0},
                  "time_stretch": {"min_rate": 0.5, "max_rate": 1.5}}  # fmt: skip
@@ -145,8 +144,8 @@ class Predictions:
 
 def single_run(cfg: Any, data: Data, variant: Variant, seed: int) -> tuple[dict, Predictions]:
     """One ``fit_run`` with ``cfg`` (a TrainConfig) overridden: its validation figures, test for context, and its predictions."""
-    from audioclass.stages.train import fit_run, predict
-    from audioclass.stages.tune import subset
+    from audioclass.training import fit_run, predict
+    from audioclass.tuning import subset
 
     model, fit = dataclasses.replace(cfg.model, **variant.model), dataclasses.replace(cfg.fit, **variant.fit)
     start = time.perf_counter()
@@ -207,7 +206,7 @@ def markdown(report: dict) -> str:
         "Single runs of `fit_run`, mean ± SE over (fold, seed) runs. **Validation on the original clips chooses**: those 64 "
         f"files are the same whatever the augmentation. Δ: the difference from `{reference}` on the same fold and seed, "
         "mean ± SE. Test is context only and chose nothing.", "",
-        f"| variant | change | runs | val, original clips | Δ val, original | val, clip level | best val loss | epochs | s / run | "
+        "| variant | change | runs | val, original clips | Δ val, original | val, clip level | best val loss | epochs | s / run | "
         "test, clip level (context) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
@@ -256,7 +255,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds")
     parser.add_argument("--folds", help="comma-separated test folds (default: split.test_fold, --set included)")
     args = parser.parse_args()
-    from audioclass.stages.train import TrainConfig  # TensorFlow loads only once the arguments are good
+    from audioclass.training import TrainConfig  # TensorFlow loads only once the arguments are good
 
     names = args.variants.split(",")
     unknown = sorted(set(names) - set(VARIANTS))

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from audioclass.config import load_params, stage_config
-from audioclass.stages.cnn1d import EXTRA_BLOCKS, Cnn1dConfig, build
-from audioclass.stages.raw_vectors import load_raw_vectors
+from audioclass.models import CNN1D_BLOCKS, cnn1d
+from audioclass.raw_vectors import load_raw_vectors
+from audioclass.training import Cnn1dConfig
 from pipeline import PROJECT, benchmark_parser, machine, write_report
 
 STUDY_KERNELS = (3, 5, 7, 9, 11, 13, 15, 33)
@@ -28,7 +29,7 @@ def epoch_seconds(architecture: str, kernel: int, x: np.ndarray, y: np.ndarray, 
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build(architecture, kernel, x.shape[1], int(y.max()) + 1)
+    model = cnn1d(architecture, kernel, x.shape[1], int(y.max()) + 1)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy")
     model.fit(x[..., np.newaxis], y, epochs=1, batch_size=cfg.batch_size, verbose=0)
     start = time.perf_counter()
@@ -44,7 +45,7 @@ def main() -> None:
     train = load_raw_vectors(args.data).train
     lo, hi = min(STUDY_KERNELS), max(STUDY_KERNELS)
     measured = {}
-    for architecture in EXTRA_BLOCKS:
+    for architecture in CNN1D_BLOCKS:
         measured[architecture] = {k: round(epoch_seconds(architecture, k, train.x, train.y, cfg), 2) for k in (lo, hi)}
         print(architecture, measured[architecture], flush=True)
     cells = {a: {k: m[lo] + (m[hi] - m[lo]) * (k - lo) / (hi - lo) for k in STUDY_KERNELS} for a, m in measured.items()}

@@ -39,9 +39,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report  # noqa: E402
-
 from audioclass import sandbox  # noqa: E402
+from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report  # noqa: E402
 
 PUBLISHED = [  # ESC-10, official 5-fold protocol, no external pretraining (reference study's table)
     ("Piczak 2015 CNN on log-mel + deltas", 0.8025),

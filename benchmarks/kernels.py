@@ -48,7 +48,7 @@ def worker(config: str, files: int, epochs: int) -> dict:
 
     from audioclass.config import load_params, stage_config
     from audioclass.dataset import Data, Split
-    from audioclass.stages.train import TrainConfig, fit_run
+    from audioclass.training import TrainConfig, fit_run
 
     cfg = stage_config(TrainConfig, load_params(PROJECT / "params.yaml"), "train")
     model_changes, fit_changes = CONFIGS[config]

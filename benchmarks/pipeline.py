@@ -206,8 +206,8 @@ def esc50_check(release: Path, work: Path, reference: Path) -> dict:
     Sample differences are reported apart for the clips whose Ogg decodes above
     full scale: a WAV must clip them before resampling, the Ogg path clips after.
     """
+    from audioclass.clips import ExtractConfig, extract
     from audioclass.config import load_params, stage_config
-    from audioclass.stages.extract import ExtractConfig, extract
 
     master = esc50_from_release(release, work / "ESC-50-master")
     archive = Path(shutil.make_archive(str(work / "ESC-50-master"), "zip", work, "ESC-50-master"))

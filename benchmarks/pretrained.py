@@ -27,11 +27,9 @@ import yaml
 
 from audioclass.config import stage_config
 from audioclass.dataset import Split, load_data
-from audioclass.embeddings import EmbedConfig
-from audioclass.heads import fit_head
+from audioclass.embeddings import EmbedConfig, embed
+from audioclass.heads import HeadConfig, fit_head
 from audioclass.parallel import default_jobs
-from audioclass.stages.embed import embed
-from audioclass.stages.head import HeadConfig
 
 PROJECT = Path(__file__).resolve().parents[1]
 

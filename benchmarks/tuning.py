@@ -27,9 +27,8 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report  # noqa: E402
-
 from audioclass import sandbox  # noqa: E402
+from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report  # noqa: E402
 
 BUDGET_S = 8 * 60  # issue 4: the default tuning budget on a 2-core machine
 

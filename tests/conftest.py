@@ -163,9 +163,9 @@ def write_spectrogram_folder(folder: Path, splits: dict) -> Path:
 def pipeline_inputs(tmp_path_factory) -> Path:
     """extract → augment (2 copies) → split on 5 synthetic clips per class at 8 kHz, 0.5 s:
     ``<root>/augmented`` and ``<root>/split.csv``, as the feature stages read them."""
-    from audioclass.stages.augment import AugmentConfig, augment
-    from audioclass.stages.extract import ExtractConfig, extract
-    from audioclass.stages.split import SplitConfig, split
+    from audioclass.augmentation import AugmentConfig, augment
+    from audioclass.clips import ExtractConfig, extract
+    from audioclass.splits import SplitConfig, split
 
     root = tmp_path_factory.mktemp("pipeline-inputs")
     source = write_esc10_release(root / "ESC-10", tiny_clips(per_class=5))

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audioclass.stages.augment import AugmentConfig, augment, augment_clip, copy_rng
-from audioclass.stages.extract import ExtractConfig, extract
+from audioclass.augmentation import AugmentConfig, augment, augment_clip, copy_rng
+from audioclass.clips import ExtractConfig, extract
 from conftest import config, tiny_clips, tone, write_esc10_release
 
 SR = 8000

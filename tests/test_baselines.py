@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from audioclass import audio
-from audioclass.errors import ConfigError
-from audioclass.stages.classical import ClassicalConfig, classical, make_estimator
-from audioclass.stages.raw_vectors import RawVectorConfig, raw_vector, raw_vectors
 from audioclass.dataset import Data, Split
+from audioclass.errors import ConfigError
+from audioclass.estimators import ClassicalConfig, classical, make_estimator
+from audioclass.raw_vectors import RawVectorConfig, raw_vector, raw_vectors
 from conftest import config
 
 
@@ -138,9 +138,9 @@ def test_an_argument_value_the_estimator_rejects_is_named(vector_data, tmp_path,
 
 @pytest.mark.parametrize(("architecture", "convs", "pools"), [("shallow", 1, 1), ("medium", 3, 1), ("deep0", 5, 2), ("deep1", 7, 3), ("deep2", 9, 4)])
 def test_the_1d_family_comes_from_one_definition(architecture, convs, pools):
-    from audioclass.stages.cnn1d import build
+    from audioclass.models import cnn1d
 
-    model = build(architecture, 7, 882, 10)
+    model = cnn1d(architecture, 7, 882, 10)
     layers = [type(layer).__name__ for layer in model.layers]
     assert layers.count("Conv1D") == convs and layers.count("MaxPooling1D") == pools
     first = next(layer for layer in model.layers if type(layer).__name__ == "Conv1D")
@@ -149,7 +149,7 @@ def test_the_1d_family_comes_from_one_definition(architecture, convs, pools):
 
 
 def test_a_1d_cell_learns_separable_vectors_deterministically(vector_data):
-    from audioclass.stages.cnn1d import Cnn1dConfig, fit_cell
+    from audioclass.training import Cnn1dConfig, fit_cell
 
     cfg = Cnn1dConfig(("shallow",), (3,), epochs=6, batch_size=8, learning_rate=0.003, seed=1)
     metrics, curve = fit_cell(cfg, "shallow", 3, vector_data)
@@ -159,7 +159,7 @@ def test_a_1d_cell_learns_separable_vectors_deterministically(vector_data):
 
 
 def test_1d_grid_params_are_checked():
-    from audioclass.stages.cnn1d import Cnn1dConfig
+    from audioclass.training import Cnn1dConfig
 
     with pytest.raises(ConfigError, match=r"^architectures: expected names from \['shallow', 'medium', 'deep0', 'deep1', 'deep2'\], got 'deep9'"):
         config(Cnn1dConfig, "cnn1d", architectures=["deep9"])

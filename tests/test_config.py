@@ -2,13 +2,13 @@
 
 import pytest
 
+from audioclass.augmentation import AugmentConfig
+from audioclass.clips import ExtractConfig
 from audioclass.config import load_params, stage_config
 from audioclass.errors import ConfigError
-from audioclass.stages.augment import AugmentConfig
-from audioclass.stages.extract import ExtractConfig
-from audioclass.stages.raw_vectors import RawVectorConfig
-from audioclass.stages.spectrograms import SpectrogramConfig
-from audioclass.stages.split import SplitConfig
+from audioclass.raw_vectors import RawVectorConfig
+from audioclass.spectrograms import SpectrogramConfig
+from audioclass.splits import SplitConfig
 from conftest import PROJECT
 
 STAGES = {"extract": ExtractConfig, "split": SplitConfig, "augment": AugmentConfig, "spectrograms": SpectrogramConfig,

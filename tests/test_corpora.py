@@ -15,11 +15,11 @@ import soundfile as sf
 import yaml
 
 from audioclass import cli
+from audioclass.augmentation import AugmentConfig, augment
+from audioclass.clips import ExtractConfig, extract
 from audioclass.errors import ConfigError, DataError
 from audioclass.layouts import path_id
-from audioclass.stages.augment import AugmentConfig, augment
-from audioclass.stages.extract import ExtractConfig, extract
-from audioclass.stages.split import SplitConfig, assign_splits, split
+from audioclass.splits import SplitConfig, assign_splits, split
 from audioclass.tables import json_text, read_table
 from conftest import PROJECT, config, tone
 
@@ -229,7 +229,7 @@ class FakeMember:
 
 def test_predict_marks_silence_and_skips_hidden_files(tmp_path):
     from audioclass.predict import Ensemble, Member, audio_files, model_input, predict_files
-    from audioclass.stages.spectrograms import SpectrogramConfig
+    from audioclass.spectrograms import SpectrogramConfig
 
     extract_config = extract_cfg(tmp_path)
     spectrograms = config(SpectrogramConfig, "spectrograms", n_fft=256, hop_length=64, n_mels=16)

@@ -79,7 +79,7 @@ def test_bad_embed_params_are_named(change, message):
 
 def spectrogram_index(inputs: Path, folder: Path) -> Path:
     """Only what embed reads of the spectrogram stage: each split's index.csv, test reduced to the originals."""
-    from audioclass.stages.split import files_by_split, keep_test_copies
+    from audioclass.splits import files_by_split, keep_test_copies
 
     index = keep_test_copies(files_by_split(inputs / "augmented", inputs / "split.csv"), "original")
     for name in ("train", "val", "test"):
@@ -89,7 +89,7 @@ def spectrogram_index(inputs: Path, folder: Path) -> Path:
 
 
 def test_the_stage_embeds_the_runs_files_the_same_serial_or_parallel(pipeline_inputs, tmp_path):
-    from audioclass.stages.embed import embed
+    from audioclass.embeddings import embed
 
     spectrograms = spectrogram_index(pipeline_inputs, tmp_path / "spectrograms")
     cfg = embeddings.EmbedConfig(models=("birdnet",), copies=1)
@@ -112,7 +112,7 @@ def test_a_damaged_wav_stops_the_stage_naming_it_and_writes_nothing(pipeline_inp
     """As in the other feature stages: augment's own WAVs are read unchecked, and a damaged one stops the stage."""
     import shutil
 
-    from audioclass.stages.embed import embed
+    from audioclass.embeddings import embed
 
     augmented = tmp_path / "augmented"
     shutil.copytree(pipeline_inputs / "augmented", augmented)
@@ -165,7 +165,7 @@ def test_a_damaged_head_file_is_one_line(tmp_path):
 
 def test_head_c_must_be_positive():
     from audioclass.config import stage_config
-    from audioclass.stages.head import HeadConfig
+    from audioclass.heads import HeadConfig
 
     with pytest.raises(ConfigError, match=r"^p.yaml: head.C: expected a list of positive numbers, got \[0.1, 0.0\]"):
         stage_config(HeadConfig, {"head": {"C": [0.1, 0.0], "refit": False}}, "head", "p.yaml")
@@ -173,7 +173,7 @@ def test_head_c_must_be_positive():
 
 @pytest.fixture(scope="module")
 def embedded(pipeline_inputs, tmp_path_factory) -> Path:
-    from audioclass.stages.embed import embed
+    from audioclass.embeddings import embed
 
     root = tmp_path_factory.mktemp("embedded")
     spectrograms = spectrogram_index(pipeline_inputs, root / "spectrograms")
@@ -210,9 +210,9 @@ def test_the_head_stage_writes_a_run_folder_and_an_mlflow_run_tagged_with_the_li
 
 def test_predict_runs_new_audio_through_the_same_embedding_code(embedded, pipeline_inputs):
     from audioclass import audio
+    from audioclass.clips import ExtractConfig
     from audioclass.predict import Ensemble, Member, classify, model_clip
-    from audioclass.stages.extract import ExtractConfig
-    from audioclass.stages.spectrograms import SpectrogramConfig
+    from audioclass.spectrograms import SpectrogramConfig
 
     data = load_data(embedded)
     head = fit_head(data, (1.0,), refit=False).final

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from audioclass.ensembling import EnsembleConfig, Runs, combine, cross_entropy, ensemble, fit_weights, member_names, normalise
 from audioclass.errors import ConfigError
 from audioclass.evaluation import accuracy
-from audioclass.stages.ensemble import EnsembleConfig, Runs, combine, cross_entropy, ensemble, fit_weights, member_names, normalise
 from audioclass.swarm import OPTIMISERS
 
 
@@ -140,7 +140,7 @@ def test_bad_config(change, message):
 def test_a_registry_failure_leaves_the_previous_outputs_as_they_were(tmp_path, monkeypatch):
     import yaml
 
-    from audioclass import tracking
+    from audioclass import bundle
     from audioclass.stages import ensemble as stage
     from conftest import PROJECT, band_spectrograms, write_spectrogram_folder
 
@@ -165,7 +165,7 @@ def test_a_registry_failure_leaves_the_previous_outputs_as_they_were(tmp_path, m
     def registry_down(*args, **kwargs):
         raise RuntimeError("registry down")
 
-    monkeypatch.setattr(tracking, "register_ensemble", registry_down)
+    monkeypatch.setattr(bundle, "register_ensemble", registry_down)
     with pytest.raises(RuntimeError, match="registry down"):
         stage.main(["--params", str(tmp_path / "params.yaml"), "--models", str(tmp_path / "models"), "--data", str(data), "--out", str(out)])
     assert sorted(p.name for p in out.iterdir()) == ["ensemble.json"]

@@ -11,12 +11,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from audioclass.clips import ExtractConfig, extract
 from audioclass.errors import DataError
 from audioclass.layouts import ESC10_CLASSES
-from audioclass.stages.extract import ExtractConfig, extract
-from conftest import (
-    PROJECT, config, shared_esc10, tiny_clips, tone, write_esc10_release, write_esc50_master, write_folders,
-)  # fmt: skip
+from conftest import PROJECT, config, shared_esc10, tiny_clips, tone, write_esc10_release, write_esc50_master, write_folders  # fmt: skip
 
 
 def cfg(source, **overrides) -> ExtractConfig:

@@ -9,10 +9,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from audioclass import feature_models as fm
 from audioclass.dataset import Data, Split
 from audioclass.errors import ConfigError
-from audioclass.stages import feature_models as fm
-from audioclass.stages.features import FeatureConfig, feature_vector, features
+from audioclass.features import FeatureConfig, feature_vector, features
 from conftest import config, tone
 
 

@@ -58,7 +58,7 @@ def interrupt(command: list[str], cwd: Path, out: Path, sig: signal.Signals, sta
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """Params and a prepared corpus big enough that the data stages run for a few seconds: 50 clips of 1 s at 8 kHz, 8 copies."""
-    from audioclass.stages.extract import ExtractConfig, extract
+    from audioclass.clips import ExtractConfig, extract
     from conftest import config
 
     root = tmp_path_factory.mktemp("interrupt")
@@ -70,7 +70,7 @@ def project(tmp_path_factory):
     params["train"].update(seeds=[1], model={**params["train"]["model"], "width": 4, "depth": 2},
                            fit={**params["train"]["fit"], "epochs": 60, "patience": 60, "batch_size": 16})  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    from audioclass.stages.split import SplitConfig, split
+    from audioclass.splits import SplitConfig, split
 
     split(meta, config(SplitConfig, "split", val_fraction=0.34)).to_csv(root / "split.csv", index=False)
     return root

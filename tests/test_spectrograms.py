@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from audioclass.errors import ConfigError, DataError
-from audioclass.stages.spectrograms import SpectrogramConfig, n_frames, render_spectrogram, spectrograms
+from audioclass.spectrograms import SpectrogramConfig, n_frames, render_spectrogram, spectrograms
 from conftest import config, tone
 
 SR = 8000

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from audioclass.errors import ConfigError
-from audioclass.stages.split import SplitConfig, assign_splits, keep_test_copies, split
+from audioclass.splits import SplitConfig, assign_splits, keep_test_copies, split
 
 
 def metadata(n_classes=10, sources_per_class=16, takes=(1, 1, 2, 3), n_folds=5, seed=0) -> pd.DataFrame:

@@ -154,7 +154,7 @@ def test_a_logged_keras_model_names_its_requirements_instead_of_inferring_them(t
     import numpy as np
 
     from audioclass.models import ARCHITECTURES
-    from audioclass.stages.train import ModelParams
+    from audioclass.training import ModelParams
 
     def no_inference(*args, **kwargs):
         raise AssertionError("MLflow inferred the requirements")
@@ -176,8 +176,9 @@ def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tm
     """Models restored by ``dvc pull`` or DVC's run cache have no MLflow run in this store."""
     import mlflow
 
+    from audioclass import bundle
     from audioclass.models import ARCHITECTURES
-    from audioclass.stages.train import ModelParams
+    from audioclass.training import ModelParams
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     model = ARCHITECTURES["compact_cnn"]((8, 16, 1), 3, ModelParams("compact_cnn", 4, 2, 0.1, 3))
@@ -186,9 +187,9 @@ def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tm
     (tmp_path / "weights.txt").write_text("bundled")
     elsewhere = "0" * 32
     with mlflow.start_run(), caplog.at_level("WARNING"):
-        version = tracking.register_ensemble({"weights.txt": tmp_path / "weights.txt"}, {"run-1": here.info.run_id, "run-2": elsewhere},
+        version = bundle.register_ensemble({"weights.txt": tmp_path / "weights.txt"}, {"run-1": here.info.run_id, "run-2": elsewhere},
                                              {"method": "average"})
-    registered = mlflow.MlflowClient().get_model_version(tracking.ENSEMBLE_MODEL, version)
+    registered = mlflow.MlflowClient().get_model_version(bundle.ENSEMBLE_MODEL, version)
     assert registered.tags["member_versions"] == "1,-" and registered.tags["method"] == "average"
     assert elsewhere in caplog.text and here.info.run_id not in caplog.text
 

@@ -7,12 +7,11 @@ import pandas as pd
 import pytest
 
 from audioclass.config import load_params, stage_config
+from audioclass.dataset import Data
 from audioclass.errors import ConfigError
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
-from audioclass.dataset import Data
-from audioclass.stages.train import (FitParams, ModelParams, TrainConfig, _training_dataset, fit_run, predict, refit_run,
-                                     train)
+from audioclass.training import FitParams, ModelParams, TrainConfig, _training_dataset, fit_run, predict, refit_run, train
 from conftest import PROJECT, band_spectrograms
 
 N_CLASSES = 3
@@ -219,7 +218,7 @@ def test_training_runs_on_onednn_and_logs_no_tensorflow_error(tmp_path):
     script = """
 import numpy as np, pandas as pd
 from audioclass.dataset import Data, Split
-from audioclass.stages.train import FitParams, ModelParams, fit_run
+from audioclass.training import FitParams, ModelParams, fit_run
 from tensorflow.python.util import _pywrap_util_port
 
 def split(n, seed):

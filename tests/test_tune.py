@@ -14,11 +14,21 @@ import pytest
 import yaml
 
 from audioclass.config import file_config, load_params
-from audioclass.errors import ConfigError
 from audioclass.dataset import load_data
-from audioclass.stages.train import FitParams, Hyperparameters, ModelParams
-from audioclass.stages.tune import (STORAGE_ENV, TuneConfig, check_space, objective, open_storage, study_name, subset, trial_data,
-                                    trial_hyperparameters, tune)  # fmt: skip
+from audioclass.errors import ConfigError
+from audioclass.training import FitParams, Hyperparameters, ModelParams
+from audioclass.tuning import (  # fmt: skip
+    STORAGE_ENV,
+    TuneConfig,
+    check_space,
+    objective,
+    open_storage,
+    study_name,
+    subset,
+    trial_data,
+    trial_hyperparameters,
+    tune,
+)
 from conftest import PROJECT, band_spectrograms, config, write_spectrogram_folder
 
 SPACE = {"model": {"width": [4, 6], "dropout": {"low": 0.0, "high": 0.5}},

@@ -1,7 +1,24 @@
 """audioclass: a cached, reproducible pipeline for audio classification.
 
-The pipeline's stages live in :mod:`audioclass.stages`, one module each, in the
-order DVC runs them: extract → split → augment → spectrograms.
+Three layers, each importing only the ones below it (``lint-imports`` checks it
+against ``pyproject.toml``'s contracts):
+
+- :mod:`audioclass.stages`: one thin command per DVC stage (arguments, config,
+  inputs, a library call, atomic outputs, MLflow logging). Stages never import
+  each other.
+- :mod:`audioclass.bundle` and :mod:`audioclass.predict`: the ensemble as a
+  registered MLflow model, and classifying new audio with it.
+- the library, one module per concept: :mod:`~audioclass.clips`,
+  :mod:`~audioclass.splits`, :mod:`~audioclass.augmentation`, the front ends
+  (:mod:`~audioclass.spectrograms`, :mod:`~audioclass.features`,
+  :mod:`~audioclass.raw_vectors`, :mod:`~audioclass.embeddings`),
+  :mod:`~audioclass.models`, :mod:`~audioclass.training`,
+  :mod:`~audioclass.tuning`, :mod:`~audioclass.heads`,
+  :mod:`~audioclass.estimators`, :mod:`~audioclass.feature_models`,
+  :mod:`~audioclass.ensembling` (with :mod:`~audioclass.swarm`) and
+  :mod:`~audioclass.reporting`; below them :mod:`~audioclass.tracking`
+  (MLflow only) and the foundation (config, errors, outputs, parallel, audio,
+  layouts, download, tables).
 """
 
 import os

@@ -18,7 +18,7 @@ import pandas as pd
 
 from audioclass.outputs import load_array, require_inputs
 from audioclass.parallel import parallel_map
-from audioclass.stages.split import SPLITS
+from audioclass.splits import SPLITS
 from audioclass.tables import read_table
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from audioclass import audio
 from audioclass.config import require
+from audioclass.dataset import SPLITS, write_splits
 from audioclass.errors import ConfigError, DataError
+from audioclass.outputs import atomic_dir, require_inputs
+from audioclass.tables import json_text, read_table
 
 # Windows of audio at the backend's rate, (n_windows, window samples) float32 → (n_windows, dim) float32.
 Embedder = Callable[[np.ndarray], np.ndarray]
@@ -169,3 +173,33 @@ def embed_clip(y: np.ndarray, sr: int, name: str) -> np.ndarray:
     """y : (n_samples,) float32 mono in [-1, 1] at ``sr`` Hz → (dim,) float32, the mean over its windows."""
     b = backend(name)
     return embedder(name)(windows(audio.resample(y, sr, b.sample_rate), b)).mean(axis=0).astype(np.float32)
+
+
+CHUNK = 32  # files per task: each worker opens the model once, so chunks stay small enough to share the work
+
+
+def _chunk(paths: list[Path], model: str) -> np.ndarray:
+    rows = []
+    for path in paths:
+        y, sr = audio.read_wav(path)
+        rows.append(embed_clip(y, sr, model))
+    return np.stack(rows)
+
+
+def files_to_embed(spectrograms: Path, copies: int) -> pd.DataFrame:
+    """The spectrogram stage's rows of every split, training rows cut to the first ``copies`` copies of each clip."""
+    require_inputs([spectrograms / s / "index.csv" for s in SPLITS], "the spectrogram stage's output (dvc repro spectrograms)")
+    index = pd.concat([read_table(spectrograms / s / "index.csv") for s in SPLITS], ignore_index=True)
+    return index[(index["split"] != "train") | (index["copy"] < copies)].reset_index(drop=True)
+
+
+def embed(augmented: Path, spectrograms: Path, cfg: EmbedConfig, model: str, out: Path, jobs: int) -> dict[str, int]:
+    """Run the stage for one model; returns the number of files per split."""
+    chosen = backend(model, key="--model")
+    weights_file(chosen)  # a missing package stops here, before any work
+    index = files_to_embed(spectrograms, cfg.copies)
+    with atomic_dir(out) as tmp:
+        counts = write_splits(tmp, index, functools.partial(_chunk, model=model), root=augmented, width=chosen.dim,
+                              chunk=CHUNK, jobs=jobs, desc=f"embed {model}")  # fmt: skip
+        (tmp / "backend.json").write_text(json_text(chosen.describe()))
+    return counts

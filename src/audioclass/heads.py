@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from audioclass.config import require
 from audioclass.dataset import Data
 from audioclass.errors import DataError
 from audioclass.evaluation import accuracy
@@ -90,3 +91,12 @@ def fit_head(data: Data, cs: tuple[float, ...], *, refit: bool) -> FittedHead:
     everything = data.train_and_val()
     pipeline = _fit(everything.x, everything.y, best)
     return FittedHead(validated, LinearHead.of(pipeline, n_classes), pipeline, best, scores)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    C: tuple[float, ...]  # inverse L2 strengths tried; the best on validation is kept
+    refit: bool  # refit the chosen C on train + val; that head predicts test
+
+    def __post_init__(self):
+        require(len(self.C) >= 1 and all(c > 0 for c in self.C), "C", "a list of positive numbers", list(self.C))

@@ -18,7 +18,7 @@ outputs are class probabilities ``(batch, n_classes)``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import keras
 from keras import layers
@@ -93,3 +93,29 @@ ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int, ModelConfig], keras.Mod
     "compact_cnn": compact_cnn,
     "book_cnn": book_cnn,
 }
+
+
+# The study's 1D CNNs on raw-sample vectors, a baseline family.
+# Extra [conv → conv → pool] blocks after the medium trunk; None: the shallow trunk alone.
+CNN1D_BLOCKS = {"shallow": None, "medium": 0, "deep0": 1, "deep1": 2, "deep2": 3}
+
+
+def cnn1d(architecture: str, first_kernel: int, length: int, n_classes: int) -> Any:
+    """One member of the study's 1D family (``architecture`` in :data:`CNN1D_BLOCKS`) for raw vectors of ``length`` samples."""
+    def pool(x: Any) -> Any:
+        return layers.Dropout(0.25)(layers.MaxPooling1D(3, padding="same")(x))
+
+    def conv(x: Any, filters: int = 64, kernel: int = 3) -> Any:
+        return layers.Conv1D(filters, kernel, padding="same", activation="relu")(x)
+
+    inputs = keras.Input((length, 1))
+    x = conv(inputs, 32, first_kernel)
+    extra = CNN1D_BLOCKS[architecture]
+    if extra is not None:
+        x = conv(conv(x))
+    x = pool(x)
+    for _ in range(extra or 0):
+        x = pool(conv(conv(x)))
+    x = layers.Dropout(0.5)(layers.Dense(512, activation="relu")(layers.Flatten()(x)))
+    outputs = layers.Dense(n_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name=f"cnn1d_{architecture}_k{first_kernel}")

@@ -22,7 +22,6 @@ import numpy as np
 
 from audioclass.errors import DataError
 
-
 # Set by on_interrupt, the SIGINT handler every stage runs with. CPython prints and
 # ignores a KeyboardInterrupt raised while a finaliser runs (a __del__, a weakref
 # callback), so a Ctrl-C can be lost mid-stage; the flag still keeps the stage from

