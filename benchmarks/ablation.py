@@ -43,20 +43,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audioclass import sandbox  # noqa: E402
-from audioclass.config import load_params, stage_config  # noqa: E402
-from audioclass.dataset import Data, load_data  # noqa: E402
-from audioclass.ensembling import cross_entropy  # noqa: E402
-from audioclass.evaluation import accuracy, clip_level  # noqa: E402
-from pipeline import PROJECT, benchmark_parser, machine, mean_se, overrides, write_report  # noqa: E402
+from audioclass import sandbox
+from audioclass.config import load_params, stage_config
+from audioclass.dataset import Data, load_data
+from audioclass.ensembling import cross_entropy
+from audioclass.evaluation import accuracy, clip_level
+from pipeline import PROJECT, benchmark_parser, machine, mean_se, overrides, write_report
 
-STUDY_AUGMENT = {"noise": {"max_fraction": 0.1}, "pitch_shift": {"max_semitones": 10.0},
-                 "time_stretch": {"min_rate": 0.5, "max_rate": 1.5}}  # fmt: skip
-PICK_MODEL, PICK_FIT = {"width": 16, "first_kernel": 7, "dropout": 0.014}, {"learning_rate": 0.0012}
-# Fold 1's tuned values with averaging (reports/tune/best_params.yaml), rounded: dropout 0.17843, lr 0.0035512.
-AVERAGED_MODEL = {"width": 12, "first_kernel": 3, "dropout": 0.178}
-AVERAGED_FIT = {"learning_rate": 0.00355, "batch_size": 32}
+STUDY_AUGMENT = {"noise": {"max_fraction": 0.1}, "pitch_shift": {"max_semitones": 10.0}, "time_stretch": {"min_rate": 0.5, "max_rate": 1.5}}
+TUNED = PROJECT / "reports/tune/best_params.yaml"  # what the project's tune stage chose (tune.enabled: true)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,50 +63,53 @@ class Variant:
     model: dict = dataclasses.field(default_factory=dict)  # train.model overrides
     fit: dict = dataclasses.field(default_factory=dict)  # train.fit overrides
     train_fraction: float = 1.0  # of the training clips, per class, every copy of each: a learning-curve point
+    tuned: bool = False  # start from the project's tuned values (TUNED) instead of params.yaml's train.model / train.fit
 
 
 VARIANTS = {
     "study": Variant("the study's augmentation (noise 0.1, ±10 semitones, rate 0.5–1.5)", {"augment": STUDY_AUGMENT}, {}, {}),
     "gentle": Variant("params.yaml's augmentation (noise 0.02, ±2 semitones, rate 0.8–1.25)", {}, {}, {}),
-    "gentle+masks": Variant("+ SpecAugment: 2 band masks ≤ 8, 2 frame masks ≤ 24, 16 epochs", {}, {},
-                     {"freq_masks": 2, "time_masks": 2, "freq_mask_width": 8, "time_mask_width": 24, "epochs": 16}),
+    "gentle+masks": Variant(
+        "+ SpecAugment: 2 band masks ≤ 8, 2 frame masks ≤ 24, 16 epochs",
+        {},
+        {},
+        {"freq_masks": 2, "time_masks": 2, "freq_mask_width": 8, "time_mask_width": 24, "epochs": 16},
+    ),
     "gentle+mixup": Variant("+ mixup α = 0.2, 16 epochs", {}, {}, {"mixup_alpha": 0.2, "epochs": 16}),
-    "gentle+masks+mixup": Variant("+ SpecAugment (2 band masks ≤ 8, 2 frame masks ≤ 24) and mixup α = 0.2, 10 epochs", {}, {},
-                           {"freq_masks": 2, "time_masks": 2, "freq_mask_width": 8, "time_mask_width": 24, "mixup_alpha": 0.2}),
-    "gentle+tuned": Variant("+ the tune stage's default pick on fold 1 (width 8, dropout 0.07, lr 0.0096, batch 32)", {},
-                     {"width": 8, "dropout": 0.0707}, {"learning_rate": 0.0096, "batch_size": 32}),
+    "gentle+masks+mixup": Variant(
+        "+ SpecAugment (2 band masks ≤ 8, 2 frame masks ≤ 24) and mixup α = 0.2, 10 epochs",
+        {},
+        {},
+        {"freq_masks": 2, "time_masks": 2, "freq_mask_width": 8, "time_mask_width": 24, "mixup_alpha": 0.2},
+    ),
+    "tuned": Variant("+ the values the project's tune stage chose (reports/tune/best_params.yaml)", tuned=True),
+    "tuned+20-epochs": Variant(
+        "+ the tuned values, their cosine schedule over 20 epochs, patience 6", fit={"epochs": 20, "patience": 6}, tuned=True
+    ),
     "gentle+wide": Variant("+ width 24 (2.2× the multiply-adds)", {}, {"width": 24}, {}),
-    "deltas": Variant("+ the log-mel's delta and delta-delta as two more input channels", {"spectrograms": {"kind": "logmel_deltas"}},
-               {}, {}),
-    "pcen": Variant("+ PCEN of the mel magnitudes as a second input channel (spectrograms.kind: logmel_pcen)",
-             {"spectrograms": {"kind": "logmel_pcen"}}),
-    "fft2048": Variant("+ a 2048-sample FFT instead of 1024 (93 ms windows: finer low bands, the same input size)",
-                {"spectrograms": {"n_fft": 2048}}),
-    "pcen+fft2048": Variant("+ both: PCEN as a second channel, of 2048-sample FFTs",
-                     {"spectrograms": {"kind": "logmel_pcen", "n_fft": 2048}}),
+    "deltas": Variant(
+        "+ the log-mel's delta and delta-delta as two more input channels", {"spectrograms": {"kind": "logmel_deltas"}}, {}, {}
+    ),
+    "pcen": Variant(
+        "+ PCEN of the mel magnitudes as a second input channel (spectrograms.kind: logmel_pcen)", {"spectrograms": {"kind": "logmel_pcen"}}
+    ),
+    "fft2048": Variant(
+        "+ a 2048-sample FFT instead of 1024 (93 ms windows: finer low bands, the same input size)", {"spectrograms": {"n_fft": 2048}}
+    ),
+    "pcen+fft2048": Variant(
+        "+ both: PCEN as a second channel, of 2048-sample FFTs", {"spectrograms": {"kind": "logmel_pcen", "n_fft": 2048}}
+    ),
     "mels128": Variant("+ 128 mel bands instead of 64 (2× the multiply-adds)", {"spectrograms": {"n_mels": 128}}, {}, {}),
-    "gentle+pick": Variant("+ the tune stage's pick on folds 1, 3, 4, 5 with this augmentation (width 16, first kernel 7, "
-                    "dropout 0.014, lr 0.0012)", {}, PICK_MODEL, PICK_FIT),
-    "gentle+pick+6-epochs": Variant("+ the same pick, its cosine schedule over 6 epochs instead of 10", {}, PICK_MODEL,
-                             {**PICK_FIT, "epochs": 6}),
-    # With weight averaging (params.yaml's ema_momentum), the tune stage's pick on fold 1.
-    "averaged+pick": Variant("+ the tune stage's pick with averaging on fold 1 (width 12, dropout 0.18, first kernel 3, "
-                      "lr 0.0036, batch 32)", {}, AVERAGED_MODEL, AVERAGED_FIT),
-    "averaged+pick+20-epochs": Variant("+ the same pick, its cosine schedule over 20 epochs, patience 6", {}, AVERAGED_MODEL,
-                                {**AVERAGED_FIT, "epochs": 20, "patience": 6}),
-    "averaged+pick+masks+mixup+20-epochs": Variant("+ the same, 20 epochs, with SpecAugment (2 band masks ≤ 8, 2 frame masks "
-                                            "≤ 24) and mixup α = 0.2", {}, AVERAGED_MODEL,
-                                            {**AVERAGED_FIT, "epochs": 20, "patience": 6, "freq_masks": 2,
-                                             "time_masks": 2, "mixup_alpha": 0.2}),
     # Validation curves jump by several points from epoch to epoch, and the best-loss epoch is often an early one.
     "smooth": Variant("+ label smoothing 0.1 (targets give 0.1 of the mass evenly to every class)", fit={"label_smoothing": 0.1}),
-    "ema995": Variant("+ a longer weight average: EMA momentum 0.995 instead of 0.99 (≈ 200 steps, 2.5 epochs at batch 64)",
-               fit={"ema_momentum": 0.995}),
-    "smooth+ema995": Variant("+ both: label smoothing 0.1 and EMA momentum 0.995",
-                      fit={"label_smoothing": 0.1, "ema_momentum": 0.995}),
+    "ema995": Variant(
+        "+ a longer weight average: EMA momentum 0.995 instead of 0.99 (≈ 200 steps, 2.5 epochs at batch 64)", fit={"ema_momentum": 0.995}
+    ),
+    "smooth+ema995": Variant("+ both: label smoothing 0.1 and EMA momentum 0.995", fit={"label_smoothing": 0.1, "ema_momentum": 0.995}),
     # A learning-curve point: if fewer training clips cost validation accuracy, more (train + val) should gain it.
-    "less-data": Variant("the same as params.yaml, on 80 % of the training clips (per class, every copy of each; "
-                         "the seed draws which)", train_fraction=0.8),
+    "less-data": Variant(
+        "the same as params.yaml, on 80 % of the training clips (per class, every copy of each; the seed draws which)", train_fraction=0.8
+    ),
 }
 
 
@@ -144,13 +142,19 @@ class Predictions:
 
 def single_run(cfg: Any, data: Data, variant: Variant, seed: int) -> tuple[dict, Predictions]:
     """One ``fit_run`` with ``cfg`` (a TrainConfig) overridden: its validation figures, test for context, and its predictions."""
-    from audioclass.training import fit_run, predict
+    from audioclass.config import file_config
+    from audioclass.training import Hyperparameters, fit_run, predict
     from audioclass.tuning import subset
 
+    if variant.tuned:
+        if not TUNED.is_file():
+            raise SystemExit(f"{TUNED}: not found; expected the tune stage's output (dvc repro tune, with tune.enabled: true)")
+        cfg = file_config(Hyperparameters, TUNED)
     model, fit = dataclasses.replace(cfg.model, **variant.model), dataclasses.replace(cfg.fit, **variant.fit)
     start = time.perf_counter()
-    trained, history = fit_run(model, fit, dataclasses.replace(data, train=subset(data.train, variant.train_fraction, seed)),
-                               seed=seed, verbose=0)  # fmt: skip
+    trained, history = fit_run(
+        model, fit, dataclasses.replace(data, train=subset(data.train, variant.train_fraction, seed)), seed=seed, verbose=0
+    )
     seconds = time.perf_counter() - start
     val, test = predict(trained, data.val), predict(trained, data.test)
     original = data.val.index["copy"].to_numpy() == 0
@@ -200,28 +204,40 @@ def markdown(report: dict) -> str:
     variants = report["variants"]
     reference = next(iter(variants), None)
     lines = [
-        "# Ablation: what each change does on validation", "",
+        "# Ablation: what each change does on validation",
+        "",
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB. Command: `{report['command']}`. "
         f"Test fold(s) {', '.join(map(str, folds))}; validation: 64 clips of the other folds (whole source recordings). "
         "Single runs of `fit_run`, mean ± SE over (fold, seed) runs. **Validation on the original clips chooses**: those 64 "
         f"files are the same whatever the augmentation. Δ: the difference from `{reference}` on the same fold and seed, "
-        "mean ± SE. Test is context only and chose nothing.", "",
+        "mean ± SE. Test is context only and chose nothing.",
+        "",
         "| variant | change | runs | val, original clips | Δ val, original | val, clip level | best val loss | epochs | s / run | "
         "test, clip level (context) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for name, v in variants.items():
         runs = v["runs"]
         stat = {k: mean_se([r[k] for r in runs.values()]) for k in next(iter(runs.values()))}
-        paired = [r["val_original_accuracy"] - variants[reference]["runs"][key]["val_original_accuracy"]
-                  for key, r in runs.items() if key in variants[reference]["runs"]]  # fmt: skip
+        paired = [
+            r["val_original_accuracy"] - variants[reference]["runs"][key]["val_original_accuracy"]
+            for key, r in runs.items()
+            if key in variants[reference]["runs"]
+        ]
         delta = f"{100 * mean_se(paired)['mean']:+.1f} ± {100 * mean_se(paired)['se']:.1f}" if paired and name != reference else "–"
-        lines.append(f"| {name} | {v['change']} | {len(runs)} | {pct(stat['val_original_accuracy'])} | {delta} | "
-                     f"{pct(stat['val_clip_accuracy'])} | {stat['best_val_loss']['mean']:.3f} | {stat['epochs_run']['mean']:.1f} | "
-                     f"{stat['seconds']['mean']:.0f} | {pct(stat['test_clip_accuracy'])} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {v['change']} | {len(runs)} | {pct(stat['val_original_accuracy'])} | {delta} | "
+            f"{pct(stat['val_clip_accuracy'])} | {stat['best_val_loss']['mean']:.3f} | {stat['epochs_run']['mean']:.1f} | "
+            f"{stat['seconds']['mean']:.0f} | {pct(stat['test_clip_accuracy'])} |"
+        )
     if len(folds) > 1:
-        lines += ["", "Validation on the original clips, per test fold (mean over seeds):", "",
-                  "| variant | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---|" + "---:|" * len(folds)]  # fmt: skip
+        lines += [
+            "",
+            "Validation on the original clips, per test fold (mean over seeds):",
+            "",
+            "| variant | " + " | ".join(f"fold {f}" for f in folds) + " |",
+            "|---|" + "---:|" * len(folds),
+        ]
         for name, v in variants.items():
             cells = []
             for fold in folds:
@@ -229,21 +245,31 @@ def markdown(report: dict) -> str:
                 cells.append(f"{100 * sum(values) / len(values):.1f} %" if values else "–")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if report.get("pairs"):
-        lines += ["", "Two-run average ensembles, by the variants of their members: every pair of one fold's runs. Each figure is "
-                  "the mean over folds of the fold's mean over its pairs, ± SE over folds. **Validation files choose** "
-                  "(all copies of the validation clips, as the ensemble stage's figure is); cross-entropy is of the averaged "
-                  "probabilities on them.", "",
-                  "| members | pairs | val, files | val, clip level | val cross-entropy | test, clip level (context) |",
-                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "Two-run average ensembles, by the variants of their members: every pair of one fold's runs. Each figure is "
+            "the mean over folds of the fold's mean over its pairs, ± SE over folds. **Validation files choose** "
+            "(all copies of the validation clips, as the ensemble stage's figure is); cross-entropy is of the averaged "
+            "probabilities on them.",
+            "",
+            "| members | pairs | val, files | val, clip level | val cross-entropy | test, clip level (context) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for pair, ensembles in report["pairs"].items():
             by_fold = {}
             for key, figures in ensembles.items():
                 by_fold.setdefault(key.split("-", 1)[0], []).append(figures)
             stat = {k: mean_se([sum(f[k] for f in fold) / len(fold) for fold in by_fold.values()]) for k in next(iter(ensembles.values()))}
-            lines.append(f"| {pair} | {len(ensembles)} | {pct(stat['val_file_accuracy'])} | {pct(stat['val_clip_accuracy'])} | "
-                         f"{stat['val_loss']['mean']:.3f} ± {stat['val_loss']['se']:.3f} | {pct(stat['test_clip_accuracy'])} |")
-    missing = [f"{name} (fold {fold})" for fold in folds for name in report["requested"]
-               if not any(key.startswith(f"fold{fold}-") for key in variants.get(name, {}).get("runs", {}))]  # fmt: skip
+            lines.append(
+                f"| {pair} | {len(ensembles)} | {pct(stat['val_file_accuracy'])} | {pct(stat['val_clip_accuracy'])} | "
+                f"{stat['val_loss']['mean']:.3f} ± {stat['val_loss']['se']:.3f} | {pct(stat['test_clip_accuracy'])} |"
+            )
+    missing = [
+        f"{name} (fold {fold})"
+        for fold in folds
+        for name in report["requested"]
+        if not any(key.startswith(f"fold{fold}-") for key in variants.get(name, {}).get("runs", {}))
+    ]
     if missing:
         lines += ["", f"Not run (the benchmark stopped first): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
@@ -270,8 +296,13 @@ def main() -> None:
     settings = {}  # data setting → its sandbox, one per distinct augment/spectrograms override
     for name in names:
         settings.setdefault(setting_of[name], args.work / f"data-{len(settings)}")
-    report = {"command": "python benchmarks/ablation.py" + "".join(f" {o}" for o in sys.argv[1:]), "machine": machine(),
-              "requested": names, "test_folds": folds, "variants": {}}  # fmt: skip
+    report = {
+        "command": "python benchmarks/ablation.py" + "".join(f" {o}" for o in sys.argv[1:]),
+        "machine": machine(),
+        "requested": names,
+        "test_folds": folds,
+        "variants": {},
+    }
     for fold in folds:  # fold by fold, so a partial run still compares every variant on the folds it finished
         predictions = {}  # (variant, seed) → its Predictions, this fold only
         for key, box in settings.items():
@@ -280,9 +311,17 @@ def main() -> None:
             cfg = stage_config(TrainConfig, load_params(box / "params.yaml"), "train")  # the sandbox's, with --set applied
             for name in (n for n in names if setting_of[n] == key):
                 variant = VARIANTS[name]
-                entry = report["variants"].setdefault(name, {"change": variant.change, "data": variant.data, "model": variant.model,
-                                                             "fit": variant.fit, "train_fraction": variant.train_fraction,
-                                                             "runs": {}})  # fmt: skip
+                entry = report["variants"].setdefault(
+                    name,
+                    {
+                        "change": variant.change,
+                        "data": variant.data,
+                        "model": variant.model,
+                        "fit": variant.fit,
+                        "train_fraction": variant.train_fraction,
+                        "runs": {},
+                    },
+                )
                 for seed in seeds:
                     entry["runs"][f"fold{fold}-seed{seed}"], predictions[name, seed] = single_run(cfg, data, variant, seed)
                     print(f"  fold {fold}, {name}, seed {seed}: {entry['runs'][f'fold{fold}-seed{seed}']}", flush=True)

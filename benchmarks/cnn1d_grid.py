@@ -50,19 +50,33 @@ def main() -> None:
         print(architecture, measured[architecture], flush=True)
     cells = {a: {k: m[lo] + (m[hi] - m[lo]) * (k - lo) / (hi - lo) for k in STUDY_KERNELS} for a, m in measured.items()}
     per_architecture = {a: round(cfg.epochs * sum(c.values()) / 60, 1) for a, c in cells.items()}
-    report = {"command": "python benchmarks/cnn1d_grid.py", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-              "train_files": len(train.y), "epochs_per_cell": cfg.epochs, "batch_size": cfg.batch_size,
-              "epoch_seconds": measured, "grid_minutes_per_architecture": per_architecture,
-              "grid_minutes": round(sum(per_architecture.values()), 1)}  # fmt: skip
-    lines = ["# The study's full 1D CNN grid: estimated time", "",
-             f"One epoch = {len(train.y):,} training vectors, batch {cfg.batch_size}; {cfg.epochs} epochs a cell. "
-             f"Machine: {report['machine']['cpus']} CPUs.", "",
-             f"| architecture | epoch, kernel {lo} (s) | epoch, kernel {hi} (s) | 8 kernels × {cfg.epochs} epochs (min) |",
-             "|---|---:|---:|---:|"]  # fmt: skip
+    report = {
+        "command": "python benchmarks/cnn1d_grid.py",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "train_files": len(train.y),
+        "epochs_per_cell": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "epoch_seconds": measured,
+        "grid_minutes_per_architecture": per_architecture,
+        "grid_minutes": round(sum(per_architecture.values()), 1),
+    }
+    lines = [
+        "# The study's full 1D CNN grid: estimated time",
+        "",
+        f"One epoch = {len(train.y):,} training vectors, batch {cfg.batch_size}; {cfg.epochs} epochs a cell. "
+        f"Machine: {report['machine']['cpus']} CPUs.",
+        "",
+        f"| architecture | epoch, kernel {lo} (s) | epoch, kernel {hi} (s) | 8 kernels × {cfg.epochs} epochs (min) |",
+        "|---|---:|---:|---:|",
+    ]
     for a, m in measured.items():
         lines.append(f"| {a} | {m[lo]} | {m[hi]} | {per_architecture[a]} |")
-    lines += ["", f"Whole grid (5 architectures × kernels {list(STUDY_KERNELS)}): about **{report['grid_minutes']} minutes**, "
-                  "plus a few seconds a cell to start and predict."]  # fmt: skip
+    lines += [
+        "",
+        f"Whole grid (5 architectures × kernels {list(STUDY_KERNELS)}): about **{report['grid_minutes']} minutes**, "
+        "plus a few seconds a cell to start and predict.",
+    ]
     write_report(report, "\n".join(lines) + "\n", args.report)
 
 

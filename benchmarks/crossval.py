@@ -38,9 +38,8 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audioclass import sandbox  # noqa: E402
-from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report  # noqa: E402
+from audioclass import sandbox
+from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report
 
 PUBLISHED = [  # ESC-10, official 5-fold protocol, no external pretraining (reference study's table)
     ("Piczak 2015 CNN on log-mel + deltas", 0.8025),
@@ -64,19 +63,26 @@ def fold_results(box: Path) -> dict:
     groups = {g: {name: {k: m[k] for k in keys} for name, m in group["methods"].items()} for g, group in report["groups"].items()}
     best = report["best"]
     return {
-        "single_runs": {k: mean_se([r[k] for r in runs.values()]) for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")},
-        "best_single_run": {"seed": best_seed, **{k: runs[best_seed][k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")}},
+        "single_runs": {
+            k: mean_se([r[k] for r in runs.values()]) for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")
+        },
+        "best_single_run": {
+            "seed": best_seed,
+            **{k: runs[best_seed][k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")},
+        },
         "ensemble": groups["from_scratch"],  # the CNN runs only: the from-scratch figures, as before pretrained members
         "with_pretrained": {g: methods for g, methods in groups.items() if g != "from_scratch"},
-        "heads": {name: {k: json.loads((box / f"reports/heads/{name.removeprefix('head-')}.json").read_text())[k] for k in keys[:1] + keys[3:]}
-                  for name in report["pretrained_members"]},
+        "heads": {
+            name: {k: json.loads((box / f"reports/heads/{name.removeprefix('head-')}.json").read_text())[k] for k in keys[:1] + keys[3:]}
+            for name in report["pretrained_members"]
+        },
         "chosen": params["ensemble"]["chosen"],
         "best_method_on_validation": max(groups["from_scratch"], key=lambda m: groups["from_scratch"][m]["val_file_accuracy"]),
         "best_on_validation": {**best, **groups[best["group"]][best["method"]]},  # over every group: what predict uses
         "hyperparameters": yaml.safe_load((box / "reports/tune/best_params.yaml").read_text()),
         # tune.timeout_minutes can stop the study early, so a slower machine may finish fewer trials and pick other values
         "tune_trials_finished": tune.get("trials_complete", 0) + tune.get("trials_pruned", 0) if tune["enabled"] else None,
-    }  # fmt: skip
+    }
 
 
 def effective(overrides: dict) -> dict:
@@ -101,8 +107,11 @@ def pct(value: float) -> str:
 
 
 def mean_sd(values: list[float]) -> dict:
-    return {"mean": round(statistics.mean(values), 4), "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
-            "folds": [round(v, 4) for v in values]}  # fmt: skip
+    return {
+        "mean": round(statistics.mean(values), 4),
+        "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "folds": [round(v, 4) for v in values],
+    }
 
 
 def best_on_originals(fold: dict) -> dict:
@@ -128,43 +137,57 @@ def summary(folds: dict) -> dict:
         pick[f"pretrained + CNN runs: {chosen}"] = lambda f: f["with_pretrained"]["all"][chosen]
         pick["best group and method on validation"] = lambda f: f["best_on_validation"]
         pick["best on validation's original recordings (not the rule predict uses)"] = best_on_originals
-    return {name: {level: mean_sd([get(f)[f"test_{level}_accuracy"] for f in folds.values()]) for level in ("clip", "file")}
-            for name, get in pick.items()}  # fmt: skip
+    return {
+        name: {level: mean_sd([get(f)[f"test_{level}_accuracy"] for f in folds.values()]) for level in ("clip", "file")}
+        for name, get in pick.items()
+    }
 
 
 def markdown(report: dict) -> str:
     folds = report["folds"]
     lines = [
-        "# Cross-validation benchmark: ESC-10, official folds", "",
+        "# Cross-validation benchmark: ESC-10, official folds",
+        "",
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB. Command: `{report['command']}`. "
         f"Params: {'defaults' if not report['params_overrides'] else 'defaults with ' + json.dumps(report['params_overrides'])}. "
-        f"Each fold is the test fold once; validation is drawn from the other folds only.", "",
-        "| test fold | wall (min) | tune trials finished | tuned width | average ensemble: validation files | single runs, test clips (mean ± SE) | "
+        f"Each fold is the test fold once; validation is drawn from the other folds only.",
+        "",
+        "| test fold | wall (min) | tune trials finished | tuned width | average ensemble: validation files | "
+        "single runs, test clips (mean ± SE) | "
         f"best run on validation: test clips | average ensemble: test clips | {next(iter(folds.values()))['chosen']}: test clips | "
         "best method on validation |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]  # fmt: skip
+    ]
     for k, f in folds.items():
         chosen = f["ensemble"][f["chosen"]]
         wall = "—" if f["wall_s"] is None else f"{f['wall_s'] / 60:.1f}"
         trials = f.get("tune_trials_finished") or "—"  # not recorded by reports before 2026-12-03
-        lines.append(f"| {k} | {wall} | {trials} | {f['hyperparameters']['model']['width']} | "
-                     f"{pct(f['ensemble']['average']['val_file_accuracy'])} | {pct(f['single_runs']['test_clip_accuracy']['mean'])} ± "
-                     f"{pct(f['single_runs']['test_clip_accuracy']['se'])} | {pct(f['best_single_run']['test_clip_accuracy'])} | "
-                     f"{pct(f['ensemble']['average']['test_clip_accuracy'])} | {pct(chosen['test_clip_accuracy'])} | "
-                     f"{f['best_method_on_validation']} |")  # fmt: skip
+        lines.append(
+            f"| {k} | {wall} | {trials} | {f['hyperparameters']['model']['width']} | "
+            f"{pct(f['ensemble']['average']['val_file_accuracy'])} | {pct(f['single_runs']['test_clip_accuracy']['mean'])} ± "
+            f"{pct(f['single_runs']['test_clip_accuracy']['se'])} | {pct(f['best_single_run']['test_clip_accuracy'])} | "
+            f"{pct(f['ensemble']['average']['test_clip_accuracy'])} | {pct(chosen['test_clip_accuracy'])} | "
+            f"{f['best_method_on_validation']} |"
+        )
     if any(f.get("heads") for f in folds.values()):
         heads = list(next(iter(folds.values()))["heads"])
-        lines += ["", "With pretrained members (trained on outside data), per fold:", "",
-                  "| test fold | " + " | ".join(f"{h}: validation files | {h}: test clips" for h in heads)
-                  + " | every member, average: test clips | best on validation (group / method) | its validation files | its test clips |",
-                  "|---|" + "---:|---:|" * len(heads) + "---:|---|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "With pretrained members (trained on outside data), per fold:",
+            "",
+            "| test fold | "
+            + " | ".join(f"{h}: validation files | {h}: test clips" for h in heads)
+            + " | every member, average: test clips | best on validation (group / method) | its validation files | its test clips |",
+            "|---|" + "---:|---:|" * len(heads) + "---:|---|---:|---:|",
+        ]
         for k, f in folds.items():
             best = f["best_on_validation"]
-            lines.append(f"| {k} | " + " | ".join(f"{pct(f['heads'][h]['val_file_accuracy'])} | {pct(f['heads'][h]['test_clip_accuracy'])}"
-                                                   for h in heads)
-                         + f" | {pct(f['with_pretrained']['all']['average']['test_clip_accuracy'])} | {best['group']} / {best['method']} | "
-                         f"{pct(best['val_file_accuracy'])} | {pct(best['test_clip_accuracy'])} |")  # fmt: skip
+            lines.append(
+                f"| {k} | "
+                + " | ".join(f"{pct(f['heads'][h]['val_file_accuracy'])} | {pct(f['heads'][h]['test_clip_accuracy'])}" for h in heads)
+                + f" | {pct(f['with_pretrained']['all']['average']['test_clip_accuracy'])} | {best['group']} / {best['method']} | "
+                f"{pct(best['val_file_accuracy'])} | {pct(best['test_clip_accuracy'])} |"
+            )
     by = {}  # folds this command did not run itself (--resume, --from-project), grouped by what did
     for k, f in folds.items():
         if f.get("run_by", report["command"]) != report["command"]:
@@ -172,24 +195,33 @@ def markdown(report: dict) -> str:
     lines += ["", *(f"- Fold{'s' * (len(ks) > 1)} {', '.join(ks)}: run by `{run_by}`." for run_by, ks in by.items())] if by else []
     lines += ["", f"Over {len(folds)} fold(s), mean ± SD:", "", "| model | test clips | test files |", "|---|---:|---:|"]
     for name, levels in report["summary"].items():
-        lines.append(f"| {name} | {pct(levels['clip']['mean'])} ± {pct(levels['clip']['sd'])} | "
-                     f"{pct(levels['file']['mean'])} ± {pct(levels['file']['sd'])} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {pct(levels['clip']['mean'])} ± {pct(levels['clip']['sd'])} | "
+            f"{pct(levels['file']['mean'])} ± {pct(levels['file']['sd'])} |"
+        )
     lines += ["", "Published from-scratch ESC-10 results on the same protocol (clip level):", "", "| method | accuracy |", "|---|---:|"]
     lines += [f"| {name} | {pct(value)} |" for name, value in PUBLISHED]
     ensemble = report["summary"]["ensemble: average"]["clip"]["mean"]
     complete = "" if len(folds) == 5 else " (not all 5 folds ran)"
-    lines += ["", f"Target (issue 7, from scratch): ensemble ≥ {pct(TARGET)} over the 5 folds. Average ensemble: {pct(ensemble)}: "
-                  f"{'met' if ensemble >= TARGET and len(folds) == 5 else 'not met'}{complete}."]  # fmt: skip
+    lines += [
+        "",
+        f"Target (issue 7, from scratch): ensemble ≥ {pct(TARGET)} over the 5 folds. Average ensemble: {pct(ensemble)}: "
+        f"{'met' if ensemble >= TARGET and len(folds) == 5 else 'not met'}{complete}.",
+    ]
     best = report["summary"].get("best group and method on validation")
     if best:
         first = folds.get(1, folds.get("1"))
         fold1 = first["best_on_validation"]["test_clip_accuracy"] if first else None
         met = best["clip"]["mean"] >= PRETRAINED_TARGET and fold1 is not None and fold1 >= PRETRAINED_FOLD1_TARGET and len(folds) == 5
-        lines += ["", "Rows marked pretrained use a model trained on outside data (BirdNET, CC BY-NC-SA 4.0); they are not comparable with "
-                      "the from-scratch rows or the published figures.", "",
-                  f"Target (issue 29, with pretrained members): the best validation-chosen ensemble ≥ {pct(PRETRAINED_TARGET)} over the "
-                  f"5 folds and ≥ {pct(PRETRAINED_FOLD1_TARGET)} on fold 1. Measured: {pct(best['clip']['mean'])}, fold 1 "
-                  f"{'—' if fold1 is None else pct(fold1)}: {'met' if met else 'not met'}{complete}."]  # fmt: skip
+        lines += [
+            "",
+            "Rows marked pretrained use a model trained on outside data (BirdNET, CC BY-NC-SA 4.0); they are not comparable with "
+            "the from-scratch rows or the published figures.",
+            "",
+            f"Target (issue 29, with pretrained members): the best validation-chosen ensemble ≥ {pct(PRETRAINED_TARGET)} over the "
+            f"5 folds and ≥ {pct(PRETRAINED_FOLD1_TARGET)} on fold 1. Measured: {pct(best['clip']['mean'])}, fold 1 "
+            f"{'—' if fold1 is None else pct(fold1)}: {'met' if met else 'not met'}{complete}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -199,20 +231,31 @@ def comparison(reports: dict[str, dict]) -> str:
     folds = sorted(set.intersection(*(set(r["folds"]) for r in reports.values())), key=int)
 
     def figures(fold: dict) -> dict:
-        return {"val_ensemble": fold["ensemble"]["average"]["val_file_accuracy"], "val_runs": fold["single_runs"]["val_file_accuracy"]["mean"],
-                "test_ensemble": fold["ensemble"]["average"]["test_clip_accuracy"], "minutes": (fold["wall_s"] or float("nan")) / 60}  # fmt: skip
+        return {
+            "val_ensemble": fold["ensemble"]["average"]["val_file_accuracy"],
+            "val_runs": fold["single_runs"]["val_file_accuracy"]["mean"],
+            "test_ensemble": fold["ensemble"]["average"]["test_clip_accuracy"],
+            "minutes": (fold["wall_s"] or float("nan")) / 60,
+        }
 
     table = {name: {k: figures(r["folds"][k]) for k in folds} for name, r in reports.items()}
-    columns = [("val_ensemble", "average ensemble, validation files"), ("val_runs", "single runs, validation files (mean)"),
-               ("test_ensemble", "average ensemble, test clips (context)"), ("minutes", "wall (min)")]  # fmt: skip
+    columns = [
+        ("val_ensemble", "average ensemble, validation files"),
+        ("val_runs", "single runs, validation files (mean)"),
+        ("test_ensemble", "average ensemble, test clips (context)"),
+        ("minutes", "wall (min)"),
+    ]
     lines = [
-        "# Cross-validation: configurations compared", "",
+        "# Cross-validation: configurations compared",
+        "",
         "Validation (each fold's grouped share of the other folds, the same clips for every configuration) chooses; "
-        "test is context and chose nothing.", "",
-        *(f"- **{name}**: `{r['command']}`" for name, r in reports.items()), "",
+        "test is context and chose nothing.",
+        "",
+        *(f"- **{name}**: `{r['command']}`" for name, r in reports.items()),
+        "",
         "| test fold | " + " | ".join(f"{name}: {label}" for _, label in columns for name in names) + " |",
         "|---|" + "---:|" * (len(columns) * len(names)),
-    ]  # fmt: skip
+    ]
     show = lambda key, v: pct(v) if key != "minutes" else "—" if v != v else f"{v:.1f}"  # noqa: E731  (v != v: NaN, not timed)
     for k in folds:
         lines.append(f"| {k} | " + " | ".join(show(key, table[name][k][key]) for key, _ in columns for name in names) + " |")
@@ -227,10 +270,15 @@ def main() -> None:
     parser = benchmark_parser(__doc__, "crossval")
     parser.add_argument("--folds", default="1,2,3,4,5", help="test folds to run, comma-separated (default: all five)")
     parser.add_argument("--resume", action="store_true", help="keep the folds the report at --report already holds (same --set)")
-    parser.add_argument("--from-project", action="store_true",
-                        help="take the project's own test fold from its finished dvc repro instead of rerunning it")
-    parser.add_argument("--compare", nargs="+", metavar="NAME=REPORT.json",
-                        help="run nothing: compare finished reports fold by fold, written to <report>-comparison.md")
+    parser.add_argument(
+        "--from-project", action="store_true", help="take the project's own test fold from its finished dvc repro instead of rerunning it"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="NAME=REPORT.json",
+        help="run nothing: compare finished reports fold by fold, written to <report>-comparison.md",
+    )
     args = parser.parse_args()
     if args.compare:
         pairs = [a.partition("=")[::2] for a in args.compare]
@@ -275,10 +323,18 @@ def main() -> None:
     for k in folds:
         print(f"fold {k}: dvc exp run ensemble -S split.test_fold={k} …", flush=True)
         timing = measure([sys.executable, "-m", "dvc", "exp", "run", "ensemble", "-S", f"split.test_fold={k}", "-n", f"fold-{k}"], box)
-        results[k] = {"wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"], "peak_memory_gib": timing["peak_memory_gib"],
-                      "run_by": command, **fold_results(box)}  # fmt: skip
-        print(f"  {timing['wall_s'] / 60:.1f} min; average ensemble {results[k]['ensemble']['average']['test_clip_accuracy']:.4f} (test clips)",
-              flush=True)  # fmt: skip
+        results[k] = {
+            "wall_s": timing["wall_s"],
+            "cpu_s": timing["cpu_s"],
+            "peak_memory_gib": timing["peak_memory_gib"],
+            "run_by": command,
+            **fold_results(box),
+        }
+        print(
+            f"  {timing['wall_s'] / 60:.1f} min; average ensemble "
+            f"{results[k]['ensemble']['average']['test_clip_accuracy']:.4f} (test clips)",
+            flush=True,
+        )
         write()  # after every fold, so an interrupted run still reports the folds it finished (and --resume keeps them)
 
 

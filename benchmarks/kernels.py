@@ -29,8 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import PROJECT, machine, write_report  # noqa: E402
+from pipeline import PROJECT, machine, write_report
 
 SHAPE = (64, 216, 1)  # spectrograms' n_mels × (1 + 110250 // hop_length) × 1 at the defaults
 CONFIGS = {
@@ -57,8 +56,10 @@ def worker(config: str, files: int, epochs: int) -> dict:
     rng = np.random.default_rng(0)
 
     def split(n: int) -> Split:
-        return Split(rng.random((n, *SHAPE), dtype=np.float32).astype(np.float16),
-                     pd.DataFrame({"label": np.arange(n) % 10, "clip_id": np.arange(n)}))  # fmt: skip
+        return Split(
+            rng.random((n, *SHAPE), dtype=np.float32).astype(np.float16),
+            pd.DataFrame({"label": np.arange(n) % 10, "clip_id": np.arange(n)}),
+        )
 
     class Clock(keras.callbacks.Callback):
         def __init__(self):
@@ -79,19 +80,26 @@ def worker(config: str, files: int, epochs: int) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# oneDNN kernels: seconds per training epoch", "",
-             f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB, {report['cpu']}. "
-             f"TensorFlow {report['tensorflow']}. Command: `{report['command']}`. {report['files']} training files "
-             f"and {report['files'] // 4} validation files of {SHAPE[0]} × {SHAPE[1]}, {report['epochs']} epochs, "
-             f"{report['repeats']} repeat(s).", "",
-             "| model and fit | TF_ENABLE_ONEDNN_OPTS=0 (s / epoch) | =1 (s / epoch) | speed-up | repeats identical (0 / 1) |",
-             "|---|---:|---:|---:|---|"]  # fmt: skip
+    lines = [
+        "# oneDNN kernels: seconds per training epoch",
+        "",
+        f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB, {report['cpu']}. "
+        f"TensorFlow {report['tensorflow']}. Command: `{report['command']}`. {report['files']} training files "
+        f"and {report['files'] // 4} validation files of {SHAPE[0]} × {SHAPE[1]}, {report['epochs']} epochs, "
+        f"{report['repeats']} repeat(s).",
+        "",
+        "| model and fit | TF_ENABLE_ONEDNN_OPTS=0 (s / epoch) | =1 (s / epoch) | speed-up | repeats identical (0 / 1) |",
+        "|---|---:|---:|---:|---|",
+    ]
     for config, row in report["results"].items():
         off, on = row["0"]["median_epoch_seconds"], row["1"]["median_epoch_seconds"]
         same = " / ".join("yes" if row[s]["repeatable"] else "no" for s in ("0", "1"))
         lines.append(f"| {config} | {off:.2f} | {on:.2f} | {off / on:.2f}× | {same} |")
-    lines += ["", "Median over every repeat's epochs after the first. The default is `=1`, set by the package "
-              "before TensorFlow loads; `TF_ENABLE_ONEDNN_OPTS=0 dvc repro` goes back to Eigen's kernels."]  # fmt: skip
+    lines += [
+        "",
+        "Median over every repeat's epochs after the first. The default is `=1`, set by the package "
+        "before TensorFlow loads; `TF_ENABLE_ONEDNN_OPTS=0 dvc repro` goes back to Eigen's kernels.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -112,8 +120,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         for config in CONFIGS:
             for setting in ("0", "1") if repeat % 2 == 0 else ("1", "0"):
-                command = [sys.executable, __file__, "--worker", config, "--files", str(args.files), "--epochs",
-                           str(args.epochs)]  # fmt: skip
+                command = [sys.executable, __file__, "--worker", config, "--files", str(args.files), "--epochs", str(args.epochs)]
                 env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting}
                 done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
                 run = json.loads(done.stdout.strip().splitlines()[-1])
@@ -127,12 +134,23 @@ def main() -> None:
             cell["repeatable"] = len({run["weights"] for run in cell["runs"]}) == 1
     import tensorflow as tf
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        "unknown CPU",
+    )
     command = "python benchmarks/kernels.py" + "".join(
-        f" --{k} {getattr(args, k)}" for k in ("files", "epochs", "repeats") if getattr(args, k) != parser.get_default(k))
-    report = {"command": command, "machine": machine(), "cpu": cpu, "tensorflow": tf.__version__, "files": args.files,
-              "epochs": args.epochs, "repeats": args.repeats, "results": results}  # fmt: skip
+        f" --{k} {getattr(args, k)}" for k in ("files", "epochs", "repeats") if getattr(args, k) != parser.get_default(k)
+    )
+    report = {
+        "command": command,
+        "machine": machine(),
+        "cpu": cpu,
+        "tensorflow": tf.__version__,
+        "files": args.files,
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "results": results,
+    }
     write_report(report, markdown(report), args.report)
 
 

@@ -29,9 +29,18 @@ import urllib.request
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,900", "--virtual-time-budget=20000"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,900",
+    "--virtual-time-budget=20000",
+]
 
 
 def scratch_store(folder: Path) -> tuple[Path, list[str]]:
@@ -70,8 +79,9 @@ def wait_for(url: str, seconds: float) -> None:
 
 def chromium(url: str, profile: Path, *args: str) -> str:
     shutil.rmtree(profile, ignore_errors=True)  # a fresh browser: nothing remembered from an earlier visit
-    result = subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url], capture_output=True, text=True, timeout=120
+    )
     return result.stdout
 
 
@@ -102,9 +112,22 @@ def main() -> None:
             raise SystemExit(f"error: {store}: no experiment {args.experiment!r}; expected a store the pipeline logged to")
         names = names or [r.info.run_name for r in client.search_runs([experiment.experiment_id], max_results=5)]
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
-                                   "--host", "127.0.0.1", "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{store}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_for(f"http://127.0.0.1:{port}/health", 90)
             page = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}"

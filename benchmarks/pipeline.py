@@ -61,8 +61,18 @@ TARGETS = {  # (what, limit, unit) on a 2-core machine, from issues 2, 3 and 7
     "noop_repro_wall_s": ("second dvc repro, nothing changed", 10, "s"),
     "peak_memory_gib": ("peak memory of any stage", 4, "GiB"),
 }
-ESC50_TARGETS = {"dog": 0, "rooster": 1, "rain": 10, "sea_waves": 11, "crackling_fire": 12, "crying_baby": 20,
-                 "sneezing": 21, "clock_tick": 38, "helicopter": 40, "chainsaw": 41}  # fmt: skip
+ESC50_TARGETS = {
+    "dog": 0,
+    "rooster": 1,
+    "rain": 10,
+    "sea_waves": 11,
+    "crackling_fire": 12,
+    "crying_baby": 20,
+    "sneezing": 21,
+    "clock_tick": 38,
+    "helicopter": 40,
+    "chainsaw": 41,
+}
 
 
 def measure(cmd: list[str], cwd: Path) -> dict:
@@ -108,8 +118,9 @@ def overrides(assignments: list[str]) -> dict:
     return tree
 
 
-def run_pipeline(work: Path, source: Path, until: str | None, params: dict, only: list[str] | None = None,
-                 from_cache: bool = False) -> dict:  # fmt: skip
+def run_pipeline(
+    work: Path, source: Path, until: str | None, params: dict, only: list[str] | None = None, from_cache: bool = False
+) -> dict:
     box = sandbox.create(PROJECT, work, {**params, "extract": {**params.get("extract", {}), "source": str(source.resolve())}})
     dvc = [sys.executable, "-m", "dvc"]
     if from_cache:  # the outputs the project's dvc.lock records, linked from its cache rather than recomputed
@@ -132,8 +143,9 @@ def run_pipeline(work: Path, source: Path, until: str | None, params: dict, only
         stages[stage] = measure([*dvc, "repro", "-s", "--force", stage], box)
         if "Running stage" not in stages[stage]["log"]:
             raise SystemExit(f"{stage} did not run:\n{stages[stage]['log']}")
-        print(f"    {stages[stage]['wall_s']} s wall, {stages[stage]['cpu_s']} s CPU, "
-              f"{stages[stage]['peak_memory_gib']} GiB peak", flush=True)  # fmt: skip
+        print(
+            f"    {stages[stage]['wall_s']} s wall, {stages[stage]['cpu_s']} s CPU, {stages[stage]['peak_memory_gib']} GiB peak", flush=True
+        )
     noop = measure([*dvc, "repro", *(["--single-item"] if only else []), *order], box)
     assert "Running stage" not in noop["log"], noop["log"]
     for result in [*stages.values(), noop]:
@@ -142,15 +154,19 @@ def run_pipeline(work: Path, source: Path, until: str | None, params: dict, only
     runs = {}
     for stage in (s for s in stages if s.startswith("train@")):
         metrics = json.loads((box / f"reports/train/run-{stage.split('@')[1]}.json").read_text())
-        runs[stage] = {**{k: metrics[k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy", "epochs_run", "best_epoch")},
-                       "seconds_per_epoch": round(stages[stage]["wall_s"] / metrics["epochs_run"], 1)}  # fmt: skip
+        runs[stage] = {
+            **{k: metrics[k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy", "epochs_run", "best_epoch")},
+            "seconds_per_epoch": round(stages[stage]["wall_s"] / metrics["epochs_run"], 1),
+        }
     if runs:
         result["runs"] = runs
     if "ensemble" in stages:
         result["ensemble"] = json.loads((box / "reports/ensemble/ensemble.json").read_text())
         result["ensemble_table"] = (box / "reports/ensemble/ensemble.md").read_text()
     tables = {"classical": "classical.md", "feature_models": "features.md"}
-    result["baseline_tables"] = {f"reports/baselines/{md}": (box / "reports/baselines" / md).read_text() for s, md in tables.items() if s in stages}
+    result["baseline_tables"] = {
+        f"reports/baselines/{md}": (box / "reports/baselines" / md).read_text() for s, md in tables.items() if s in stages
+    }
     for stage in (s for s in stages if s.startswith("cnn1d@")):
         architecture, kernel = stage.split("@")[1].rsplit("-", 1)
         result.setdefault("cnn1d", {})[stage] = json.loads((box / f"reports/baselines/cnn1d/{architecture}-k{kernel}.json").read_text())
@@ -166,8 +182,7 @@ def counts(box: Path) -> dict:
     return {
         "prepared_clips": len(pd.read_csv(box / "data/prepared/metadata.csv")),
         "augmented_wavs": len(list((box / "data/augmented/wav").glob("*.wav"))),
-        "spectrograms": {s: int(np.load(box / f"data/spectrograms/{s}/x.npy", mmap_mode="r").shape[0])
-                         for s in ("train", "val", "test")},  # fmt: skip
+        "spectrograms": {s: int(np.load(box / f"data/spectrograms/{s}/x.npy", mmap_mode="r").shape[0]) for s in ("train", "val", "test")},
         "spectrogram_shape": list(np.load(box / "data/spectrograms/train/x.npy", mmap_mode="r").shape[1:]),
         "clips_per_class": pd.read_csv(box / "data/prepared/metadata.csv").groupby("class_name").size().to_dict(),
         "preview_png": (box / "reports/spectrogram_grid.png").is_file(),
@@ -220,10 +235,14 @@ def esc50_check(release: Path, work: Path, reference: Path) -> dict:
         params["extract"]["source"] = str(source)
         meta = extract(stage_config(ExtractConfig, params, "extract"), work / f"prepared-{name}", jobs=os.cpu_count())
         diff = {
-            row.clip_id: int(np.abs(sf.read(work / f"prepared-{name}" / row.path, dtype="int16")[0].astype(int)
-                                    - sf.read(reference / row.path, dtype="int16")[0].astype(int)).max())
+            row.clip_id: int(
+                np.abs(
+                    sf.read(work / f"prepared-{name}" / row.path, dtype="int16")[0].astype(int)
+                    - sf.read(reference / row.path, dtype="int16")[0].astype(int)
+                ).max()
+            )
             for row in meta.itertuples()
-        }  # fmt: skip
+        }
         result[name] = {
             "clips": len(meta),
             "same_ids_labels_folds": bool(meta[same].equals(ref[same])),
@@ -240,8 +259,15 @@ def verdicts(figures: dict) -> list[dict]:
         if key not in figures:
             continue
         value = figures[key]
-        rows.append({"target": what, "limit": f"≤ {limit} {unit}", "measured": f"{value} {unit}", "met": value <= limit,
-                     "gap": None if value <= limit else f"{value - limit:.2f} {unit} over ({value / limit:.2f}×)"})  # fmt: skip
+        rows.append(
+            {
+                "target": what,
+                "limit": f"≤ {limit} {unit}",
+                "measured": f"{value} {unit}",
+                "met": value <= limit,
+                "gap": None if value <= limit else f"{value - limit:.2f} {unit} over ({value / limit:.2f}×)",
+            }
+        )
     return rows
 
 
@@ -254,12 +280,16 @@ def mean_se(values: list[float]) -> dict:
 def markdown(report: dict) -> str:
     run = report["runs"][0]
     lines = [
-        "# Pipeline benchmark", "",
+        "# Pipeline benchmark",
+        "",
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB, Python {report['machine']['python']}. "
-        f"Source: `{report['source']}`. Params: {'defaults' if not report['params_overrides'] else 'defaults with ' + json.dumps(report['params_overrides'])}. "
-        f"Command: `{report['command']}`.", "",
-        "| stage | wall (s) | CPU (s) | peak memory (GiB) |", "|---|---:|---:|---:|",
-    ]  # fmt: skip
+        f"Source: `{report['source']}`. "
+        f"Params: {'defaults' if not report['params_overrides'] else 'defaults with ' + json.dumps(report['params_overrides'])}. "
+        f"Command: `{report['command']}`.",
+        "",
+        "| stage | wall (s) | CPU (s) | peak memory (GiB) |",
+        "|---|---:|---:|---:|",
+    ]
     for stage, m in run["stages"].items():
         lines.append(f"| {stage} | {m['wall_s']} | {m['cpu_s']} | {m['peak_memory_gib']} |")
     m = run["noop_repro"]
@@ -270,38 +300,55 @@ def markdown(report: dict) -> str:
             f"Produced: {c['prepared_clips']} prepared clips ({min(c['clips_per_class'].values())}–"
             f"{max(c['clips_per_class'].values())} per class), {c['augmented_wavs']} augmented WAVs "
             f"({c['augmented_gib']} GiB), spectrograms {c['spectrograms']} of shape {c['spectrogram_shape']}, "
-            f"preview PNG: {'yes' if c['preview_png'] else 'no'}.", "",
-        ]  # fmt: skip
+            f"preview PNG: {'yes' if c['preview_png'] else 'no'}.",
+            "",
+        ]
     lines += ["| target | limit | measured | met |", "|---|---|---|---|"]
     for v in report["targets"]:
         lines.append(f"| {v['target']} | {v['limit']} | {v['measured']} | {'yes' if v['met'] else 'no: ' + v['gap']} |")
     if "runs" in run:
-        lines += ["", "| run | epochs | best epoch | s / epoch | val (file) | test (clip) | test (file) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| run | epochs | best epoch | s / epoch | val (file) | test (clip) | test (file) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, r in run["runs"].items():
-            lines.append(f"| {name} | {r['epochs_run']} | {r['best_epoch']} | {r['seconds_per_epoch']} | "
-                         f"{100 * r['val_file_accuracy']:.2f} % | {100 * r['test_clip_accuracy']:.2f} % | {100 * r['test_file_accuracy']:.2f} % |")  # fmt: skip
-        spread = {k: mean_se([r[k] for r in run["runs"].values()]) for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")}
+            lines.append(
+                f"| {name} | {r['epochs_run']} | {r['best_epoch']} | {r['seconds_per_epoch']} | "
+                f"{100 * r['val_file_accuracy']:.2f} % | {100 * r['test_clip_accuracy']:.2f} % | {100 * r['test_file_accuracy']:.2f} % |"
+            )
+        spread = {
+            k: mean_se([r[k] for r in run["runs"].values()]) for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")
+        }
         lines.append("| mean ± SE | | | | " + " | ".join(f"{100 * m['mean']:.2f} ± {100 * m['se']:.2f} %" for m in spread.values()) + " |")
     if "results_table" in run:
         lines += ["", run["results_table"].rstrip().replace("\n# ", "\n## ").replace("\n## ", "\n### ").removeprefix("# ")]
     elif "ensemble_table" in run:
         lines += ["", "Results (test accuracy; weights fitted on validation only):", "", run["ensemble_table"].rstrip()]
     for stage, m in run.get("cnn1d", {}).items():
-        lines += ["", f"{stage}: test {100 * m['test_file_accuracy']:.1f} % (files) / {100 * m['test_clip_accuracy']:.1f} % (clips), "
-                      f"validation {100 * m['val_file_accuracy']:.1f} %, best epoch {m['best_epoch']}."]  # fmt: skip
+        lines += [
+            "",
+            f"{stage}: test {100 * m['test_file_accuracy']:.1f} % (files) / {100 * m['test_clip_accuracy']:.1f} % (clips), "
+            f"validation {100 * m['val_file_accuracy']:.1f} %, best epoch {m['best_epoch']}.",
+        ]
     for name, table in run.get("baseline_tables", {}).items():
         lines += ["", f"`{name}`:", "", table.rstrip()]
     if "deterministic" in report:
         d = report["deterministic"]
-        lines += ["", f"Data stages run twice from scratch: dvc.lock output hashes {'identical' if d['identical'] else 'DIFFER'} "
-                      f"({d['outputs_compared']} outputs compared)."]  # fmt: skip
+        lines += [
+            "",
+            f"Data stages run twice from scratch: dvc.lock output hashes {'identical' if d['identical'] else 'DIFFER'} "
+            f"({d['outputs_compared']} outputs compared).",
+        ]
     if "esc50" in report:
         for name, e in report["esc50"].items():
-            lines.append(f"ESC-50 master ({name}): {e['clips']} clips, same ids/labels/folds as the ESC-10 release: "
-                         f"{'yes' if e['same_ids_labels_folds'] else 'NO'}; largest int16 sample difference "
-                         f"{e['max_sample_difference_int16']} (16-bit quantisation of the WAVs), and "
-                         f"{e['max_sample_difference_int16_overdriven']} for the {e['overdriven_clips']} Ogg clips that "
-                         "decode above full scale, which a WAV must clip before resampling rather than after.")  # fmt: skip
+            lines.append(
+                f"ESC-50 master ({name}): {e['clips']} clips, same ids/labels/folds as the ESC-10 release: "
+                f"{'yes' if e['same_ids_labels_folds'] else 'NO'}; largest int16 sample difference "
+                f"{e['max_sample_difference_int16']} (16-bit quantisation of the WAVs), and "
+                f"{e['max_sample_difference_int16_overdriven']} for the {e['overdriven_clips']} Ogg clips that "
+                "decode above full scale, which a WAV must clip before resampling rather than after."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -316,8 +363,12 @@ def benchmark_parser(doc: str | None, name: str) -> argparse.ArgumentParser:
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
-            "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def write_report(report: dict, text: str, path: Path) -> None:
@@ -334,8 +385,11 @@ def main() -> None:
     parser.add_argument("--twice", action="store_true", help="run the data stages again from scratch and compare dvc.lock hashes")
     parser.add_argument("--esc50", action="store_true", help="check that an ESC-50-master copy gives the same clips")
     parser.add_argument("--stages", help="comma-separated stages to run, in this order (default: every stage)")
-    parser.add_argument("--from-cache", action="store_true",
-                        help="first check out the outputs in the project's dvc.lock from its DVC cache, so --stages start from them")
+    parser.add_argument(
+        "--from-cache",
+        action="store_true",
+        help="first check out the outputs in the project's dvc.lock from its DVC cache, so --stages start from them",
+    )
     args = parser.parse_args()
     only = args.stages.split(",") if args.stages else None
 
@@ -366,13 +420,16 @@ def main() -> None:
     if not only and not args.until:
         figures["total_wall_s"] = round(sum(m["wall_s"] for m in first["stages"].values()), 1)
     report = {
-        "command": "python benchmarks/pipeline.py" + "".join(f" --set {a}" for a in args.set)
-                   + (f" --until {args.until}" if args.until else "")
-                   + (" --twice" if args.twice else "") + (" --esc50" if args.esc50 else "")
-                   + (" --from-cache" if args.from_cache else "") + (f" --stages {args.stages}" if args.stages else ""),
+        "command": "python benchmarks/pipeline.py"
+        + "".join(f" --set {a}" for a in args.set)
+        + (f" --until {args.until}" if args.until else "")
+        + (" --twice" if args.twice else "")
+        + (" --esc50" if args.esc50 else "")
+        + (" --from-cache" if args.from_cache else "")
+        + (f" --stages {args.stages}" if args.stages else ""),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine(),
-        "source": str(args.source),
+        "source": args.source.name,  # the release's name: reports name no path of the machine that ran them
         "params_overrides": params,
         "runs": runs,
         "figures": figures,
@@ -381,11 +438,16 @@ def main() -> None:
     if args.twice:
         a, b = (lock_hashes(Path(r["sandbox"])) for r in runs)
         data = [k for k in b if k.split(":")[0] in DATA_STAGES]
-        report["deterministic"] = {"identical": all(a[k] == b[k] for k in data), "outputs_compared": len(data),
-                                   "differing": sorted(k for k in data if a[k] != b[k])}  # fmt: skip
+        report["deterministic"] = {
+            "identical": all(a[k] == b[k] for k in data),
+            "outputs_compared": len(data),
+            "differing": sorted(k for k in data if a[k] != b[k]),
+        }
     if args.esc50:
         with tempfile.TemporaryDirectory(dir=args.work) as tmp:
             report["esc50"] = esc50_check(args.source, Path(tmp), Path(first["sandbox"]) / "data/prepared")
+    for run in runs:
+        del run["sandbox"]  # a scratch folder of this machine
     write_report(report, markdown(report), args.report)
 
 

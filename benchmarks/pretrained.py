@@ -50,8 +50,14 @@ def main() -> None:
     embed_cfg, head_cfg = stage_config(EmbedConfig, params, "embed"), stage_config(HeadConfig, params, "head")
     model = embed_cfg.models[0] if embed_cfg.models else "birdnet"
     start = time.perf_counter()
-    embed(PROJECT / "data/augmented", PROJECT / "data/spectrograms", dataclasses.replace(embed_cfg, copies=max(copies)), model,
-          args.work / model, jobs=default_jobs())  # fmt: skip
+    embed(
+        PROJECT / "data/augmented",
+        PROJECT / "data/spectrograms",
+        dataclasses.replace(embed_cfg, copies=max(copies)),
+        model,
+        args.work / model,
+        jobs=default_jobs(),
+    )
     embed_seconds = time.perf_counter() - start
     data = load_data(args.work / model)
     original = data.val.index["copy"].to_numpy() == 0
@@ -65,23 +71,38 @@ def main() -> None:
         reference = by_clip if reference is None else reference
         diff = by_clip - reference
         results[k] = {
-            "train_files": int(keep.sum()), "C": head.c,
-            "val_file_accuracy": float(correct.mean()), "val_original_accuracy": float(correct[original].mean()),
-            "val_file_difference_vs_1": float(diff.mean()), "val_file_difference_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+            "train_files": int(keep.sum()),
+            "C": head.c,
+            "val_file_accuracy": float(correct.mean()),
+            "val_original_accuracy": float(correct[original].mean()),
+            "val_file_difference_vs_1": float(diff.mean()),
+            "val_file_difference_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
             "test_clip_accuracy": float((head.final.probabilities(data.test.x).argmax(axis=1) == data.test.y).mean()),
-        }  # fmt: skip
-    report = {"command": "python benchmarks/pretrained.py" + (f" --copies {args.copies}" if args.copies != "1,2,3,4,6" else ""),
-              "model": model, "val_clips": int(len(reference)), "embed_seconds_all_copies": round(embed_seconds, 1), "copies": results}  # fmt: skip
+        }
+    report = {
+        "command": "python benchmarks/pretrained.py" + (f" --copies {args.copies}" if args.copies != "1,2,3,4,6" else ""),
+        "model": model,
+        "val_clips": int(len(reference)),
+        "embed_seconds_all_copies": round(embed_seconds, 1),
+        "copies": results,
+    }
     pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
-    lines = [f"# Pretrained members: `embed.copies` for `{model}`, on validation", "",
-             f"Command: `{report['command']}`. The project's split: {report['val_clips']} validation clips, every copy of each. "
-             f"Embedding every file once ({max(copies)} training copies per clip) took {embed_seconds:.0f} s. Test chose nothing.", "",
-             "| embed.copies | training files | C chosen | validation, files | difference vs 1 (± SE over clips) | "
-             "validation, originals | test clips (context) |", "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"# Pretrained members: `embed.copies` for `{model}`, on validation",
+        "",
+        f"Command: `{report['command']}`. The project's split: {report['val_clips']} validation clips, every copy of each. "
+        f"Embedding every file once ({max(copies)} training copies per clip) took {embed_seconds:.0f} s. Test chose nothing.",
+        "",
+        "| embed.copies | training files | C chosen | validation, files | difference vs 1 (± SE over clips) | "
+        "validation, originals | test clips (context) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for k, r in results.items():
-        lines.append(f"| {k} | {r['train_files']} | {r['C']:g} | {pct(r['val_file_accuracy'])} | "
-                     f"{100 * r['val_file_difference_vs_1']:+.2f} ± {100 * r['val_file_difference_se']:.2f} | "
-                     f"{pct(r['val_original_accuracy'])} | {pct(r['test_clip_accuracy'])} |")  # fmt: skip
+        lines.append(
+            f"| {k} | {r['train_files']} | {r['C']:g} | {pct(r['val_file_accuracy'])} | "
+            f"{100 * r['val_file_difference_vs_1']:+.2f} ± {100 * r['val_file_difference_se']:.2f} | "
+            f"{pct(r['val_original_accuracy'])} | {pct(r['test_clip_accuracy'])} |"
+        )
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     args.report.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -26,9 +26,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audioclass import sandbox  # noqa: E402
-from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report  # noqa: E402
+from audioclass import sandbox
+from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report
 
 BUDGET_S = 8 * 60  # issue 4: the default tuning budget on a 2-core machine
 
@@ -43,12 +42,21 @@ def six_runs(box: Path, label: str) -> dict:
     return {
         "hyperparameters": yaml.safe_load((box / "reports/tune/best_params.yaml").read_text()),
         "wall_s": timing["wall_s"],
-        **{key: mean_se([r[key] for r in runs]) for key in ("val_file_accuracy", "val_clip_accuracy", "test_clip_accuracy", "test_file_accuracy")},
+        **{
+            key: mean_se([r[key] for r in runs])
+            for key in ("val_file_accuracy", "val_clip_accuracy", "test_clip_accuracy", "test_file_accuracy")
+        },
         "epochs_run": [r["epochs_run"] for r in runs],
-        "ensemble": {name: {"test_clip_accuracy": m["test_clip_accuracy"], "test_file_accuracy": m["test_file_accuracy"],
-                            "val_file_accuracy": m.get("val_file_accuracy")}
-                     for name, m in ensemble.items() if name in ("average", "val_weighted", "swarm_jaya")},
-    }  # fmt: skip
+        "ensemble": {
+            name: {
+                "test_clip_accuracy": m["test_clip_accuracy"],
+                "test_file_accuracy": m["test_file_accuracy"],
+                "val_file_accuracy": m.get("val_file_accuracy"),
+            }
+            for name, m in ensemble.items()
+            if name in ("average", "val_weighted", "swarm_jaya")
+        },
+    }
 
 
 def pct(figure: dict) -> str:
@@ -58,11 +66,14 @@ def pct(figure: dict) -> str:
 def markdown(report: dict) -> str:
     t, tuned, default = report["tune"], report["tuned"], report["defaults"]
     lines = [
-        "# Tuning benchmark", "",
+        "# Tuning benchmark",
+        "",
         f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gib']} GiB. Command: `{report['command']}`. "
         f"Params: {'defaults with ' + json.dumps(report['params_overrides']) if report['params_overrides'] else 'defaults'} "
-        "(split: official fold 1 as test, a grouped 20 % of the rest as validation).", "",
-        "## The tune stage at the default budget", "",
+        "(split: official fold 1 as test, a grouped 20 % of the rest as validation).",
+        "",
+        "## The tune stage at the default budget",
+        "",
         f"- Budget: {t['params']['trials']} trials or {t['params']['timeout_minutes']} minutes, each trial on "
         f"{t['params']['data_fraction']:.0%} of the training clips for at most {t['params']['trial_epochs']} epochs.",
         f"- Wall time **{t['wall_s']} s** ({t['wall_s'] / 60:.1f} min; limit {BUDGET_S / 60:.0f} min: "
@@ -70,26 +81,33 @@ def markdown(report: dict) -> str:
         f"- Trials: {t['metrics']['trials_complete']} complete, {t['metrics']['trials_pruned']} pruned; best trial "
         f"{t['metrics']['best_trial']} at {100 * t['metrics']['best_val_accuracy']:.2f} % validation accuracy (file level, "
         "trial budget).",
-        f"- Resume with nothing new to run (`dvc repro -f -s tune`): {report['resume']['wall_s']} s.", "",
+        f"- Resume with nothing new to run (`dvc repro -f -s tune`): {report['resume']['wall_s']} s.",
+        "",
         "| trial | state | val accuracy | epochs | seconds | " + " | ".join(t["param_names"]) + " |",
         "|---:|---|---:|---:|---:|" + "---:|" * len(t["param_names"]),
-    ]  # fmt: skip
+    ]
     for row in t["trials"]:
         value = "–" if row["value"] is None else f"{100 * row['value']:.2f} %"
         params = " | ".join(f"{row[p]:.4g}" if isinstance(row[p], float) else str(row[p]) for p in t["param_names"])
         lines.append(f"| {row['trial']} | {row['state']} | {value} | {row['epochs']} | {row['seconds']} | {params} |")
     lines += [
-        "", "## Six full training runs: params.yaml's values against the tuned ones", "",
-        "| hyperparameters | " + " | ".join(t["param_names"]) + " | val (file) | test (clip) | test (file) | average ensemble test (clip / file) | epochs run |",
+        "",
+        "## Six full training runs: params.yaml's values against the tuned ones",
+        "",
+        "| hyperparameters | "
+        + " | ".join(t["param_names"])
+        + " | val (file) | test (clip) | test (file) | average ensemble test (clip / file) | epochs run |",
         "|---|" + "---:|" * (len(t["param_names"]) + 5),
-    ]  # fmt: skip
+    ]
     for label, result in (("params.yaml", default), ("tuned", tuned)):
         hp = result["hyperparameters"]
         values = " | ".join(f"{hp[p.split('.')[0]][p.split('.')[1]]:.4g}" for p in t["param_names"])
         avg = result["ensemble"]["average"]
-        lines.append(f"| {label} | {values} | {pct(result['val_file_accuracy'])} | {pct(result['test_clip_accuracy'])} | "
-                     f"{pct(result['test_file_accuracy'])} | {100 * avg['test_clip_accuracy']:.2f} % / "
-                     f"{100 * avg['test_file_accuracy']:.2f} % | {result['epochs_run']} |")  # fmt: skip
+        lines.append(
+            f"| {label} | {values} | {pct(result['val_file_accuracy'])} | {pct(result['test_clip_accuracy'])} | "
+            f"{pct(result['test_file_accuracy'])} | {100 * avg['test_clip_accuracy']:.2f} % / "
+            f"{100 * avg['test_file_accuracy']:.2f} % | {result['epochs_run']} |"
+        )
     lines += ["", "Mean ± standard error over the six seeds. Tuning chose on validation only; test figures are reported, never used."]
     return "\n".join(lines) + "\n"
 
@@ -112,12 +130,14 @@ def main() -> None:
     resume.pop("log")
     trials = pd.read_csv(box / "reports/tune/trials.csv")
     param_names = [c for c in trials.columns if c.startswith(("model.", "fit."))]
-    tune.update({
-        "params": yaml.safe_load((box / "params.yaml").read_text())["tune"],
-        "metrics": json.loads((box / "reports/tune/tune.json").read_text()),
-        "param_names": param_names,
-        "trials": json.loads(trials.to_json(orient="records")),
-    })  # fmt: skip
+    tune.update(
+        {
+            "params": yaml.safe_load((box / "params.yaml").read_text())["tune"],
+            "metrics": json.loads((box / "reports/tune/tune.json").read_text()),
+            "param_names": param_names,
+            "trials": json.loads(trials.to_json(orient="records")),
+        }
+    )
     tuned = six_runs(box, "tuned")
     sandbox.set_params(box, {"tune": {"enabled": False}})
     defaults = six_runs(box, "params.yaml's values")

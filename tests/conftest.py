@@ -16,8 +16,18 @@ from audioclass.layouts import ESC10_CLASSES, ESC10_FOLDERS
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_ESC10 = Path(os.environ.get("AUDIOCLASS_ESC10", PROJECT.parent / "shared" / "datasets" / "ESC-10"))
-ESC50_TARGETS = {"dog": 0, "rooster": 1, "rain": 10, "sea_waves": 11, "crackling_fire": 12, "crying_baby": 20,
-                 "sneezing": 21, "clock_tick": 38, "helicopter": 40, "chainsaw": 41}  # fmt: skip
+ESC50_TARGETS = {
+    "dog": 0,
+    "rooster": 1,
+    "rain": 10,
+    "sea_waves": 11,
+    "crackling_fire": 12,
+    "crying_baby": 20,
+    "sneezing": 21,
+    "clock_tick": 38,
+    "helicopter": 40,
+    "chainsaw": 41,
+}
 # The tiny profile the real dvc repro runs on: params.yaml's sections with these keys replaced.
 # With 4 clips per class, 3 remain outside the test fold, so validation takes one grouped third.
 TINY = {
@@ -74,8 +84,9 @@ def tiny_clips(per_class: int = 5, sr: int = 8000, seconds: float = 0.6) -> list
             source = str(100 + 10 * c + (j % 5))
             take = "AB"[j // 5]
             fold = j % 5 + 1
-            clips.append(TinyClip(f"{fold}-{source}-{take}", name, fold, source, take,
-                                  tone(200 + 150 * c, seconds, sr, seed=c * 100 + j), sr))  # fmt: skip
+            clips.append(
+                TinyClip(f"{fold}-{source}-{take}", name, fold, source, take, tone(200 + 150 * c, seconds, sr, seed=c * 100 + j), sr)
+            )
     return clips
 
 
@@ -144,9 +155,14 @@ def band_spectrograms(n_clips: int, copies: int, seed: int, n_classes: int = 3):
     x = rng.uniform(0, 0.3, (len(labels), 8, 16, 1)).astype(np.float16)
     for i, c in enumerate(labels):
         x[i, 2 * c : 2 * c + 2] += 0.7
-    index = pd.DataFrame({"clip_id": np.repeat([f"s{seed}-c{i:03d}" for i in range(n_clips)], copies),
-                          "copy": np.tile(np.arange(copies), n_clips), "label": labels,
-                          "class_name": [f"class{c}" for c in labels]})  # fmt: skip
+    index = pd.DataFrame(
+        {
+            "clip_id": np.repeat([f"s{seed}-c{i:03d}" for i in range(n_clips)], copies),
+            "copy": np.tile(np.arange(copies), n_clips),
+            "label": labels,
+            "class_name": [f"class{c}" for c in labels],
+        }
+    )
     return Split(x, index)
 
 

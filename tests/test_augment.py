@@ -15,8 +15,7 @@ SR = 8000
 
 def cfg(p: float = 0.5, **overrides) -> AugmentConfig:
     base = config(AugmentConfig, "augment", **overrides)
-    effects = {name: dataclasses.replace(getattr(base, name), p=p)
-               for name in ("time_shift", "noise", "pitch_shift", "time_stretch")}  # fmt: skip
+    effects = {name: dataclasses.replace(getattr(base, name), p=p) for name in ("time_shift", "noise", "pitch_shift", "time_stretch")}
     return dataclasses.replace(base, **effects)
 
 

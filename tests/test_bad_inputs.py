@@ -6,8 +6,8 @@ An input ends one of two ways:
   was expected, no traceback, no temporary left, the stage's previous output and
   the user's source files untouched;
 - **handled**: odd but legitimate audio (too short, too long, stereo at another
-  rate) becomes a clip of the configured rate and length, as the README's
-  "Guarantees" section documents.
+  rate) becomes a clip of the configured rate and length, as
+  docs/guarantees.md documents.
 """
 
 from __future__ import annotations
@@ -70,8 +70,11 @@ def one_clip(root: Path, suffix: str) -> Path:
 
 def folders(tmp: Path, odd: Callable[[Path], None]) -> Path:
     """Two classes of 5 tones as folders (enough for 5 grouped folds); ``odd`` then changes or adds a file in ``dog/``."""
-    root = write_folders(tmp / "corpus", {"dog": [tone(300, 0.6, RATE, seed=i) for i in range(5)],
-                                          "cat": [tone(900, 0.6, RATE, seed=i) for i in range(5)]}, RATE)  # fmt: skip
+    root = write_folders(
+        tmp / "corpus",
+        {"dog": [tone(300, 0.6, RATE, seed=i) for i in range(5)], "cat": [tone(900, 0.6, RATE, seed=i) for i in range(5)]},
+        RATE,
+    )
     odd(root / "dog")
     return root
 
@@ -189,8 +192,9 @@ def one_recording_class(tmp):
     metadata = tmp / "prepared" / "metadata.csv"
     metadata.parent.mkdir()
     pd.DataFrame(rows, columns=["clip_id", "source_id", "take", "fold", "label", "class_name"]).to_csv(metadata, index=False)
-    return Case(["split", "--params", str(params), "--metadata", str(metadata), "--out", str(tmp / "split.csv")],
-                tmp / "split.csv", [metadata]), "class 'lonely': 1 clip(s) from 1 source recording(s); expected at least 3"  # fmt: skip
+    return Case(
+        ["split", "--params", str(params), "--metadata", str(metadata), "--out", str(tmp / "split.csv")], tmp / "split.csv", [metadata]
+    ), "class 'lonely': 1 clip(s) from 1 source recording(s); expected at least 3"
 
 
 def augment_param(change: dict, message: str):
@@ -198,31 +202,79 @@ def augment_param(change: dict, message: str):
         params = params_file(tmp, augment=change)
         prepared = tmp / "prepared"
         write_esc10_release(prepared, tiny_clips(per_class=1))  # any inputs: the params are checked first
-        return Case(["augment", "--params", str(params), "--prepared", str(prepared), "--out", str(tmp / "augmented")],
-                    tmp / "augmented", [prepared]), message  # fmt: skip
+        return Case(
+            ["augment", "--params", str(params), "--prepared", str(prepared), "--out", str(tmp / "augmented")],
+            tmp / "augmented",
+            [prepared],
+        ), message
 
     return case
 
 
 def too_many_mels(tmp):
     params = params_file(tmp, spectrograms={"n_fft": 256, "hop_length": 128, "n_mels": 200})
-    return Case(["spectrograms", "--params", str(params), "--augmented", str(tmp / "augmented"), "--split", str(tmp / "split.csv"),
-                 "--out", str(tmp / "spectrograms"), "--preview", str(tmp / "grid.png"), "--summary", str(tmp / "data.json")],
-                tmp / "spectrograms", []), "spectrograms.n_mels: expected at most n_fft // 2 + 1 = 129 bands for n_fft=256, got 200"  # fmt: skip
+    return Case(
+        [
+            "spectrograms",
+            "--params",
+            str(params),
+            "--augmented",
+            str(tmp / "augmented"),
+            "--split",
+            str(tmp / "split.csv"),
+            "--out",
+            str(tmp / "spectrograms"),
+            "--preview",
+            str(tmp / "grid.png"),
+            "--summary",
+            str(tmp / "data.json"),
+        ],
+        tmp / "spectrograms",
+        [],
+    ), "spectrograms.n_mels: expected at most n_fft // 2 + 1 = 129 bands for n_fft=256, got 200"
 
 
 def unknown_architecture(tmp):
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params = params_file(tmp, train={"model": {**params["train"]["model"], "architecture": "resnet9000"}})
-    return Case(["train", "--params", str(params), "--seed", "1", "--data", str(tmp / "spectrograms"), "--out", str(tmp / "run-1"),
-                 "--metrics", str(tmp / "run-1.json"), "--history", str(tmp / "run-1.csv")],
-                tmp / "run-1", []), "train.model.architecture: expected one of ['book_cnn', 'compact_cnn'], got 'resnet9000'"  # fmt: skip
+    return Case(
+        [
+            "train",
+            "--params",
+            str(params),
+            "--seed",
+            "1",
+            "--data",
+            str(tmp / "spectrograms"),
+            "--out",
+            str(tmp / "run-1"),
+            "--metrics",
+            str(tmp / "run-1.json"),
+            "--history",
+            str(tmp / "run-1.csv"),
+        ],
+        tmp / "run-1",
+        [],
+    ), "train.model.architecture: expected one of ['book_cnn', 'compact_cnn'], got 'resnet9000'"
 
 
 def unknown_swarm(tmp):
     params = params_file(tmp, ensemble={"optimisers": ["jaya", "pso9000"]})
-    return Case(["ensemble", "--params", str(params), "--models", str(tmp / "models"), "--data", str(tmp / "spectrograms"),
-                 "--out", str(tmp / "ensemble")], tmp / "ensemble", []), "ensemble.optimisers: expected names from"  # fmt: skip
+    return Case(
+        [
+            "ensemble",
+            "--params",
+            str(params),
+            "--models",
+            str(tmp / "models"),
+            "--data",
+            str(tmp / "spectrograms"),
+            "--out",
+            str(tmp / "ensemble"),
+        ],
+        tmp / "ensemble",
+        [],
+    ), "ensemble.optimisers: expected names from"
 
 
 def truncate(path: Path) -> None:
@@ -232,13 +284,30 @@ def truncate(path: Path) -> None:
 def truncated_spectrograms(tmp):
     from conftest import band_spectrograms, write_spectrogram_folder
 
-    data = write_spectrogram_folder(tmp / "spectrograms", {"train": band_spectrograms(6, 2, 0), "val": band_spectrograms(3, 2, 1),
-                                                           "test": band_spectrograms(3, 2, 2)})  # fmt: skip
+    data = write_spectrogram_folder(
+        tmp / "spectrograms", {"train": band_spectrograms(6, 2, 0), "val": band_spectrograms(3, 2, 1), "test": band_spectrograms(3, 2, 2)}
+    )
     truncate(data / "train" / "x.npy")
     params = params_file(tmp, train={"seeds": [1]})
-    return Case(["train", "--params", str(params), "--seed", "1", "--data", str(data), "--out", str(tmp / "run-1"),
-                 "--metrics", str(tmp / "run-1.json"), "--history", str(tmp / "run-1.csv")],
-                tmp / "run-1", [data]), "train/x.npy: unreadable NumPy array"  # fmt: skip
+    return Case(
+        [
+            "train",
+            "--params",
+            str(params),
+            "--seed",
+            "1",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp / "run-1"),
+            "--metrics",
+            str(tmp / "run-1.json"),
+            "--history",
+            str(tmp / "run-1.csv"),
+        ],
+        tmp / "run-1",
+        [data],
+    ), "train/x.npy: unreadable NumPy array"
 
 
 def truncated_predictions(tmp):
@@ -253,8 +322,11 @@ def truncated_predictions(tmp):
         (run / "metrics.json").write_text('{"val_file_accuracy": 0.5, "class_names": ["class0", "class1", "class2"]}')
     truncate(tmp / "models" / "run-2" / "val_probs.npy")
     params = params_file(tmp, train={"seeds": [1, 2]})
-    return Case(["ensemble", "--params", str(params), "--models", str(tmp / "models"), "--data", str(data), "--out", str(tmp / "ensemble")],
-                tmp / "ensemble", [tmp / "models", data]), "run-2/val_probs.npy: unreadable NumPy array"  # fmt: skip
+    return Case(
+        ["ensemble", "--params", str(params), "--models", str(tmp / "models"), "--data", str(data), "--out", str(tmp / "ensemble")],
+        tmp / "ensemble",
+        [tmp / "models", data],
+    ), "run-2/val_probs.npy: unreadable NumPy array"
 
 
 REJECTED = {
@@ -277,8 +349,9 @@ REJECTED = {
     "misspelt params section": misspelt_section,
     "class with one recording": one_recording_class,
     "0 copies": augment_param({"copies": 0}, "augment.copies: expected an integer >= 1 (1 = originals only), got 0"),
-    "probability outside [0, 1]": augment_param({"noise": {"p": 1.5, "max_fraction": 0.1}},
-                                                "augment.noise.p: expected a probability in [0, 1], got 1.5"),  # fmt: skip
+    "probability outside [0, 1]": augment_param(
+        {"noise": {"p": 1.5, "max_fraction": 0.1}}, "augment.noise.p: expected a probability in [0, 1], got 1.5"
+    ),
     "n_mels too large for n_fft": too_many_mels,
     "unknown architecture": unknown_architecture,
     "unknown swarm algorithm": unknown_swarm,
@@ -315,14 +388,19 @@ def test_bad_input_is_rejected_with_one_line_and_nothing_lost(make, tmp_path, ca
 
 HANDLED = {
     # name: (file written into class "dog", what the extracted clip must equal)
-    "0.2 s clip: zero-padded to 0.5 s": (lambda path: sf.write(path, tone(300, 0.2, RATE), RATE),
-                                         lambda y: np.abs(y[: int(0.2 * RATE)]).max() > 0.1 and not y[int(0.2 * RATE) + 1 :].any()),
-    "60 s clip: its first 0.5 s kept": (lambda path: sf.write(path, tone(300, 60.0, RATE), RATE),
-                                        lambda y: np.abs(y - tone(300, SECONDS, RATE)).max() < 1e-3),
+    "0.2 s clip: zero-padded to 0.5 s": (
+        lambda path: sf.write(path, tone(300, 0.2, RATE), RATE),
+        lambda y: np.abs(y[: int(0.2 * RATE)]).max() > 0.1 and not y[int(0.2 * RATE) + 1 :].any(),
+    ),
+    "60 s clip: its first 0.5 s kept": (
+        lambda path: sf.write(path, tone(300, 60.0, RATE), RATE),
+        lambda y: np.abs(y - tone(300, SECONDS, RATE)).max() < 1e-3,
+    ),
     "stereo 48 kHz: averaged to mono, resampled to 8 kHz": (
         lambda path: sf.write(path, np.stack([tone(300, 1.0, 48000), -tone(300, 1.0, 48000, seed=1)], axis=1), 48000),
-        lambda y: np.abs(y).max() < 0.1),  # the channels cancel, but for the noise
-}  # fmt: skip
+        lambda y: np.abs(y).max() < 0.1,
+    ),  # the channels cancel, but for the noise
+}
 
 
 @pytest.mark.parametrize("write, check", HANDLED.values(), ids=HANDLED.keys())

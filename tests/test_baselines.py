@@ -32,14 +32,22 @@ def test_raw_vector_scaling_matches_the_studys_int16_formula():
     np.testing.assert_allclose(raw_vector(int16 / 32768.0, np.arange(5)), study, atol=1e-7)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"rate": 9000.0}, r"raw_vectors\.rate: expected at most the sample rate \(8000 Hz\), got 9000\.0"),
-    ({"seconds": 1.0}, r"raw_vectors\.seconds: expected at most the files' 0\.5 s, got 1\.0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rate": 9000.0}, r"raw_vectors\.rate: expected at most the sample rate \(8000 Hz\), got 9000\.0"),
+        ({"seconds": 1.0}, r"raw_vectors\.seconds: expected at most the files' 0\.5 s, got 1\.0"),
+    ],
+)
 def test_impossible_spans_and_rates_are_named(pipeline_inputs, tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        raw_vectors(pipeline_inputs / "augmented", pipeline_inputs / "split.csv", config(RawVectorConfig, "raw_vectors", **change),
-                    tmp_path / "raw", jobs=1)  # fmt: skip
+        raw_vectors(
+            pipeline_inputs / "augmented",
+            pipeline_inputs / "split.csv",
+            config(RawVectorConfig, "raw_vectors", **change),
+            tmp_path / "raw",
+            jobs=1,
+        )
     assert not (tmp_path / "raw").exists()
 
 
@@ -83,8 +91,12 @@ def vector_data() -> Data:
     return Data(vectors(30, 2, 0), vectors(9, 2, 1), vectors(9, 2, 2), ("a", "b", "c"))
 
 
-MODELS = {"dummy": {"estimator": "DummyClassifier", "strategy": "stratified"}, "nearest_centroid": {"estimator": "NearestCentroid"},
-          "linear_svm_c1": {"estimator": "LinearSVC", "C": 1.0}, "forest": {"estimator": "RandomForestClassifier", "n_estimators": 5}}  # fmt: skip
+MODELS = {
+    "dummy": {"estimator": "DummyClassifier", "strategy": "stratified"},
+    "nearest_centroid": {"estimator": "NearestCentroid"},
+    "linear_svm_c1": {"estimator": "LinearSVC", "C": 1.0},
+    "forest": {"estimator": "RandomForestClassifier", "n_estimators": 5},
+}
 
 
 def test_every_model_is_scored_logged_nested_and_tabled(vector_data, tmp_path, monkeypatch):
@@ -107,16 +119,23 @@ def test_every_model_is_scored_logged_nested_and_tabled(vector_data, tmp_path, m
 def test_seed_reaches_estimators_that_take_one_and_results_repeat(vector_data, tmp_path, monkeypatch):
     assert make_estimator({"estimator": "RandomForestClassifier"}, seed=7).random_state == 7
     assert make_estimator({"estimator": "RandomForestClassifier", "random_state": 3}, seed=7).random_state == 3
-    forest = make_estimator({"estimator": "RandomForestClassifier", "n_estimators": 5}, seed=1, jobs=2).fit(vector_data.train.x, vector_data.train.y)
-    serial = make_estimator({"estimator": "RandomForestClassifier", "n_estimators": 5}, seed=1).fit(vector_data.train.x, vector_data.train.y)
+    forest = make_estimator({"estimator": "RandomForestClassifier", "n_estimators": 5}, seed=1, jobs=2).fit(
+        vector_data.train.x, vector_data.train.y
+    )
+    serial = make_estimator({"estimator": "RandomForestClassifier", "n_estimators": 5}, seed=1).fit(
+        vector_data.train.x, vector_data.train.y
+    )
     np.testing.assert_array_equal(forest.predict_proba(vector_data.test.x), serial.predict_proba(vector_data.test.x))
 
 
-@pytest.mark.parametrize(("models", "message"), [
-    ({"boosted": {"estimator": "XGBClassifier"}}, r"classical\.models\.boosted: expected a mapping with estimator: one of \["),
-    ({"knn": {"estimator": "KNeighborsClassifier", "k": 3}}, r"classical\.models\.knn: expected arguments KNeighborsClassifier takes"),
-    ({}, r"classical\.models: expected at least one model"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ({"boosted": {"estimator": "XGBClassifier"}}, r"classical\.models\.boosted: expected a mapping with estimator: one of \["),
+        ({"knn": {"estimator": "KNeighborsClassifier", "k": 3}}, r"classical\.models\.knn: expected arguments KNeighborsClassifier takes"),
+        ({}, r"classical\.models: expected at least one model"),
+    ],
+)
 def test_bad_model_specs_are_named(models, message):
     from audioclass.config import load_params, stage_config
     from conftest import PROJECT
@@ -136,7 +155,9 @@ def test_an_argument_value_the_estimator_rejects_is_named(vector_data, tmp_path,
     assert not (tmp_path / "reports" / "classical.json").exists()
 
 
-@pytest.mark.parametrize(("architecture", "convs", "pools"), [("shallow", 1, 1), ("medium", 3, 1), ("deep0", 5, 2), ("deep1", 7, 3), ("deep2", 9, 4)])
+@pytest.mark.parametrize(
+    ("architecture", "convs", "pools"), [("shallow", 1, 1), ("medium", 3, 1), ("deep0", 5, 2), ("deep1", 7, 3), ("deep2", 9, 4)]
+)
 def test_the_1d_family_comes_from_one_definition(architecture, convs, pools):
     from audioclass.models import cnn1d
 
@@ -161,5 +182,7 @@ def test_a_1d_cell_learns_separable_vectors_deterministically(vector_data):
 def test_1d_grid_params_are_checked():
     from audioclass.training import Cnn1dConfig
 
-    with pytest.raises(ConfigError, match=r"^architectures: expected names from \['shallow', 'medium', 'deep0', 'deep1', 'deep2'\], got 'deep9'"):
+    with pytest.raises(
+        ConfigError, match=r"^architectures: expected names from \['shallow', 'medium', 'deep0', 'deep1', 'deep2'\], got 'deep9'"
+    ):
         config(Cnn1dConfig, "cnn1d", architectures=["deep9"])

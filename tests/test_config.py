@@ -11,8 +11,13 @@ from audioclass.spectrograms import SpectrogramConfig
 from audioclass.splits import SplitConfig
 from conftest import PROJECT
 
-STAGES = {"extract": ExtractConfig, "split": SplitConfig, "augment": AugmentConfig, "spectrograms": SpectrogramConfig,
-          "raw_vectors": RawVectorConfig}
+STAGES = {
+    "extract": ExtractConfig,
+    "split": SplitConfig,
+    "augment": AugmentConfig,
+    "spectrograms": SpectrogramConfig,
+    "raw_vectors": RawVectorConfig,
+}
 
 
 def params():
@@ -41,7 +46,11 @@ def test_project_params_build_every_stage_config(section):
         ("spectrograms", {"hop_length": 0}, "spectrograms.hop_length"),
         ("spectrograms", {"fmax": "high"}, "spectrograms.fmax: expected float or null, got 'high'"),
         ("spectrograms", {"test_copies": "some"}, "spectrograms.test_copies: expected one of ['original', 'all'], got 'some'"),
-        ("raw_vectors", {"test_copies": "original only"}, "raw_vectors.test_copies: expected one of ['original', 'all'], got 'original only'"),
+        (
+            "raw_vectors",
+            {"test_copies": "original only"},
+            "raw_vectors.test_copies: expected one of ['original', 'all'], got 'original only'",
+        ),
         ("extract", {"sample_rate": -1}, "extract.sample_rate: expected a rate in Hz"),
         ("extract", {"duration": True}, "extract.duration: expected a number, got True"),
     ],

@@ -86,8 +86,11 @@ def test_the_same_file_name_under_every_class_folder_is_one_clip_each(tmp_path):
             sf.write(root / word / f"{speaker}_nohash_0.wav", tone(300 + 300 * c, 0.3, RATE), RATE)
     meta = extract(extract_cfg(root, n_folds=3), tmp_path / "prepared", jobs=2)
     assert len(meta) == 9 and meta["clip_id"].is_unique
-    assert set(meta["clip_id"][meta["class_name"] == "no"]) == {"no%2F0a7c2a8d_nohash_0", "no%2F0b09edd3_nohash_0",
-                                                                "no%2F0c40e715_nohash_0"}  # fmt: skip
+    assert set(meta["clip_id"][meta["class_name"] == "no"]) == {
+        "no%2F0a7c2a8d_nohash_0",
+        "no%2F0b09edd3_nohash_0",
+        "no%2F0c40e715_nohash_0",
+    }
     assert sorted(p.name for p in (tmp_path / "prepared/clips").iterdir()) == sorted(f"{c}.wav" for c in meta["clip_id"])
     augment(meta, tmp_path / "prepared", config(AugmentConfig, "augment", copies=2), tmp_path / "augmented", jobs=1)
     assert len(list((tmp_path / "augmented/wav").iterdir())) == 18

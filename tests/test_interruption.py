@@ -67,8 +67,11 @@ def project(tmp_path_factory):
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["augment"]["copies"] = 8
     params["spectrograms"].update(n_fft=256, hop_length=128, n_mels=32, preview_per_class=2)
-    params["train"].update(seeds=[1], model={**params["train"]["model"], "width": 4, "depth": 2},
-                           fit={**params["train"]["fit"], "epochs": 60, "patience": 60, "batch_size": 16})  # fmt: skip
+    params["train"].update(
+        seeds=[1],
+        model={**params["train"]["model"], "width": 4, "depth": 2},
+        fit={**params["train"]["fit"], "epochs": 60, "patience": 60, "batch_size": 16},
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     from audioclass.splits import SplitConfig, split
 
@@ -95,8 +98,20 @@ def test_interrupted_augmentation_reruns_to_identical_files(project, augmented, 
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_interrupted_spectrograms_rerun_to_identical_arrays(project, augmented, tmp_path, sig):
     out = tmp_path / "spectrograms"
-    command = stage("spectrograms", "--augmented", str(augmented), "--split", str(project / "split.csv"), "--out", str(out),
-                    "--preview", str(tmp_path / "grid.png"), "--summary", str(tmp_path / "data.json"), params=project / "params.yaml")  # fmt: skip
+    command = stage(
+        "spectrograms",
+        "--augmented",
+        str(augmented),
+        "--split",
+        str(project / "split.csv"),
+        "--out",
+        str(out),
+        "--preview",
+        str(tmp_path / "grid.png"),
+        "--summary",
+        str(tmp_path / "data.json"),
+        params=project / "params.yaml",
+    )
     interrupt(command, project, out, sig, started=lambda tmp: True)
     assert not (tmp_path / "data.json").exists()
     run(command, project)
@@ -106,15 +121,28 @@ def test_interrupted_spectrograms_rerun_to_identical_arrays(project, augmented, 
 
 
 def train_command(project: Path, data: Path, out: Path) -> list[str]:
-    return stage("train", "--seed", "1", "--data", str(data), "--out", str(out), "--metrics", str(out.parent / f"{out.name}.json"),
-                 "--history", str(out.parent / f"{out.name}.csv"), params=project / "params.yaml")  # fmt: skip
+    return stage(
+        "train",
+        "--seed",
+        "1",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--metrics",
+        str(out.parent / f"{out.name}.json"),
+        "--history",
+        str(out.parent / f"{out.name}.csv"),
+        params=project / "params.yaml",
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(project):
     """Band spectrograms and the uninterrupted run on them (60 epochs: several seconds to interrupt)."""
-    data = write_spectrogram_folder(project / "bands", {"train": band_spectrograms(90, 4, 0), "val": band_spectrograms(30, 2, 1),
-                                                        "test": band_spectrograms(30, 2, 2)})  # fmt: skip
+    data = write_spectrogram_folder(
+        project / "bands", {"train": band_spectrograms(90, 4, 0), "val": band_spectrograms(30, 2, 1), "test": band_spectrograms(30, 2, 2)}
+    )
     (project / ".dvc").mkdir()  # the folder is a project of its own: its MLflow store is project/mlflow.db
     run(train_command(project, data, project / "reference-run"), project)
     return data, project / "reference-run"

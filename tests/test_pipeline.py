@@ -59,7 +59,7 @@ def test_repro_produces_every_output(workspace):
     # Train and validation keep both copies of each clip; test only the original recording (spectrograms.test_copies).
     assert files["test"] == 10 and sum(files.values()) == 2 * n_clips - files["test"]
     assert (workspace / "reports/spectrogram_grid.png").stat().st_size > 10_000
-    metrics = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)
+    metrics = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json", "reports/data.json").stdout)
     summary = metrics[""]["data"]["reports/data.json"]["data"]
     assert summary["files"] == files and sum(summary["clips"].values()) == n_clips
     assert summary["clips"]["test"] == 10 and summary["classes"] == 10  # one test-fold clip per class
@@ -91,9 +91,12 @@ def git(cwd: Path, *args: str) -> None:
 
 def tracked_files(root: Path) -> dict[str, str]:
     """SHA-256 of every file under data/ and models/ (what DVC tracks), by path."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for top in ("data", "models") for p in sorted((root / top).rglob("*"))
-            if p.is_file() and p.name != ".gitignore" and p.suffix != ".dvc"}  # fmt: skip
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for top in ("data", "models")
+        for p in sorted((root / top).rglob("*"))
+        if p.is_file() and p.name != ".gitignore" and p.suffix != ".dvc"
+    }
 
 
 def test_a_fresh_clone_pulls_every_output_and_reproduces_nothing(workspace, tmp_path):
@@ -132,7 +135,9 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     (ensemble_run,) = [r for r in runs if r.data.tags.get("pipeline_role") == "ensemble"]
     for group in ("from_scratch", "pretrained", "all"):
         assert f"{group}.average.test_clip_accuracy" in ensemble_run.data.metrics
-    assert "all.swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics and ensemble_run.data.tags["pretrained_members"] == "head-birdnet"
+    assert (
+        "all.swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics and ensemble_run.data.tags["pretrained_members"] == "head-birdnet"
+    )
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
     members = sorted(r.info.run_id for r in [*train_runs, head_run])
     assert report["members"] == ["run-1", "run-2", "head-birdnet"] and sorted(report["member_mlflow_run_ids"]) == members
@@ -141,8 +146,24 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     for group in report["groups"].values():
         for method in group["methods"].values():
             assert method["weights"] is None or (len(method["weights"]) == len(group["members"]) and abs(sum(method["weights"]) - 1) < 1e-6)
-    shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"]
-    assert {"reports/train/run-1.json", "reports/train/run-2.json", "reports/heads/birdnet.json", "reports/ensemble/ensemble.json"} <= set(shown)
+    detail = ["reports/train/run-1.json", "reports/train/run-2.json", "reports/heads/birdnet.json", "reports/ensemble/ensemble.json"]
+    shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json", *detail).stdout)[""]["data"]
+    assert set(detail) <= set(shown) and all(shown[f]["data"] for f in detail)
+    # Bare `dvc metrics show` prints the headline alone: one row that fits a terminal.
+    (headline,) = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"].values()
+    best = report["groups"][report["best"]["group"]]["methods"][report["best"]["method"]]
+    assert headline["data"]["ensemble"] == f"{report['best']['group']}/{report['best']['method']}"
+    assert headline["data"]["test"] == round(best["test_clip_accuracy"], 4) and set(headline["data"]) == {
+        "ensemble",
+        "val",
+        "test",
+        "cnn_runs",
+        "cnn_runs_se",
+        "head_birdnet",
+        "clips",
+    }
+    table = sandbox.dvc(workspace, "metrics", "show").stdout
+    assert max(map(len, table.splitlines())) <= 120, table
     assert np.load(workspace / "models/head-birdnet/val_probs.npy").shape == np.load(workspace / "models/run-1/val_probs.npy").shape
     assert np.load(workspace / "models/run-1/val_probs.npy").shape == (len(pd.read_csv(workspace / "data/spectrograms/val/index.csv")), 10)
 
@@ -167,8 +188,12 @@ def test_predict_classifies_real_clips_as_training_saw_them(workspace, tmp_path)
     sf.write(stereo, np.stack([y, y], axis=1)[: 3 * sr], sr, format="FLAC")  # 3 s, two channels
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wav")
-    result = subprocess.run([str(Path(sys.executable).parent / "audioclass"), "predict", str(original), str(stereo), str(broken), "--json"],
-                            cwd=workspace, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "audioclass"), "predict", str(original), str(stereo), str(broken), "--json"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["file"] for r in lines] == [str(original), str(stereo), str(broken)]
@@ -176,8 +201,13 @@ def test_predict_classifies_real_clips_as_training_saw_them(workspace, tmp_path)
     for r in lines[:2]:
         assert r["prediction"] in ensemble.class_names and abs(sum(r["probabilities"].values()) - 1) < 1e-3
         assert r["probability"] == max(r["probabilities"].values())
-    readable = subprocess.run([str(Path(sys.executable).parent / "audioclass"), "predict", str(original), "--top", "2"], cwd=workspace,
-                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    readable = subprocess.run(
+        [str(Path(sys.executable).parent / "audioclass"), "predict", str(original), "--top", "2"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert readable.startswith(f"{original}: {lines[0]['prediction']} (")
 
 
@@ -240,7 +270,8 @@ def test_tuning_off_trains_with_the_params_as_written(workspace):
 def test_baselines_are_dvc_metrics_and_mlflow_runs(workspace):
     x = np.load(workspace / "data/raw_vectors/train/x.npy")
     assert x.shape[1] == 882 and 0 <= x.min() and x.max() <= 1
-    shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json").stdout)[""]["data"]
+    baselines = ["reports/baselines/classical.json", "reports/baselines/cnn1d/deep1-k7.json"]
+    shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json", *baselines).stdout)[""]["data"]
     metrics = shown["reports/baselines/classical.json"]["data"]
     models = yaml.safe_load((PROJECT / "params.yaml").read_text())["classical"]["models"]  # the study's list, in full
     assert sorted(metrics) == sorted(models) and 0 <= metrics["gaussian_nb"]["test_file_accuracy"] <= 1
@@ -261,8 +292,13 @@ def test_dvc_plots_show_renders_every_declared_plot(workspace, tmp_path):
     result = sandbox.dvc(workspace, "plots", "show", "--out", str(tmp_path / "plots"))
     assert "ERROR" not in result.stderr and "WARNING" not in result.stderr, result.stderr
     html = (tmp_path / "plots" / "index.html").read_text()
-    for chart in ("tuning_trials", "tuning_importance", "reports_train_run-1_csv", "reports_ensemble_ensemble_predictions_csv",
-                  "reports_baselines_cnn1d_deep1-k7_csv"):
+    for chart in (
+        "tuning_trials",
+        "tuning_importance",
+        "reports_train_run-1_csv",
+        "reports_ensemble_ensemble_predictions_csv",
+        "reports_baselines_cnn1d_deep1-k7_csv",
+    ):
         assert f"vegaEmbed('#{chart}'" in html, chart
     for image in ("reports_figures_confusion.png", "reports_figures_learning_curves.png", "reports_spectrogram_grid.png"):
         assert (tmp_path / "plots" / "static" / f"workspace_{image}").stat().st_size > 5_000, image
@@ -271,9 +307,15 @@ def test_dvc_plots_show_renders_every_declared_plot(workspace, tmp_path):
 
 def test_the_results_table_has_every_model_stages_rows(workspace):
     table = (workspace / "reports/results.md").read_text()
-    for row in ("| gaussian_nb | 1D raw |", "| 1D CNN deep1, first kernel 7 | 1D raw |", "| mlp | features: chroma_mel_mfcc |",
-                "| 2D CNN, 2 single runs (mean ± SE) | spectrogram |", "| ensemble: swarm_jaya | spectrogram |",
-                "| head-birdnet (linear head) | birdnet embedding |", "| ensemble of every member: swarm_jaya | spectrogram + embeddings |"):
+    for row in (
+        "| gaussian_nb | 1D raw |",
+        "| 1D CNN deep1, first kernel 7 | 1D raw |",
+        "| mlp | features: chroma_mel_mfcc |",
+        "| 2D CNN, 2 single runs (mean ± SE) | spectrogram |",
+        "| ensemble: swarm_jaya | spectrogram |",
+        "| head-birdnet (linear head) | birdnet embedding |",
+        "| ensemble of every member: swarm_jaya | spectrogram + embeddings |",
+    ):
         assert row in table
     assert "| 81.06 % |" in table and "| 28.1 % |" in table  # the study's figures beside ours
 
@@ -289,8 +331,10 @@ def test_a_missing_source_stops_at_the_check_stage_with_one_line_and_removes_not
     sandbox.set_params(workspace, {"extract": {"source": "data/raw/ESC-1"}})
     result = sandbox.dvc(workspace, "repro", check=False)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert result.returncode != 0 and errors == ["error: params.yaml: extract.source: data/raw/ESC-1 not found; expected a dataset "
-                                                 "folder or .zip there: dvc pull, audioclass download, or the path of your own corpus"]
+    assert result.returncode != 0 and errors == [
+        "error: params.yaml: extract.source: data/raw/ESC-1 not found; expected a dataset "
+        "folder or .zip there: dvc pull, audioclass download, or the path of your own corpus"
+    ]
     assert "Errno 2" not in result.stdout + result.stderr and stages_run(result.stdout) == CHECK
     assert {p: d for p, d in tracked_files(workspace).items() if p != "data/source.json"} == before  # extract's outputs and all after
     sandbox.set_params(workspace, {"extract": {"source": "data/raw/ESC-10"}})
@@ -307,7 +351,7 @@ def test_a_failed_stage_loses_nothing_that_dvc_checkout_does_not_restore(workspa
     result = sandbox.dvc(workspace, "repro", check=False)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode != 0 and len(errors) == 1 and "ensemble.chosen: expected one of" in errors[0], result.stderr
-    assert not any((workspace / path).exists() for path in outputs)  # what DVC does; the README says so
+    assert not any((workspace / path).exists() for path in outputs)  # what DVC does; docs/guarantees.md says so
     assert tracked_files(workspace) == data_before  # data and models untouched
     sandbox.dvc(workspace, "checkout")
     assert {path: (workspace / path).read_bytes() for path in outputs} == before
@@ -327,7 +371,9 @@ def test_split_param_reruns_split_and_spectrograms_but_not_augment(workspace):
     result = sandbox.dvc(workspace, "repro")
     ran = stages_run(result.stdout)
     # A new split is a new list of files for embed: the pretrained members rerun too.
-    assert sorted(ran) == sorted([*CHECK, "split", "spectrograms", *MODEL_STAGES, *PRETRAINED_STAGES, *BASELINE_STAGES, *REPORT]), result.stdout
+    assert sorted(ran) == sorted([*CHECK, "split", "spectrograms", *MODEL_STAGES, *PRETRAINED_STAGES, *BASELINE_STAGES, *REPORT]), (
+        result.stdout
+    )
     index = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
     assert set(index["fold"]) == {2}
 

@@ -95,8 +95,13 @@ def test_predict_prints_labels_as_text_and_marks_silence(workspace, tmp_path):
     assert isinstance(heard["prediction"], str) and heard["prediction"] in EMOTIONS and set(heard["probabilities"]) == set(EMOTIONS)
     assert quiet == {"file": str(silent), "silent": True, "prediction": None}
     # The registry's copy of the ensemble answers the same, through MLflow's pyfunc.
-    registered = subprocess.run([*predict, "--registered", "models:/audioclass-ensemble/latest"], cwd=workspace,
-                                capture_output=True, text=True, env=sandbox.environment(workspace))  # fmt: skip
+    registered = subprocess.run(
+        [*predict, "--registered", "models:/audioclass-ensemble/latest"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        env=sandbox.environment(workspace),
+    )
     assert registered.returncode == 0, registered.stderr
     heard_there, quiet_there = (json.loads(line) for line in registered.stdout.splitlines())
     assert heard_there["prediction"] == heard["prediction"] and set(heard_there["probabilities"]) == set(EMOTIONS)

@@ -25,35 +25,50 @@ def reports(tmp_path):
         "baselines/cnn1d/deep1-k7.json": scores(0.5, 0.43, 0.48),
         "baselines/cnn1d/shallow-k7.json": scores(0.3, 0.25, 0.28),
         "baselines/cnn1d/deep2-k3.json": scores(0.9, 0.9, 0.9),  # left over from an older grid: not in params
-        "baselines/features.json": {"chroma_mel_mfcc": {"svm_rbf": {**scores(0.775, 0.775, 0), "cv_accuracy": 0.769, "cv_accuracy_sd": 0.062}}},
+        "baselines/features.json": {
+            "chroma_mel_mfcc": {"svm_rbf": {**scores(0.775, 0.775, 0), "cv_accuracy": 0.769, "cv_accuracy_sd": 0.062}}
+        },
         "ensemble/ensemble.json": {
             "members": ["run-1", "run-2", "run-3", "head-birdnet"],
             "pretrained_members": ["head-birdnet"],
             # run-3 is best on test, run-2 on validation: the table must pick run-2.
-            "single_members": {"test_clip_accuracy": [0.8, 0.82, 0.9, 0.91], "test_file_accuracy": [0.78, 0.8, 0.88, 0.91],
-                               "val_file_accuracy": [0.7, 0.85, 0.8, 0.87]},
+            "single_members": {
+                "test_clip_accuracy": [0.8, 0.82, 0.9, 0.91],
+                "test_file_accuracy": [0.78, 0.8, 0.88, 0.91],
+                "val_file_accuracy": [0.7, 0.85, 0.8, 0.87],
+            },
             "groups": {
-                "from_scratch": {"members": ["run-1", "run-2", "run-3"],
-                                 "methods": {"average": {**scores(0.85, 0.83, 0.84), "weights": None},
-                                             "swarm_jaya": {**scores(0.86, 0.84, 0.85), "weights": [0.5, 0.2, 0.3]},
-                                             "swarm_new": {**scores(0.84, 0.8, 0.85), "weights": [0.0, 1.0, 0.0]}}},
+                "from_scratch": {
+                    "members": ["run-1", "run-2", "run-3"],
+                    "methods": {
+                        "average": {**scores(0.85, 0.83, 0.84), "weights": None},
+                        "swarm_jaya": {**scores(0.86, 0.84, 0.85), "weights": [0.5, 0.2, 0.3]},
+                        "swarm_new": {**scores(0.84, 0.8, 0.85), "weights": [0.0, 1.0, 0.0]},
+                    },
+                },
                 "pretrained": {"members": ["head-birdnet"], "methods": {"average": {**scores(0.91, 0.91, 0.87), "weights": None}}},
-                "all": {"members": ["run-1", "run-2", "run-3", "head-birdnet"],
-                        "methods": {"average": {**scores(0.9, 0.9, 0.88), "weights": None},
-                                    "swarm_jaya": {**scores(0.93, 0.93, 0.89), "weights": [0.4, 0.1, 0.2, 0.3]}}},
+                "all": {
+                    "members": ["run-1", "run-2", "run-3", "head-birdnet"],
+                    "methods": {
+                        "average": {**scores(0.9, 0.9, 0.88), "weights": None},
+                        "swarm_jaya": {**scores(0.93, 0.93, 0.89), "weights": [0.4, 0.1, 0.2, 0.3]},
+                    },
+                },
             },
             "best": {"group": "all", "method": "swarm_jaya"},
         },
-    }  # fmt: skip
+    }
     for name, content in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(json.dumps(content))
     (root / "train").mkdir()
     for run in ("run-1", "run-2", "run-3"):
-        pd.DataFrame({"epoch": [0, 1], "loss": [2.0, 1.0], "accuracy": [0.3, 0.6], "val_loss": [2.1, 1.2], "val_accuracy": [0.3, 0.5]}).to_csv(
-            root / "train" / f"{run}.csv", index=False)  # fmt: skip
+        pd.DataFrame(
+            {"epoch": [0, 1], "loss": [2.0, 1.0], "accuracy": [0.3, 0.6], "val_loss": [2.1, 1.2], "val_accuracy": [0.3, 0.5]}
+        ).to_csv(root / "train" / f"{run}.csv", index=False)
     pd.DataFrame({"actual": ["dog", "dog", "rain", "rain"], "predicted": ["dog", "rain", "rain", "rain"]}).to_csv(
-        root / "ensemble" / "ensemble_predictions.csv", index=False)
+        root / "ensemble" / "ensemble_predictions.csv", index=False
+    )
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["cnn1d"].update(architectures=["deep1", "shallow"], first_kernels=[7])
     params["ensemble"]["chosen"] = "swarm_jaya"
@@ -63,8 +78,20 @@ def reports(tmp_path):
 
 
 def run_report(reports, tmp_path) -> str:
-    main(["--reports", str(reports), "--corpus", str(tmp_path / "corpus.json"), "--out", str(tmp_path / "results.md"),
-          "--params", str(tmp_path / "params.yaml")])  # fmt: skip
+    main(
+        [
+            "--reports",
+            str(reports),
+            "--corpus",
+            str(tmp_path / "corpus.json"),
+            "--out",
+            str(tmp_path / "results.md"),
+            "--metrics",
+            str(tmp_path / "metrics.json"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+        ]
+    )
     return (tmp_path / "results.md").read_text()
 
 
@@ -75,12 +102,29 @@ def test_every_row_sits_beside_its_published_figure(reports, tmp_path):
     assert rows["my_forest"].endswith("| – |")  # a model the study did not have
     assert rows["1D CNN deep1, first kernel 7"].endswith("| 50.5 % |") and "1D CNN shallow, first kernel 7" in rows
     assert "deep2" not in table  # only the cells params' grid declares
-    assert rows["svm_rbf"] == "| svm_rbf | features: chroma_mel_mfcc | 77.5 % | 77.5 % | CV 76.9 ± 6.2 % | 67.5 % (SVM, MFCC + ZCR, 5-fold CV) |"
+    assert (
+        rows["svm_rbf"]
+        == "| svm_rbf | features: chroma_mel_mfcc | 77.5 % | 77.5 % | CV 76.9 ± 6.2 % | 67.5 % (SVM, MFCC + ZCR, 5-fold CV) |"
+    )
     assert rows["2D CNN, 3 single runs (mean ± SE)"].startswith("| 2D CNN, 3 single runs (mean ± SE) | spectrogram | 84.0 ± 3.1 % |")
     assert "best run by validation (run-2) | spectrogram | 82.0 % |" in table  # not run-3, the best on test
     assert rows["ensemble: swarm_jaya"].endswith("| 81.06 % |") and rows["ensemble: average"].endswith("| 78.88 % |")
     assert rows["ensemble: swarm_new"].endswith("| – |")
     assert "Test: 80 clips (1,600 files)" in table
+
+
+def test_the_headline_metrics_are_the_chosen_ensemble_the_runs_the_heads_and_the_data(reports, tmp_path):
+    run_report(reports, tmp_path)
+    headline = json.loads((tmp_path / "metrics.json").read_text())
+    assert headline == {
+        "ensemble": "all/swarm_jaya",  # the best on validation, not swarm_new or the from-scratch group
+        "val": 0.89,
+        "test": 0.93,
+        "cnn_runs": 0.84,  # run-1 to run-3 only: the head is reported on its own
+        "cnn_runs_se": 0.0306,
+        "head_birdnet": 0.91,
+        "clips": "256/64/80",
+    }
 
 
 def test_pretrained_members_are_reported_apart_with_no_published_figure(reports, tmp_path):
@@ -90,13 +134,17 @@ def test_pretrained_members_are_reported_apart_with_no_published_figure(reports,
     assert "CC BY-NC-SA 4.0" in pretrained and "not comparable" in pretrained
     rows = {line.split(" | ")[0].strip("| "): line for line in pretrained.splitlines() if line.startswith("| ") and "---" not in line}
     assert rows["head-birdnet (linear head)"] == "| head-birdnet (linear head) | birdnet embedding | 91.0 % | 91.0 % | 87.0 % | – |"
-    assert rows["ensemble of every member: swarm_jaya"].startswith("| ensemble of every member: swarm_jaya | spectrogram + embeddings | 93.0 %")
+    assert rows["ensemble of every member: swarm_jaya"].startswith(
+        "| ensemble of every member: swarm_jaya | spectrogram + embeddings | 93.0 %"
+    )
     assert not any(k.startswith("ensemble of the pretrained heads") for k in rows)  # one head: no ensemble of it
 
 
 def test_the_report_shows_the_chosen_ensemble_its_classes_weights_and_figures(reports, tmp_path):
     text = run_report(reports, tmp_path)
-    assert "## The chosen ensemble: swarm_jaya, over every member" in text and "Best on validation is `swarm_jaya` over every member" in text
+    assert (
+        "## The chosen ensemble: swarm_jaya, over every member" in text and "Best on validation is `swarm_jaya` over every member" in text
+    )
     assert "| dog | 2 | 1 | 50.0 % |" in text and "| rain | 2 | 2 | 100.0 % |" in text  # per-class accuracy
     assert "| swarm_jaya | 0.400 | 0.100 | 0.200 | 0.300 | 89.0 % |" in text and "| average |" not in text.split("## Ensemble weights")[1]
     for figure in ("figures/confusion.png", "figures/learning_curves.png", "spectrogram_grid.png"):

@@ -84,8 +84,15 @@ def test_too_many_mels_for_the_fft_is_rejected():
 
 def test_stage_writes_aligned_arrays_per_split_and_a_preview(pipeline_inputs, tmp_path):
     root = pipeline_inputs
-    summary = spectrograms(root / "augmented", root / "split.csv", cfg(preview_per_class=3, test_copies="all"), tmp_path / "spec",
-                           tmp_path / "grid.png", jobs=2, silence_dbfs=SILENCE)  # fmt: skip
+    summary = spectrograms(
+        root / "augmented",
+        root / "split.csv",
+        cfg(preview_per_class=3, test_copies="all"),
+        tmp_path / "spec",
+        tmp_path / "grid.png",
+        jobs=2,
+        silence_dbfs=SILENCE,
+    )
     assert sum(summary["files"].values()) == 100 and summary["files"]["test"] == 20 and summary["clips"]["test"] == 10
     assert summary["classes"] == 10 and summary["shape"] == [32, n_frames(4000, 64), 1]
     for name, n in summary["files"].items():
@@ -99,13 +106,25 @@ def test_stage_writes_aligned_arrays_per_split_and_a_preview(pipeline_inputs, tm
 
 def test_test_clips_keep_only_their_original_recording_and_the_other_splits_every_copy(pipeline_inputs, tmp_path):
     root = pipeline_inputs
-    spectrograms(root / "augmented", root / "split.csv", cfg(test_copies="all"), tmp_path / "all", tmp_path / "a.png", jobs=1, silence_dbfs=SILENCE)
-    summary = spectrograms(root / "augmented", root / "split.csv", cfg(test_copies="original"), tmp_path / "orig", tmp_path / "o.png", jobs=1, silence_dbfs=SILENCE)
+    spectrograms(
+        root / "augmented", root / "split.csv", cfg(test_copies="all"), tmp_path / "all", tmp_path / "a.png", jobs=1, silence_dbfs=SILENCE
+    )
+    summary = spectrograms(
+        root / "augmented",
+        root / "split.csv",
+        cfg(test_copies="original"),
+        tmp_path / "orig",
+        tmp_path / "o.png",
+        jobs=1,
+        silence_dbfs=SILENCE,
+    )
     assert summary["files"]["test"] == summary["clips"]["test"] == 10 and summary["files"]["train"] == 2 * summary["clips"]["train"]
     every, original = (pd.read_csv(tmp_path / d / "test" / "index.csv") for d in ("all", "orig"))
     assert (original["copy"] == 0).all() and list(original["clip_id"]) == list(every["clip_id"].unique())
     # The same rows as the original copies' among all copies: the option selects, it renders nothing differently.
-    np.testing.assert_array_equal(np.load(tmp_path / "orig" / "test" / "x.npy"), np.load(tmp_path / "all" / "test" / "x.npy")[every["copy"] == 0])
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "orig" / "test" / "x.npy"), np.load(tmp_path / "all" / "test" / "x.npy")[every["copy"] == 0]
+    )
     for name in ("train", "val"):
         assert filecmp.cmp(tmp_path / "orig" / name / "x.npy", tmp_path / "all" / name / "x.npy", shallow=False)
 
@@ -113,7 +132,15 @@ def test_test_clips_keep_only_their_original_recording_and_the_other_splits_ever
 def test_stage_is_byte_identical_serial_and_parallel(pipeline_inputs, tmp_path):
     root = pipeline_inputs
     for jobs in (1, 2):
-        spectrograms(root / "augmented", root / "split.csv", cfg(preview_per_class=2), tmp_path / f"s{jobs}", tmp_path / f"g{jobs}.png", jobs=jobs, silence_dbfs=SILENCE)
+        spectrograms(
+            root / "augmented",
+            root / "split.csv",
+            cfg(preview_per_class=2),
+            tmp_path / f"s{jobs}",
+            tmp_path / f"g{jobs}.png",
+            jobs=jobs,
+            silence_dbfs=SILENCE,
+        )
     for name in ("train", "val", "test"):
         for f in ("x.npy", "index.csv"):
             assert (tmp_path / "s1" / name / f).read_bytes() == (tmp_path / "s2" / name / f).read_bytes()

@@ -22,8 +22,7 @@ def metadata(n_classes=10, sources_per_class=16, takes=(1, 1, 2, 3), n_folds=5, 
 
 
 def cfg(**overrides) -> SplitConfig:
-    base = dict(strategy="folds", test_fold=1, val_fold=None, val_fraction=0.2, test_per_class=8,
-                group_by_source=True, seed=42)  # fmt: skip
+    base = dict(strategy="folds", test_fold=1, val_fold=None, val_fraction=0.2, test_per_class=8, group_by_source=True, seed=42)
     return SplitConfig(**{**base, **overrides})
 
 
@@ -100,15 +99,23 @@ def test_output_table_columns():
 
 def test_too_small_for_grouped_validation_names_the_param():
     meta = metadata(n_classes=3, sources_per_class=3, takes=(1,))
-    with pytest.raises(ConfigError, match=r"split\.val_fraction: 5 grouped folds need .* at most 2 clips per class; "
-                                          r"expected split\.val_fraction >= 1/2, or a split\.val_fold$"):  # what to change
+    with pytest.raises(
+        ConfigError,
+        match=r"split\.val_fraction: 5 grouped folds need .* at most 2 clips per class; "
+        r"expected split\.val_fraction >= 1/2, or a split\.val_fold$",
+    ):  # what to change
         assign_splits(meta, cfg(val_fraction=0.2))
     assert (assign_splits(meta, cfg(val_fraction=0.5)) == "val").sum() >= 1
 
 
 def test_keep_test_copies_reduces_only_test_to_its_original_recordings():
-    index = pd.DataFrame({"clip_id": np.repeat(np.arange(6), 3), "copy": np.tile([0, 1, 2], 6),
-                          "split": np.repeat(["train", "train", "val", "val", "test", "test"], 3)})  # fmt: skip
+    index = pd.DataFrame(
+        {
+            "clip_id": np.repeat(np.arange(6), 3),
+            "copy": np.tile([0, 1, 2], 6),
+            "split": np.repeat(["train", "train", "val", "val", "test", "test"], 3),
+        }
+    )
     original = keep_test_copies(index, "original")
     assert list(original.loc[original["split"] == "test", "copy"]) == [0, 0]
     assert original[original["split"] != "test"].equals(index[index["split"] != "test"])

@@ -69,8 +69,11 @@ def test_a_tracking_server_that_does_not_answer_stops_the_run_with_one_line(tmp_
     monkeypatch.chdir(tmp_path)
     uri = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    with pytest.raises(TrackingError, match=rf"^MLFLOW_TRACKING_URI={uri}: no tracking server answers \(.*\); expected a running "
-                                            r"MLflow server, or set AUDIOCLASS_MLFLOW_OFFLINE=1"):  # fmt: skip
+    with pytest.raises(
+        TrackingError,
+        match=rf"^MLFLOW_TRACKING_URI={uri}: no tracking server answers \(.*\); expected a running "
+        r"MLflow server, or set AUDIOCLASS_MLFLOW_OFFLINE=1",
+    ):
         with tracking.run("never", {"a": 1}):
             raise AssertionError("the run must not start")
     assert not (tmp_path / "mlflow.db").exists()
@@ -94,14 +97,29 @@ def test_a_stage_fails_fast_on_an_unreachable_server_and_writes_nothing(tmp_path
     from test_baselines import vectors
 
     named = lambda s: Split(s.x, s.index.assign(class_name="class" + s.index["label"].astype(str)))  # noqa: E731
-    data = write_spectrogram_folder(tmp_path / "vectors", {"train": named(vectors(30, 2, 0)), "val": named(vectors(9, 2, 1)),
-                                                           "test": named(vectors(9, 2, 2))})  # fmt: skip
+    data = write_spectrogram_folder(
+        tmp_path / "vectors", {"train": named(vectors(30, 2, 0)), "val": named(vectors(9, 2, 1)), "test": named(vectors(9, 2, 2))}
+    )
     (tmp_path / ".dvc").mkdir()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
     env.pop("AUDIOCLASS_MLFLOW_OFFLINE", None)
-    result = subprocess.run([sys.executable, "-m", "audioclass.stages.classical", "--data", str(data), "--out", str(tmp_path / "reports"),
-                             "--params", str(PROJECT / "params.yaml")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "audioclass.stages.classical",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "reports"),
+            "--params",
+            str(PROJECT / "params.yaml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "no tracking server answers" in errors[0] and "Traceback" not in result.stderr
@@ -133,8 +151,10 @@ def test_two_processes_share_a_fresh_sqlite_store_without_errors_or_lost_runs(tm
 
     (tmp_path / ".dvc").mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "AUDIOCLASS_MLFLOW_OFFLINE")}
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, name], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-               for name in ("a", "b")]  # fmt: skip
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, name], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")
+    ]
     for writer in writers:
         assert writer.wait(timeout=300) == 0, writer.stderr.read()[-3000:]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -187,8 +207,9 @@ def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tm
     (tmp_path / "weights.txt").write_text("bundled")
     elsewhere = "0" * 32
     with mlflow.start_run(), caplog.at_level("WARNING"):
-        version = bundle.register_ensemble({"weights.txt": tmp_path / "weights.txt"}, {"run-1": here.info.run_id, "run-2": elsewhere},
-                                             {"method": "average"})
+        version = bundle.register_ensemble(
+            {"weights.txt": tmp_path / "weights.txt"}, {"run-1": here.info.run_id, "run-2": elsewhere}, {"method": "average"}
+        )
     registered = mlflow.MlflowClient().get_model_version(bundle.ENSEMBLE_MODEL, version)
     assert registered.tags["member_versions"] == "1,-" and registered.tags["method"] == "average"
     assert elsewhere in caplog.text and here.info.run_id not in caplog.text

@@ -19,13 +19,25 @@ N_CLASSES = 3
 
 @pytest.fixture(scope="module")
 def data() -> Data:
-    return Data(band_spectrograms(30, 2, 0), band_spectrograms(9, 2, 1), band_spectrograms(9, 2, 2),
-                tuple(f"class{c}" for c in range(N_CLASSES)))  # fmt: skip
+    return Data(
+        band_spectrograms(30, 2, 0), band_spectrograms(9, 2, 1), band_spectrograms(9, 2, 2), tuple(f"class{c}" for c in range(N_CLASSES))
+    )
 
 
 MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3)
-FIT = FitParams(epochs=4, batch_size=8, learning_rate=0.01, patience=4, mixup_alpha=0.0, freq_masks=0,
-                freq_mask_width=0, time_masks=0, time_mask_width=0, ema_momentum=0.0, label_smoothing=0.0)
+FIT = FitParams(
+    epochs=4,
+    batch_size=8,
+    learning_rate=0.01,
+    patience=4,
+    mixup_alpha=0.0,
+    freq_masks=0,
+    freq_mask_width=0,
+    time_masks=0,
+    time_mask_width=0,
+    ema_momentum=0.0,
+    label_smoothing=0.0,
+)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -61,7 +73,9 @@ def test_unknown_architecture_and_bad_fit_params_are_named():
     with pytest.raises(ConfigError, match=r"train\.fit\.learning_rate: expected a rate in \(0, 1\)"):
         stage_config(TrainConfig, params, "train")
     params["train"]["fit"] = {**load_params(PROJECT / "params.yaml")["train"]["fit"], "label_smoothing": 1.0}
-    with pytest.raises(ConfigError, match=r"train\.fit\.label_smoothing: expected a number in \[0, 1\) \(0 turns smoothing off\), got 1\.0"):
+    with pytest.raises(
+        ConfigError, match=r"train\.fit\.label_smoothing: expected a number in \[0, 1\) \(0 turns smoothing off\), got 1\.0"
+    ):
         stage_config(TrainConfig, params, "train")
     params["train"] = {**load_params(PROJECT / "params.yaml")["train"], "seeds": [1, 1]}
     with pytest.raises(ConfigError, match=r"train\.seeds: expected a list of distinct integers"):
@@ -119,9 +133,7 @@ def test_label_smoothing_trains_towards_softened_targets_and_early_stopping_watc
     assert predict(smoothed, data.val).max() < predict(sharp, data.val).max()
 
 
-def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_validated_models_figures(
-    data, tmp_path, monkeypatch
-):
+def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_validated_models_figures(data, tmp_path, monkeypatch):
     import keras
 
     monkeypatch.chdir(tmp_path)  # the MLflow store of the project found from here
@@ -176,6 +188,7 @@ def test_spec_augment_zeroes_whole_bands_and_frames_repeatably_per_seed():
     assert set(np.unique(x)) <= {0.0, 1.0}  # masks zero; nothing else changes
     for (xa, ya), (xb, yb) in zip(first[0], again[0]):
         np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
     assert not all(np.array_equal(a, b) for (a, _), (b, _) in zip(first[0], first[1]))  # each epoch draws afresh
     assert not all(np.array_equal(a, b) for (a, _), (b, _) in zip(first[0], other[0]))
 
@@ -194,11 +207,26 @@ def test_missing_inputs_fail_with_one_line(tmp_path):
     import sys
 
     train = subprocess.run(
-        [sys.executable, "-m", "audioclass.stages.train", "--params", str(PROJECT / "params.yaml"), "--seed", "1",
-         "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), "--metrics", str(tmp_path / "m.json"),
-         "--history", str(tmp_path / "h.csv")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "audioclass.stages.train",
+            "--params",
+            str(PROJECT / "params.yaml"),
+            "--seed",
+            "1",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "run"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--history",
+            str(tmp_path / "h.csv"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert train.returncode == 1 and "Traceback" not in train.stderr
     assert train.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'nowhere' / 'train' / 'index.csv'}: missing; expected the spectrogram stage's output (dvc repro spectrograms)"

@@ -17,7 +17,7 @@ from audioclass.config import file_config, load_params
 from audioclass.dataset import load_data
 from audioclass.errors import ConfigError
 from audioclass.training import FitParams, Hyperparameters, ModelParams
-from audioclass.tuning import (  # fmt: skip
+from audioclass.tuning import (
     STORAGE_ENV,
     TuneConfig,
     check_space,
@@ -31,14 +31,36 @@ from audioclass.tuning import (  # fmt: skip
 )
 from conftest import PROJECT, band_spectrograms, config, write_spectrogram_folder
 
-SPACE = {"model": {"width": [4, 6], "dropout": {"low": 0.0, "high": 0.5}},
-         "fit": {"learning_rate": {"low": 0.003, "high": 0.03, "log": True}}}  # fmt: skip
-TINY = {"enabled": True, "trials": 3, "timeout_minutes": None, "data_fraction": 0.5, "trial_epochs": 2, "startup_trials": 1, "warmup_epochs": 0,
-        "space": SPACE}  # fmt: skip
-BASE = Hyperparameters(ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3),
-                       FitParams(epochs=5, batch_size=8, learning_rate=0.01, patience=3, mixup_alpha=0.0,
-                                 freq_masks=0, freq_mask_width=0, time_masks=0, time_mask_width=0, ema_momentum=0.0,
-                                 label_smoothing=0.0))  # fmt: skip
+SPACE = {
+    "model": {"width": [4, 6], "dropout": {"low": 0.0, "high": 0.5}},
+    "fit": {"learning_rate": {"low": 0.003, "high": 0.03, "log": True}},
+}
+TINY = {
+    "enabled": True,
+    "trials": 3,
+    "timeout_minutes": None,
+    "data_fraction": 0.5,
+    "trial_epochs": 2,
+    "startup_trials": 1,
+    "warmup_epochs": 0,
+    "space": SPACE,
+}
+BASE = Hyperparameters(
+    ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3),
+    FitParams(
+        epochs=5,
+        batch_size=8,
+        learning_rate=0.01,
+        patience=3,
+        mixup_alpha=0.0,
+        freq_masks=0,
+        freq_mask_width=0,
+        time_masks=0,
+        time_mask_width=0,
+        ema_momentum=0.0,
+        label_smoothing=0.0,
+    ),
+)
 
 
 @pytest.fixture
@@ -67,7 +89,10 @@ def runs(tmp_path) -> pd.DataFrame:
         ({"optimizer": {"lr": [1]}}, r"tune\.space\.optimizer: expected one of \['fit', 'model'\]"),
         ({"model": {"kernel": [3, 5]}}, r"tune\.space\.model\.kernel: expected a key of train\.model"),
         ({"fit": {"learning_rate": {"low": 0.1, "high": 0.01}}}, r"tune\.space\.fit\.learning_rate: expected numbers with low < high"),
-        ({"fit": {"learning_rate": {"low": 0, "high": 0.1, "log": True}}}, r"tune\.space\.fit\.learning_rate: expected log: true only with low > 0"),
+        (
+            {"fit": {"learning_rate": {"low": 0, "high": 0.1, "log": True}}},
+            r"tune\.space\.fit\.learning_rate: expected log: true only with low > 0",
+        ),
         ({"model": {"width": []}}, r"tune\.space\.model\.width: expected a non-empty list of choices"),
         ({"model": {"width": {"min": 4, "max": 8}}}, r"tune\.space\.model\.width: expected a list of choices or \{low, high\}"),
         ({}, r"tune\.space: expected at least one key to tune"),
@@ -86,7 +111,10 @@ def test_a_bad_search_space_is_named(space, message):
     ("space", "message"),
     [
         ({"model": {"dropout": {"low": 0.2, "high": 1.0}}}, r"tune\.space\.model\.dropout: expected a fraction in \[0, 1\), got 1\.0$"),
-        ({"model": {"architecture": ["compact_cnn", "resnet"]}}, r"tune\.space\.model\.architecture: expected one of \['book_cnn', 'compact_cnn'\], got 'resnet'$"),
+        (
+            {"model": {"architecture": ["compact_cnn", "resnet"]}},
+            r"tune\.space\.model\.architecture: expected one of \['book_cnn', 'compact_cnn'\], got 'resnet'$",
+        ),
         ({"fit": {"batch_size": [32, "64"]}}, r"tune\.space\.fit\.batch_size: expected an integer, got '64'$"),
     ],
 )
@@ -147,8 +175,14 @@ def test_tune_writes_what_train_reads_and_resumes_with_a_larger_budget(spectrogr
     chosen = file_config(Hyperparameters, out / "best_params.yaml")
     assert chosen.model.width == best["model.width"] and chosen.fit.learning_rate == pytest.approx(best["fit.learning_rate"])
     assert chosen.fit.epochs == BASE.fit.epochs and chosen.model.depth == BASE.model.depth  # untuned keys, uncapped epochs
-    assert {p.name for p in out.iterdir()} == {"best_params.yaml", "tune.json", "trials.csv", "importance.csv",
-                                               "optimization_history.png", "param_importances.png"}  # fmt: skip
+    assert {p.name for p in out.iterdir()} == {
+        "best_params.yaml",
+        "tune.json",
+        "trials.csv",
+        "importance.csv",
+        "optimization_history.png",
+        "param_importances.png",
+    }
 
     first = runs(stores)
     parent = first[first["tags.pipeline_role"] == "tune"]
@@ -210,9 +244,17 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(kind, sp
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     env.pop(STORAGE_ENV, None)
     budgets = (2, 3)
-    workers = [subprocess.Popen([sys.executable, "-m", "audioclass.stages.tune", "--data", str(spectrograms), "--worker",
-                                 "--trials", str(n)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for n in budgets]  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "audioclass.stages.tune", "--data", str(spectrograms), "--worker", "--trials", str(n)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in budgets
+    ]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
 
@@ -242,8 +284,22 @@ def test_train_names_the_hyperparameters_file_when_it_is_wrong(tmp_path):
 
     chosen = tmp_path / "best_params.yaml"
     chosen.write_text(yaml.safe_dump({"model": {**dataclasses.asdict(BASE.model), "width": 0}, "fit": dataclasses.asdict(BASE.fit)}))
-    args = ["--params", str(PROJECT / "params.yaml"), "--seed", "1", "--data", str(tmp_path), "--hyperparameters", str(chosen),
-            "--out", str(tmp_path / "run"), "--metrics", str(tmp_path / "m.json"), "--history", str(tmp_path / "h.csv")]  # fmt: skip
+    args = [
+        "--params",
+        str(PROJECT / "params.yaml"),
+        "--seed",
+        "1",
+        "--data",
+        str(tmp_path),
+        "--hyperparameters",
+        str(chosen),
+        "--out",
+        str(tmp_path / "run"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+        "--history",
+        str(tmp_path / "h.csv"),
+    ]
     with pytest.raises(ConfigError, match=rf"^{chosen}: model\.width: expected an integer >= 1, got 0$"):
         main(args)
     chosen.unlink()

@@ -1,6 +1,5 @@
 """Augmentation: each clip's seeded copies (time shift, noise, pitch shift, time stretch)."""
 
-
 from __future__ import annotations
 
 import functools

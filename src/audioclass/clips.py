@@ -1,6 +1,5 @@
 """Clips: a corpus decoded into uniform mono clips, with their metadata."""
 
-
 from __future__ import annotations
 
 import functools
@@ -51,8 +50,12 @@ class ExtractConfig:
             except re.error as err:
                 require(False, "label_pattern", f"a valid regular expression ({err}), e.g. '^(?P<label>[^-]+)-'", self.label_pattern)
             require("label" in pattern.groupindex, "label_pattern", "a regex with a named group (?P<label>…)", self.label_pattern)
-        require(self.layout != "filename" or self.label_pattern is not None, "label_pattern",
-                "a regex with a named group (?P<label>…) for layout: filename", self.label_pattern)  # fmt: skip
+        require(
+            self.layout != "filename" or self.label_pattern is not None,
+            "label_pattern",
+            "a regex with a named group (?P<label>…) for layout: filename",
+            self.label_pattern,
+        )
 
     @property
     def n_samples(self) -> int:
@@ -73,18 +76,29 @@ def build_metadata(corpus: Corpus, cfg: ExtractConfig) -> pd.DataFrame:
     """One row per clip, in clip-id order, with folds filled in."""
     rows = [
         {
-            "clip_id": c.clip_id, "source_id": c.source_id, "take": c.take, "fold": c.fold,
-            "label": corpus.classes.index(c.class_name), "class_name": c.class_name,
-            "path": f"clips/{c.clip_id}.wav", "original_path": c.member,
+            "clip_id": c.clip_id,
+            "source_id": c.source_id,
+            "take": c.take,
+            "fold": c.fold,
+            "label": corpus.classes.index(c.class_name),
+            "class_name": c.class_name,
+            "path": f"clips/{c.clip_id}.wav",
+            "original_path": c.member,
         }
         for c in corpus.clips
-    ]  # fmt: skip
+    ]
     meta = pd.DataFrame(rows, columns=METADATA_COLUMNS).sort_values("clip_id", ignore_index=True)
     if meta["fold"].isna().any():
         if meta["fold"].notna().any():
             log.warning("some file names carry a fold and some do not; assigning all folds afresh")
-        meta["fold"] = grouped_folds(meta["label"], meta["source_id"], cfg.n_folds, cfg.seed, key="extract.n_folds",
-                                   fix="expected extract.n_folds <= {most}, or more source recordings")  # fmt: skip
+        meta["fold"] = grouped_folds(
+            meta["label"],
+            meta["source_id"],
+            cfg.n_folds,
+            cfg.seed,
+            key="extract.n_folds",
+            fix="expected extract.n_folds <= {most}, or more source recordings",
+        )
     meta["fold"] = meta["fold"].astype(int)
     return meta
 
@@ -101,11 +115,16 @@ def warn_silent(source: Source, clips: tuple[SourceClip, ...], peaks: list[float
     """Log one warning per silent clip, naming its file, then their count; returns the count."""
     silent = [(clip, peak) for clip, peak in zip(clips, peaks) if peak < floor_dbfs]
     for clip, peak in silent:
-        log.warning("%s: silent (peak %.1f dBFS, below extract.silence_dbfs = %g); it trains as an all-floor spectrogram",
-                    source.name(clip.member), peak, floor_dbfs)  # fmt: skip
+        log.warning(
+            "%s: silent (peak %.1f dBFS, below extract.silence_dbfs = %g); it trains as an all-floor spectrogram",
+            source.name(clip.member),
+            peak,
+            floor_dbfs,
+        )
     if silent:
-        log.warning("%d of %d clips are silent; remove them from the corpus if they are not meant as a class's examples",
-                    len(silent), len(clips))  # fmt: skip
+        log.warning(
+            "%d of %d clips are silent; remove them from the corpus if they are not meant as a class's examples", len(silent), len(clips)
+        )
     return len(silent)
 
 

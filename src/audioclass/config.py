@@ -26,8 +26,22 @@ from audioclass.errors import ConfigError
 T = TypeVar("T")
 
 # The sections of params.yaml, one per stage (or family of stages) that reads it.
-SECTIONS = ("extract", "split", "augment", "spectrograms", "raw_vectors", "classical", "cnn1d", "features",
-            "feature_models", "tune", "train", "embed", "head", "ensemble")  # fmt: skip
+SECTIONS = (
+    "extract",
+    "split",
+    "augment",
+    "spectrograms",
+    "raw_vectors",
+    "classical",
+    "cnn1d",
+    "features",
+    "feature_models",
+    "tune",
+    "train",
+    "embed",
+    "head",
+    "ensemble",
+)
 
 
 # The params file this process read last: what a ParamError names. One stage runs per process.

@@ -48,8 +48,9 @@ class Data:
         return Split(np.concatenate([self.train.x, self.val.x]), pd.concat([self.train.index, self.val.index], ignore_index=True))
 
 
-def load_data(folder: Path, splits: tuple[str, ...] = SPLITS, *,
-              expected: str = "the spectrogram stage's output (dvc repro spectrograms)") -> Data:  # fmt: skip
+def load_data(
+    folder: Path, splits: tuple[str, ...] = SPLITS, *, expected: str = "the spectrogram stage's output (dvc repro spectrograms)"
+) -> Data:
     """A feature stage's splits; a split left out of ``splits`` is never read.
 
     ``expected`` says what ``folder`` should be, for the error when it is missing.
@@ -65,8 +66,9 @@ def load_data(folder: Path, splits: tuple[str, ...] = SPLITS, *,
     return Data(loaded["train"], loaded["val"], loaded.get("test"), class_names)
 
 
-def write_splits(folder: Path, index: pd.DataFrame, rows: Callable[[list[Path]], np.ndarray], *, root: Path, width: int,
-                 chunk: int, jobs: int, desc: str) -> dict[str, int]:  # fmt: skip
+def write_splits(
+    folder: Path, index: pd.DataFrame, rows: Callable[[list[Path]], np.ndarray], *, root: Path, width: int, chunk: int, jobs: int, desc: str
+) -> dict[str, int]:
     """Write ``index``'s files (paths relative to ``root``), split by split, in this layout; the files per split.
 
     ``rows(paths)`` turns files into a ``(len(paths), width)`` array. It runs on

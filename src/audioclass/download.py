@@ -73,8 +73,9 @@ def download(url: str, out: Path, *, sha256: str | None = None, timeout: float =
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="audioclass download", description=plain(__doc__),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="audioclass download", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default=ESC50_URL, help=f"archive URL (default: {ESC50_URL})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where to save it (default: {DEFAULT_OUT})")
     parser.add_argument("--sha256", help="expected SHA-256 of the archive, to pin an exact version")

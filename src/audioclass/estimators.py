@@ -1,6 +1,5 @@
 """Estimators: the study's classical models on raw vectors, fitted and scored."""
 
-
 from __future__ import annotations
 
 import logging
@@ -27,8 +26,20 @@ from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
 
-ESTIMATORS = {cls.__name__: cls for cls in (DummyClassifier, NearestCentroid, KNeighborsClassifier, GaussianNB,
-                                            RandomForestClassifier, LinearSVC, SVC, LogisticRegression, MLPClassifier)}  # fmt: skip
+ESTIMATORS = {
+    cls.__name__: cls
+    for cls in (
+        DummyClassifier,
+        NearestCentroid,
+        KNeighborsClassifier,
+        GaussianNB,
+        RandomForestClassifier,
+        LinearSVC,
+        SVC,
+        LogisticRegression,
+        MLPClassifier,
+    )
+}
 
 
 def make_estimator(spec: dict, seed: int, jobs: int = 1) -> Any:
@@ -42,8 +53,9 @@ def make_estimator(spec: dict, seed: int, jobs: int = 1) -> Any:
 
 def check_estimator_spec(key: str, spec: Any, seed: int) -> Any:
     """The estimator ``spec`` makes; a ConfigError naming ``key`` if it names no allowed class or a wrong argument."""
-    require(isinstance(spec, dict) and spec.get("estimator") in ESTIMATORS, key,
-            f"a mapping with estimator: one of {sorted(ESTIMATORS)}", spec)  # fmt: skip
+    require(
+        isinstance(spec, dict) and spec.get("estimator") in ESTIMATORS, key, f"a mapping with estimator: one of {sorted(ESTIMATORS)}", spec
+    )
     try:
         return make_estimator(spec, seed)
     except TypeError as err:  # an argument the estimator does not take
@@ -96,8 +108,10 @@ def results_table(results: dict[str, dict]) -> str:
     lines = ["| model | test (file) | test (clip) | val (file) | study (file, its split) | fit (s) |", "|---|---:|---:|---:|---:|---:|"]
     for name, m in results.items():
         published = f"{study.RAW_1D[name]:.1f} %" if name in study.RAW_1D else "–"
-        lines.append(f"| {name} | {100 * m['test_file_accuracy']:.1f} % | {100 * m['test_clip_accuracy']:.1f} % | "
-                     f"{100 * m['val_file_accuracy']:.1f} % | {published} | {m['fit_seconds']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {100 * m['test_file_accuracy']:.1f} % | {100 * m['test_clip_accuracy']:.1f} % | "
+            f"{100 * m['val_file_accuracy']:.1f} % | {published} | {m['fit_seconds']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

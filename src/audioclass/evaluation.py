@@ -39,8 +39,9 @@ def test_scores(probs: np.ndarray, index: pd.DataFrame, class_names: tuple[str, 
     }
 
 
-def summarize(val_probs: np.ndarray, val_index: pd.DataFrame, test_probs: np.ndarray, test_index: pd.DataFrame,
-              class_names: tuple[str, ...]) -> dict:  # fmt: skip
+def summarize(
+    val_probs: np.ndarray, val_index: pd.DataFrame, test_probs: np.ndarray, test_index: pd.DataFrame, class_names: tuple[str, ...]
+) -> dict:
     """Validation accuracy (file and clip level), then :func:`test_scores`."""
     _, val_clip, val_clip_labels = clip_level(val_probs, val_index)
     return {

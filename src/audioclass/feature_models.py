@@ -1,6 +1,5 @@
 """Estimators on feature vectors: MLP, forest and SVM chosen by grouped CV on training clips."""
 
-
 from __future__ import annotations
 
 import json
@@ -28,6 +27,7 @@ from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class FeatureModelsConfig:
     sets: dict  # name → column groups of the features stage
@@ -38,14 +38,22 @@ class FeatureModelsConfig:
     def __post_init__(self):
         require(len(self.sets) >= 1, "sets", "at least one feature set", self.sets)
         for name, groups in self.sets.items():
-            require(isinstance(groups, list) and groups and set(groups) <= set(GROUPS), f"sets.{name}",
-                    f"a list of column groups from {list(GROUPS)}", groups)  # fmt: skip
+            require(
+                isinstance(groups, list) and groups and set(groups) <= set(GROUPS),
+                f"sets.{name}",
+                f"a list of column groups from {list(GROUPS)}",
+                groups,
+            )
         require(len(self.models) >= 1, "models", "at least one model", self.models)
         for name, spec in self.models.items():
             estimator = check_estimator_spec(f"models.{name}", _without_grid(spec), self.seed)
             grid = spec.get("grid", {})
-            require(isinstance(grid, dict) and all(isinstance(v, list) and v for v in grid.values()), f"models.{name}.grid",
-                    "a mapping of argument: [values to try]", grid)  # fmt: skip
+            require(
+                isinstance(grid, dict) and all(isinstance(v, list) and v for v in grid.values()),
+                f"models.{name}.grid",
+                "a mapping of argument: [values to try]",
+                grid,
+            )
             unknown = sorted(set(grid) - set(estimator.get_params()))
             require(not unknown, f"models.{name}.grid", f"arguments {spec['estimator']} takes", unknown)
         require(self.cv_folds >= 2, "cv_folds", "an integer >= 2", self.cv_folds)
@@ -59,8 +67,10 @@ def grouped_folds(index: pd.DataFrame, n_folds: int, seed: int) -> list[tuple[np
     """(training rows, held-out rows) per fold: stratified by label, no ``source_id`` in two folds."""
     n_sources = index.groupby("label")["source_id"].nunique().min()
     if n_folds > n_sources:
-        raise ParamError("feature_models.cv_folds", f"expected at most {n_sources} (the fewest source "
-                          f"recordings of any class outside test), got {n_folds}")  # fmt: skip
+        raise ParamError(
+            "feature_models.cv_folds",
+            f"expected at most {n_sources} (the fewest source recordings of any class outside test), got {n_folds}",
+        )
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(index)), index["label"], index["source_id"]))
 
@@ -96,28 +106,37 @@ def fit_model(name: str, spec: dict, data: Data, cfg: FeatureModelsConfig, jobs:
     metrics = {
         "cv_accuracy": float(np.mean(fold_scores)),
         "cv_accuracy_sd": float(np.std(fold_scores, ddof=1)),
-        **test_scores(class_probabilities(search.best_estimator_, data.test.x, len(data.class_names)), data.test.index,
-                      data.class_names),  # fmt: skip
+        **test_scores(class_probabilities(search.best_estimator_, data.test.x, len(data.class_names)), data.test.index, data.class_names),
         "fit_seconds": round(seconds, 2),
         "candidates": len(results),
         "best_params": {k.removeprefix("model__"): v for k, v in search.best_params_.items()},
     }
     candidates = results[["params", "mean_test_score", "std_test_score", "rank_test_score"]].assign(
-        params=[json.dumps({k.removeprefix("model__"): v for k, v in p.items()}) for p in results["params"]])
+        params=[json.dumps({k.removeprefix("model__"): v for k, v in p.items()}) for p in results["params"]]
+    )
     return metrics, candidates
 
 
 def feature_models(cfg: FeatureModelsConfig, data: Data, columns: pd.DataFrame, out: Path, jobs: int) -> dict[str, dict]:
     """Run the stage: every (set, model), then the metrics file and the table."""
     results: dict[str, dict] = {}
-    with tracking.run("feature_models", {"sets": ",".join(cfg.sets), "models": ",".join(cfg.models), "cv_folds": cfg.cv_folds,
-                                         "seed": cfg.seed}, tags={"pipeline_role": "baselines"}):  # fmt: skip
+    with tracking.run(
+        "feature_models",
+        {"sets": ",".join(cfg.sets), "models": ",".join(cfg.models), "cv_folds": cfg.cv_folds, "seed": cfg.seed},
+        tags={"pipeline_role": "baselines"},
+    ):
         for set_name, groups in cfg.sets.items():
             subset = select_columns(data, columns, groups)
             results[set_name] = {}
             for name, spec in cfg.models.items():
-                params = {"feature_set": set_name, "features": ",".join(groups), "n_features": subset.train.x.shape[1],
-                          "model": name, **spec, "cv_folds": cfg.cv_folds}  # fmt: skip
+                params = {
+                    "feature_set": set_name,
+                    "features": ",".join(groups),
+                    "n_features": subset.train.x.shape[1],
+                    "model": name,
+                    **spec,
+                    "cv_folds": cfg.cv_folds,
+                }
                 with tracking.run(f"features-{set_name}-{name}", params, nested=True, tags={"pipeline_role": "baseline"}):
                     metrics, candidates = fit_model(name, spec, subset, cfg, jobs)
                     tracking.log_params({f"best.{k}": v for k, v in metrics["best_params"].items()})
@@ -127,11 +146,20 @@ def feature_models(cfg: FeatureModelsConfig, data: Data, columns: pd.DataFrame, 
                         candidates.to_csv(Path(tmp) / "cv_results.csv", index=False)
                         tracking.log_artifact(Path(tmp) / "cv_results.csv")
                 results[set_name][name] = metrics
-                log.info("%s / %s: CV %.3f ± %.3f, test %.3f file / %.3f clip (%d candidates, %.1f s)", set_name, name,
-                         metrics["cv_accuracy"], metrics["cv_accuracy_sd"], metrics["test_file_accuracy"],
-                         metrics["test_clip_accuracy"], metrics["candidates"], metrics["fit_seconds"])  # fmt: skip
-    scalars = {s: {m: {k: v for k, v in r.items() if isinstance(v, (int, float))} for m, r in models.items()}
-               for s, models in results.items()}  # fmt: skip
+                log.info(
+                    "%s / %s: CV %.3f ± %.3f, test %.3f file / %.3f clip (%d candidates, %.1f s)",
+                    set_name,
+                    name,
+                    metrics["cv_accuracy"],
+                    metrics["cv_accuracy_sd"],
+                    metrics["test_file_accuracy"],
+                    metrics["test_clip_accuracy"],
+                    metrics["candidates"],
+                    metrics["fit_seconds"],
+                )
+    scalars = {
+        s: {m: {k: v for k, v in r.items() if isinstance(v, (int, float))} for m, r in models.items()} for s, models in results.items()
+    }
     with atomic_file(out / "features.json") as tmp:
         tmp.write_text(json_text(scalars))
     with atomic_file(out / "features.md") as tmp:
@@ -140,13 +168,18 @@ def feature_models(cfg: FeatureModelsConfig, data: Data, columns: pd.DataFrame, 
 
 
 def results_table(results: dict[str, dict], cfg: FeatureModelsConfig) -> str:
-    lines = [f"| features | model | CV ({cfg.cv_folds} grouped folds) | test (file) | test (clip) | best params | "
-             "published ESC-10 (5-fold CV) |", "|---|---|---:|---:|---:|---|---|"]  # fmt: skip
+    lines = [
+        f"| features | model | CV ({cfg.cv_folds} grouped folds) | test (file) | test (clip) | best params | "
+        "published ESC-10 (5-fold CV) |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
     for set_name, models in results.items():
         for name, m in models.items():
             label, figure = study.DATASET_PAPER.get(cfg.models[name]["estimator"], ("", None))
             published = f"{figure:.1f} % ({label})" if figure else "–"
             best = ", ".join(f"{k}={v}" for k, v in m["best_params"].items()) or "–"
-            lines.append(f"| {set_name} | {name} | {100 * m['cv_accuracy']:.1f} ± {100 * m['cv_accuracy_sd']:.1f} % | "
-                         f"{100 * m['test_file_accuracy']:.1f} % | {100 * m['test_clip_accuracy']:.1f} % | {best} | {published} |")  # fmt: skip
+            lines.append(
+                f"| {set_name} | {name} | {100 * m['cv_accuracy']:.1f} ± {100 * m['cv_accuracy_sd']:.1f} % | "
+                f"{100 * m['test_file_accuracy']:.1f} % | {100 * m['test_clip_accuracy']:.1f} % | {best} | {published} |"
+            )
     return "\n".join(lines) + "\n"

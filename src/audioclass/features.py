@@ -1,6 +1,5 @@
 """Front end: chroma / mel / MFCC (+ deltas) summary vectors of each file, per split."""
 
-
 from __future__ import annotations
 
 import functools
@@ -46,8 +45,12 @@ class FeatureConfig:
 
     def columns(self) -> pd.DataFrame:
         """One row per column of x, in order: column, group, block, statistic."""
-        rows = [(f"{block}_{stat}_{i}", f"{block}_{stat}", block, stat)
-                for block, size in self.block_sizes().items() for stat in STATISTICS for i in range(size)]  # fmt: skip
+        rows = [
+            (f"{block}_{stat}_{i}", f"{block}_{stat}", block, stat)
+            for block, size in self.block_sizes().items()
+            for stat in STATISTICS
+            for i in range(size)
+        ]
         return pd.DataFrame(rows, columns=["column", "group", "block", "statistic"])
 
 
@@ -81,7 +84,8 @@ def features(augmented: Path, split_csv: Path, cfg: FeatureConfig, out: Path, jo
     index = index[index["copy"] < cfg.copies].reset_index(drop=True)
     columns = cfg.columns()
     with atomic_dir(out) as tmp:
-        counts = write_splits(tmp, index, functools.partial(_chunk, cfg=cfg), root=augmented, width=len(columns),
-                              chunk=CHUNK, jobs=jobs, desc="features")  # fmt: skip
+        counts = write_splits(
+            tmp, index, functools.partial(_chunk, cfg=cfg), root=augmented, width=len(columns), chunk=CHUNK, jobs=jobs, desc="features"
+        )
         columns.to_csv(tmp / "columns.csv", index=False)
     return counts

@@ -23,9 +23,11 @@ def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: in
     largest_class = int(np.unique(labels, return_counts=True)[1].max())
     if n_groups < n_folds or largest_class < n_folds:
         most = min(n_groups, largest_class)
-        raise ParamError(key, f"{n_folds} grouped folds need at least {n_folds} source recordings and a class with at least "
-                              f"{n_folds} clips, found {n_groups} recordings and at most {largest_class} clips per class; "
-                              + fix.format(most=most))  # fmt: skip
+        raise ParamError(
+            key,
+            f"{n_folds} grouped folds need at least {n_folds} source recordings and a class with at least "
+            f"{n_folds} clips, found {n_groups} recordings and at most {largest_class} clips per class; " + fix.format(most=most),
+        )
     folds = np.zeros(len(labels), dtype=int)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():

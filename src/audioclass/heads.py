@@ -61,8 +61,10 @@ class LinearHead:
             with np.load(path, allow_pickle=False) as arrays:
                 return cls(*(arrays[k] for k in ("mean", "scale", "coef", "intercept")))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            raise DataError(f"{path}: unreadable head ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                            "expected a complete head.npz from the head stage") from None  # fmt: skip
+            raise DataError(
+                f"{path}: unreadable head ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                "expected a complete head.npz from the head stage"
+            ) from None
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float) -> Pipeline:

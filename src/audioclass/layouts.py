@@ -40,14 +40,29 @@ from audioclass.tables import read_table
 
 # The study's class indices (reference-study.md): the index is the position.
 ESC10_CLASSES = (
-    "rain", "rooster", "crying_baby", "sea_waves", "clock_tick",
-    "sneezing", "dog", "crackling_fire", "helicopter", "chainsaw",
-)  # fmt: skip
+    "rain",
+    "rooster",
+    "crying_baby",
+    "sea_waves",
+    "clock_tick",
+    "sneezing",
+    "dog",
+    "crackling_fire",
+    "helicopter",
+    "chainsaw",
+)
 ESC10_FOLDERS = {
-    "Dog bark": "dog", "Rain": "rain", "Sea waves": "sea_waves", "Baby cry": "crying_baby",
-    "Clock tick": "clock_tick", "Person sneeze": "sneezing", "Helicopter": "helicopter",
-    "Chainsaw": "chainsaw", "Rooster": "rooster", "Fire crackling": "crackling_fire",
-}  # fmt: skip
+    "Dog bark": "dog",
+    "Rain": "rain",
+    "Sea waves": "sea_waves",
+    "Baby cry": "crying_baby",
+    "Clock tick": "clock_tick",
+    "Person sneeze": "sneezing",
+    "Helicopter": "helicopter",
+    "Chainsaw": "chainsaw",
+    "Rooster": "rooster",
+    "Fire crackling": "crackling_fire",
+}
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".flac", ".mp3", ".aif", ".aiff"})
 LAYOUTS = ("esc50", "esc10", "folders", "filename")
@@ -154,8 +169,10 @@ def read_corpus(source: Source, *, layout: str, subset: str, label_pattern: str 
         corpus = _esc50(source, csv[0], subset)
     else:
         if not audio:
-            raise DataError(f"{source.location}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
-                            "expected the corpus's audio below it, or another extract.source")  # fmt: skip
+            raise DataError(
+                f"{source.location}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
+                "expected the corpus's audio below it, or another extract.source"
+            )
         if layout == "esc10":
             corpus = _esc10(source, audio)
         elif layout == "folders":
@@ -170,8 +187,10 @@ def _detect(source: Source, audio: list[str], csv: list[str], label_pattern: str
     if csv:
         return "esc50"
     if not audio:
-        raise DataError(f"{source.location}: no audio files found; expected ESC-50 master (meta/esc50.csv + audio/), "
-                        "the ESC-10 release (001 - Dog bark/…) or one folder per class")  # fmt: skip
+        raise DataError(
+            f"{source.location}: no audio files found; expected ESC-50 master (meta/esc50.csv + audio/), "
+            "the ESC-10 release (001 - Dog bark/…) or one folder per class"
+        )
     if label_pattern:
         return "filename"
     depth = _wrapper_depth(audio)
@@ -180,8 +199,10 @@ def _detect(source: Source, audio: list[str], csv: list[str], label_pattern: str
         return "esc10"
     if folders:
         return "folders"
-    raise DataError(f"{source.location}: audio files are not in class folders; expected one folder per class, "
-                    "or set extract.label_pattern to read labels from file names")  # fmt: skip
+    raise DataError(
+        f"{source.location}: audio files are not in class folders; expected one folder per class, "
+        "or set extract.label_pattern to read labels from file names"
+    )
 
 
 def _class_folder(member: str, depth: int) -> str:
@@ -230,8 +251,9 @@ def _esc10(source: Source, audio: list[str]) -> Corpus:
         folder = _class_folder(member, depth)
         match = _ESC10_FOLDER.match(folder)
         if not match or match["name"] not in ESC10_FOLDERS:
-            raise DataError(f"{source.name(folder)}: unknown ESC-10 class folder; expected "
-                            f"'NNN - <name>' with a name in {sorted(ESC10_FOLDERS)}")  # fmt: skip
+            raise DataError(
+                f"{source.name(folder)}: unknown ESC-10 class folder; expected 'NNN - <name>' with a name in {sorted(ESC10_FOLDERS)}"
+            )
         clips.append(_esc_clip(member, ESC10_FOLDERS[match["name"]]))
     missing = sorted(set(ESC10_FOLDERS.values()) - {c.class_name for c in clips})
     if missing:
@@ -243,8 +265,7 @@ def _folders(source: Source, audio: list[str]) -> Corpus:
     depth = _wrapper_depth(audio)
     loose = [m for m in audio if len(PurePosixPath(m).parts) <= depth + 1]
     if loose:
-        raise DataError(f"{source.name(loose[0])}: audio file outside any class folder; "
-                        "expected <class>/<file> for the folders layout")  # fmt: skip
+        raise DataError(f"{source.name(loose[0])}: audio file outside any class folder; expected <class>/<file> for the folders layout")
     clips = tuple(_path_clip(m, _below(m, depth), _class_folder(m, depth)) for m in audio)
     classes = tuple(sorted({c.class_name for c in clips}))
     if len(classes) < 2:
@@ -254,16 +275,17 @@ def _folders(source: Source, audio: list[str]) -> Corpus:
 
 def _filename(source: Source, audio: list[str], label_pattern: str | None) -> Corpus:
     if not label_pattern:
-        raise DataError("extract.label_pattern: required for the filename layout; "
-                        "expected a regex with a named group 'label'")  # fmt: skip
+        raise DataError("extract.label_pattern: required for the filename layout; expected a regex with a named group 'label'")
     pattern = re.compile(label_pattern)  # ExtractConfig has checked it
     depth = _wrapper_depth(audio, keep=1)
     clips = []
     for member in audio:
         match = pattern.search(PurePosixPath(member).stem)
         if not match:
-            raise DataError(f"{source.name(member)}: file name does not match extract.label_pattern {label_pattern!r}; "
-                            "expected every audio file to match, or the file moved out of the corpus")  # fmt: skip
+            raise DataError(
+                f"{source.name(member)}: file name does not match extract.label_pattern {label_pattern!r}; "
+                "expected every audio file to match, or the file moved out of the corpus"
+            )
         clips.append(_path_clip(member, _below(member, depth), match["label"], match.groupdict().get("group")))
     classes = tuple(sorted({c.class_name for c in clips}))
     if len(classes) < 2:
@@ -314,9 +336,13 @@ def _check_unique(source: Source, clips: tuple[SourceClip, ...]) -> None:
     seen: dict[str, str] = {}
     for clip in clips:
         if clip.clip_id in seen:
-            raise DataError(f"{source.name(clip.member)}: duplicate clip id {clip.clip_id!r} (also {seen[clip.clip_id]}); "
-                            "expected one audio file per name (ESC layouts: per ESC name across class folders)")  # fmt: skip
+            raise DataError(
+                f"{source.name(clip.member)}: duplicate clip id {clip.clip_id!r} (also {seen[clip.clip_id]}); "
+                "expected one audio file per name (ESC layouts: per ESC name across class folders)"
+            )
         if len(clip.clip_id.encode()) > _MAX_ID_BYTES:
-            raise DataError(f"{source.name(clip.member)}: path too long for a clip id ({len(clip.clip_id.encode())} bytes "
-                            f"as {clip.clip_id[:40]!r}…); expected a shorter folder and file name")  # fmt: skip
+            raise DataError(
+                f"{source.name(clip.member)}: path too long for a clip id ({len(clip.clip_id.encode())} bytes "
+                f"as {clip.clip_id[:40]!r}…); expected a shorter folder and file name"
+            )
         seen[clip.clip_id] = clip.member

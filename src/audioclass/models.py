@@ -18,10 +18,10 @@ outputs are class probabilities ``(batch, n_classes)``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import keras
-from keras import layers
+if TYPE_CHECKING:  # Keras loads when a model is built, so configs that name an architecture stay light
+    import keras
 
 
 class ModelConfig(Protocol):
@@ -40,6 +40,8 @@ BN_MOMENTUM = 0.9
 def band_norm(x):
     """A learned scale and shift per band and channel: the front end's [0, 1] dB range is not
     zero-mean, and its delta channels are on a scale of their own."""
+    from keras import layers
+
     bands, frames, channels = x.shape[1:]
     if channels == 1:
         return layers.BatchNormalization(axis=1, momentum=BN_MOMENTUM)(x)
@@ -50,6 +52,9 @@ def band_norm(x):
 
 
 def compact_cnn(input_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig) -> keras.Model:
+    import keras
+    from keras import layers
+
     inputs = keras.Input(input_shape)
     x = band_norm(inputs)
     for block in range(cfg.depth):
@@ -69,6 +74,9 @@ def compact_cnn(input_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig) 
 
 
 def book_cnn(input_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig) -> keras.Model:
+    import keras
+    from keras import layers
+
     k = cfg.first_kernel
     return keras.Sequential(
         [
@@ -102,6 +110,9 @@ CNN1D_BLOCKS = {"shallow": None, "medium": 0, "deep0": 1, "deep1": 2, "deep2": 3
 
 def cnn1d(architecture: str, first_kernel: int, length: int, n_classes: int) -> Any:
     """One member of the study's 1D family (``architecture`` in :data:`CNN1D_BLOCKS`) for raw vectors of ``length`` samples."""
+    import keras
+    from keras import layers
+
     def pool(x: Any) -> Any:
         return layers.Dropout(0.25)(layers.MaxPooling1D(3, padding="same")(x))
 

@@ -50,6 +50,7 @@ from audioclass.layouts import AUDIO_SUFFIXES, is_hidden
 from audioclass.outputs import require_inputs
 from audioclass.spectrograms import SpectrogramConfig, render_spectrogram
 from audioclass.tables import json_text
+from audioclass.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,10 @@ def _load_keras(path: Path) -> Any:
     try:
         return keras.models.load_model(path)
     except Exception as err:  # Keras raises anything from zipfile, h5py or its own deserialisation
-        raise DataError(f"{path}: unreadable Keras model ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                        "expected a complete model.keras from the train stage") from None  # fmt: skip
+        raise DataError(
+            f"{path}: unreadable Keras model ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            "expected a complete model.keras from the train stage"
+        ) from None
 
 
 def _load_head(folder: Path) -> Member:
@@ -90,8 +93,13 @@ def _load_head(folder: Path) -> Member:
     embeddings.weights_file(backend)  # a missing package: one line naming what to install
     installed = importlib.metadata.version(backend.package)
     if installed != recorded["version"]:
-        log.warning("%s: trained on %s %s embeddings, %s is installed; predictions may differ from the validated ones",
-                    folder.name, backend.package, recorded["version"], installed)  # fmt: skip
+        log.warning(
+            "%s: trained on %s %s embeddings, %s is installed; predictions may differ from the validated ones",
+            folder.name,
+            backend.package,
+            recorded["version"],
+            installed,
+        )
     return Member(folder.name, head=LinearHead.load(folder / "head.npz"), embedding=backend.name)
 
 
@@ -110,30 +118,45 @@ def load_ensemble(params_path: Path, models: Path, ensemble_json: Path, method: 
     """The trained members, the method's weights and the preprocessing params, checked against each other."""
     params = load_params(params_path)
     cfg = stage_config(EnsembleConfig, params, "ensemble", str(params_path))
-    expected_members = member_names(cfg, params.get("train", {}).get("seeds") or [],
-                                    list(stage_config(EmbedConfig, params, "embed", str(params_path)).models), str(params_path))  # fmt: skip
+    expected_members = member_names(
+        cfg,
+        list(stage_config(TrainConfig, params, "train", str(params_path)).seeds),
+        list(stage_config(EmbedConfig, params, "embed", str(params_path)).models),
+        str(params_path),
+    )
     require_inputs([ensemble_json], "a trained pipeline (dvc repro, or dvc pull)")
     report = json.loads(ensemble_json.read_text())
     if report.get("members") != expected_members:
-        raise ConfigError(f"{ensemble_json}: ensemble of {report.get('members')}; expected the members of {params_path}, "
-                          f"{expected_members} (dvc repro ensemble)")  # fmt: skip
+        raise ConfigError(
+            f"{ensemble_json}: ensemble of {report.get('members')}; expected the members of {params_path}, "
+            f"{expected_members} (dvc repro ensemble)"
+        )
     group, method = _choose(report, method, ensemble_json)
     folders = [models / name for name in report["groups"][group]["members"]]
-    require_inputs([f / n for f in folders for n in (("head.npz", "backend.json") if is_pretrained(f.name) else ("model.keras",))]
-                   + [f / "metrics.json" for f in folders], "a trained pipeline (dvc repro, or dvc pull)")  # fmt: skip
+    require_inputs(
+        [f / n for f in folders for n in (("head.npz", "backend.json") if is_pretrained(f.name) else ("model.keras",))]
+        + [f / "metrics.json" for f in folders],
+        "a trained pipeline (dvc repro, or dvc pull)",
+    )
     weights = report["groups"][group]["methods"][method]["weights"]
     members = [_load_head(f) if is_pretrained(f.name) else Member(f.name, keras=_load_keras(f / "model.keras")) for f in folders]
     class_names = json.loads((folders[0] / "metrics.json").read_text())["class_names"]
-    ensemble = Ensemble(members, method, None if weights is None else np.asarray(weights), class_names,
-                        stage_config(ExtractConfig, params, "extract", str(params_path)),
-                        stage_config(SpectrogramConfig, params, "spectrograms", str(params_path)))  # fmt: skip
+    ensemble = Ensemble(
+        members,
+        method,
+        None if weights is None else np.asarray(weights),
+        class_names,
+        stage_config(ExtractConfig, params, "extract", str(params_path)),
+        stage_config(SpectrogramConfig, params, "spectrograms", str(params_path)),
+    )
     cnns = [m.keras for m in members if m.keras is not None]
     if cnns:
         expected = tuple(cnns[0].input_shape[1:])
         rendered = model_input(np.zeros(ensemble.extract.n_samples, np.float32), ensemble.extract.sample_rate, ensemble).shape
         if rendered != expected:
-            raise ConfigError(f"{params_path}: extract / spectrograms give inputs of shape {rendered}; the models were trained "
-                              f"on {expected} (dvc repro)")  # fmt: skip
+            raise ConfigError(
+                f"{params_path}: extract / spectrograms give inputs of shape {rendered}; the models were trained on {expected} (dvc repro)"
+            )
     return ensemble
 
 
@@ -152,8 +175,9 @@ def model_clip(y: np.ndarray, sr: int, ensemble: Ensemble) -> np.ndarray:
 
 def render_input(clip: np.ndarray, ensemble: Ensemble) -> np.ndarray:
     """A :func:`model_clip` → one model input, as the spectrograms stage renders it."""
-    return render_spectrogram(clip, sr=ensemble.extract.sample_rate, cfg=ensemble.spectrograms,
-                              silence_dbfs=ensemble.extract.silence_dbfs).astype(ensemble.spectrograms.dtype)  # fmt: skip
+    return render_spectrogram(
+        clip, sr=ensemble.extract.sample_rate, cfg=ensemble.spectrograms, silence_dbfs=ensemble.extract.silence_dbfs
+    ).astype(ensemble.spectrograms.dtype)
 
 
 def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
@@ -163,11 +187,19 @@ def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
     embed stage's code.
     """
     sr = ensemble.extract.sample_rate
-    inputs = np.stack([render_input(c, ensemble) for c in clips]).astype(np.float32) if any(m.keras is not None for m in ensemble.members) else None
+    inputs = (
+        np.stack([render_input(c, ensemble) for c in clips]).astype(np.float32)
+        if any(m.keras is not None for m in ensemble.members)
+        else None
+    )
     models = {m.embedding for m in ensemble.members if m.head is not None}
     embedded = {name: np.stack([embeddings.embed_clip(c, sr, name) for c in clips]) for name in models}
-    probs = np.stack([m.keras.predict(inputs, verbose=0) if m.keras is not None else m.head.probabilities(embedded[m.embedding])
-                      for m in ensemble.members])  # fmt: skip
+    probs = np.stack(
+        [
+            m.keras.predict(inputs, verbose=0) if m.keras is not None else m.head.probabilities(embedded[m.embedding])
+            for m in ensemble.members
+        ]
+    )
     scores = combine(probs, ensemble.method, ensemble.weights)
     return scores / scores.sum(axis=1, keepdims=True)
 
@@ -177,8 +209,11 @@ def audio_files(targets: list[Path]) -> list[Path]:
     found: list[Path] = []
     for target in targets:
         if target.is_dir():
-            found += sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-                            and not is_hidden(p.relative_to(target).as_posix()))  # fmt: skip
+            found += sorted(
+                p
+                for p in target.rglob("*")
+                if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not is_hidden(p.relative_to(target).as_posix())
+            )
         else:
             found.append(target)
     return found
@@ -228,17 +263,25 @@ def _from_registry(uri: str, paths: list[Path]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="audioclass predict", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="audioclass predict", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("targets", nargs="+", type=Path, help="audio files or folders (searched recursively)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file, with every class's probability")
-    parser.add_argument("--method", help="ensemble method (default: the best on validation), e.g. average, or "
-                        "<group>/<method>, e.g. from_scratch/average (groups: from_scratch, pretrained, all)")
+    parser.add_argument(
+        "--method",
+        help="ensemble method (default: the best on validation), e.g. average, or "
+        "<group>/<method>, e.g. from_scratch/average (groups: from_scratch, pretrained, all)",
+    )
     parser.add_argument("--top", type=int, default=3, help="classes shown per file without --json (default 3)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params the models were trained with")
     parser.add_argument("--models", type=Path, default=Path("models"), help="folder of train runs (default: models)")
     parser.add_argument("--ensemble", type=Path, default=Path("reports/ensemble/ensemble.json"), help="the ensemble stage's report")
-    parser.add_argument("--registered", metavar="MODEL_URI",
-                        help="use a registered ensemble instead, e.g. models:/audioclass-ensemble/latest (MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument(
+        "--registered",
+        metavar="MODEL_URI",
+        help="use a registered ensemble instead, e.g. models:/audioclass-ensemble/latest (MLFLOW_TRACKING_URI or ./mlflow.db)",
+    )
     args = parser.parse_args(argv)
     paths = audio_files(args.targets)
     if not paths:
@@ -256,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{r['file']}: silent (peak below extract.silence_dbfs); no class predicted")
         else:
             top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[: args.top]
-            print(f"{r['file']}: {r['prediction']} ({100 * r['probability']:.1f} %)  " + ", ".join(f"{n} {100 * p:.1f} %" for n, p in top[1:]))
+            print(
+                f"{r['file']}: {r['prediction']} ({100 * r['probability']:.1f} %)  " + ", ".join(f"{n} {100 * p:.1f} %" for n, p in top[1:])
+            )
     if any("error" in r for r in results):
         sys.exit(1)

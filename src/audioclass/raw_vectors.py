@@ -1,6 +1,5 @@
 """Front end: the study's 882-value raw-sample vectors of each file, per split."""
 
-
 from __future__ import annotations
 
 import functools
@@ -56,8 +55,16 @@ def raw_vectors(augmented: Path, split_csv: Path, cfg: RawVectorConfig, out: Pat
     first, sr = audio.read_wav(augmented / index["path"].iloc[0])
     positions = cfg.positions(sr, len(first))
     with atomic_dir(out) as tmp:
-        return write_splits(tmp, index, functools.partial(_chunk, positions=positions), root=augmented, width=cfg.length,
-                            chunk=CHUNK, jobs=jobs, desc="raw vectors")  # fmt: skip
+        return write_splits(
+            tmp,
+            index,
+            functools.partial(_chunk, positions=positions),
+            root=augmented,
+            width=cfg.length,
+            chunk=CHUNK,
+            jobs=jobs,
+            desc="raw vectors",
+        )
 
 
 def load_raw_vectors(folder: Path) -> Data:

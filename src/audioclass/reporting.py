@@ -1,6 +1,5 @@
 """Reporting: the results table beside the published figures, and the figures people look at."""
 
-
 from __future__ import annotations
 
 import logging
@@ -10,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from audioclass import study
-from audioclass.ensembling import ALL, PRETRAINED, SCRATCH, every_member, mean_se
+from audioclass.ensembling import ALL, PRETRAINED, SCRATCH, every_member, is_pretrained, mean_se
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +17,11 @@ COLUMNS = ["Model", "Input", "Test, clips", "Test, files", "Validation"]
 ALIGN = ["---", "---", "---:", "---:", "---:"]
 PUBLISHED_FOR = "ESC-10"  # the corpus study.py's figures were measured on
 GROUP_NAMES = {SCRATCH: "the CNN runs", PRETRAINED: "the pretrained heads", ALL: "every member"}
-PRETRAINED_NOTE = ("These rows use a model trained on outside data (`embed.models`; BirdNET's weights are CC BY-NC-SA 4.0, "
-                   "non-commercial, and its training data may share recordings with ESC-50). They are not comparable with the "
-                   "from-scratch rows above, nor with the published figures, which use no outside data.\n\n")  # fmt: skip
+PRETRAINED_NOTE = (
+    "These rows use a model trained on outside data (`embed.models`; BirdNET's weights are CC BY-NC-SA 4.0, "
+    "non-commercial, and its training data may share recordings with ESC-50). They are not comparable with the "
+    "from-scratch rows above, nor with the published figures, which use no outside data.\n\n"
+)
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,24 @@ def baseline_rows(classical: dict, cnn1d: dict[str, dict], features: dict, featu
     rows = [scored(name, "1D raw", m, f"{study.RAW_1D[name]:.1f} %" if name in study.RAW_1D else "–") for name, m in classical.items()]
     for cell, m in cnn1d.items():
         architecture, kernel = cell.rsplit("-k", 1)
-        rows.append(scored(f"1D CNN {architecture}, first kernel {kernel}", "1D raw", m,
-                           f"{study.CNN1D[cell]:.1f} %" if cell in study.CNN1D else "–"))  # fmt: skip
+        rows.append(
+            scored(
+                f"1D CNN {architecture}, first kernel {kernel}", "1D raw", m, f"{study.CNN1D[cell]:.1f} %" if cell in study.CNN1D else "–"
+            )
+        )
     for set_name, models in features.items():
         for name, m in models.items():
             label, figure = study.DATASET_PAPER.get(feature_estimators.get(name, ""), ("", None))
-            rows.append(Row(name, f"features: {set_name}", pct(m["test_clip_accuracy"]), pct(m["test_file_accuracy"]),
-                            f"CV {100 * m['cv_accuracy']:.1f} ± {100 * m['cv_accuracy_sd']:.1f} %",
-                            f"{figure:.1f} % ({label}, 5-fold CV)" if figure else "–"))  # fmt: skip
+            rows.append(
+                Row(
+                    name,
+                    f"features: {set_name}",
+                    pct(m["test_clip_accuracy"]),
+                    pct(m["test_file_accuracy"]),
+                    f"CV {100 * m['cv_accuracy']:.1f} ± {100 * m['cv_accuracy_sd']:.1f} %",
+                    f"{figure:.1f} % ({label}, 5-fold CV)" if figure else "–",
+                )
+            )
     return rows
 
 
@@ -75,12 +86,27 @@ def cnn_rows(ensemble: dict) -> list[Row]:
     group = ensemble["groups"][SCRATCH]
     runs = group["members"]
     single = {k: [v[ensemble["members"].index(r)] for r in runs] for k, v in ensemble["single_members"].items()}
-    rows = [Row(f"2D CNN, {len(runs)} single runs (mean ± SE)", "spectrogram", pct_se(single["test_clip_accuracy"]),
-                pct_se(single["test_file_accuracy"]), pct_se(single["val_file_accuracy"]), study.CNN2D_RUNS)]  # fmt: skip
+    rows = [
+        Row(
+            f"2D CNN, {len(runs)} single runs (mean ± SE)",
+            "spectrogram",
+            pct_se(single["test_clip_accuracy"]),
+            pct_se(single["test_file_accuracy"]),
+            pct_se(single["val_file_accuracy"]),
+            study.CNN2D_RUNS,
+        )
+    ]
     best = max(range(len(runs)), key=lambda i: single["val_file_accuracy"][i])  # chosen on validation, never test
-    rows.append(Row(f"2D CNN, best run by validation ({runs[best]})", "spectrogram", pct(single["test_clip_accuracy"][best]),
-                    pct(single["test_file_accuracy"][best]), pct(single["val_file_accuracy"][best]),
-                    f"{max(study.CNN2D_SINGLE_RUNS):.1f} % (best by test)"))  # fmt: skip
+    rows.append(
+        Row(
+            f"2D CNN, best run by validation ({runs[best]})",
+            "spectrogram",
+            pct(single["test_clip_accuracy"][best]),
+            pct(single["test_file_accuracy"][best]),
+            pct(single["val_file_accuracy"][best]),
+            f"{max(study.CNN2D_SINGLE_RUNS):.1f} % (best by test)",
+        )
+    )
     for method, m in group["methods"].items():
         figure = study.ENSEMBLES.get(method)
         rows.append(scored(f"ensemble: {method}", "spectrogram", m, f"{figure:.2f} %" if figure else "–"))
@@ -92,8 +118,11 @@ def pretrained_rows(ensemble: dict) -> list[Row]:
     rows = []
     for name in ensemble["pretrained_members"]:
         i = ensemble["members"].index(name)
-        rows.append(scored(f"{name} (linear head)", f"{name.removeprefix('head-')} embedding",
-                           {k: v[i] for k, v in ensemble["single_members"].items()}))  # fmt: skip
+        rows.append(
+            scored(
+                f"{name} (linear head)", f"{name.removeprefix('head-')} embedding", {k: v[i] for k, v in ensemble["single_members"].items()}
+            )
+        )
     for group, input_ in ((PRETRAINED, "embeddings"), (ALL, "spectrogram + embeddings")):
         g = ensemble["groups"].get(group)
         if g and len(g["members"]) > 1:
@@ -112,12 +141,20 @@ def results_markdown(data: dict, baselines: list[Row], cnns: list[Row], pretrain
         f"Training: {clips['train']} clips ({files['train']:,} files).\n\n"
     )
     if published:
-        intro += ("Published figures are context, not a like-for-like score: the study's are on its own random split, whose "
-                  "test set also chose its epochs and ensemble weights; the dataset paper's are 5-fold cross-validation.\n\n")  # fmt: skip
-    sections = [("Baselines", "", baselines), ("Spectrogram CNNs and their ensembles, trained from scratch", "", cnns),
-                ("With pretrained embeddings (trained on outside data)", PRETRAINED_NOTE, pretrained)]  # fmt: skip
-    return intro + "\n".join(f"## {title}\n\n{note}" + "\n".join(header(published) + [r.markdown(published) for r in rows]) + "\n"
-                              for title, note, rows in sections if rows)  # fmt: skip
+        intro += (
+            "Published figures are context, not a like-for-like score: the study's are on its own random split, whose "
+            "test set also chose its epochs and ensemble weights; the dataset paper's are 5-fold cross-validation.\n\n"
+        )
+    sections = [
+        ("Baselines", "", baselines),
+        ("Spectrogram CNNs and their ensembles, trained from scratch", "", cnns),
+        ("With pretrained embeddings (trained on outside data)", PRETRAINED_NOTE, pretrained),
+    ]
+    return intro + "\n".join(
+        f"## {title}\n\n{note}" + "\n".join(header(published) + [r.markdown(published) for r in rows]) + "\n"
+        for title, note, rows in sections
+        if rows
+    )
 
 
 def per_class_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -161,14 +198,52 @@ def figures_markdown(ensemble: dict, chosen: str, predictions: pd.DataFrame) -> 
     group = every_member(ensemble)
     m = ensemble["groups"][group]["methods"][chosen]
     best = ensemble["best"]
-    lines = [f"## The chosen ensemble: {chosen}, over {GROUP_NAMES[group]}", "",
-             f"Test: {pct(m['test_clip_accuracy'])} of clips, {pct(m['test_file_accuracy'])} of files; validation "
-             f"{pct(m['val_file_accuracy'])}. Best on validation is `{best['method']}` over {GROUP_NAMES[best['group']]} "
-             "(what `audioclass predict` and the model registry use).", "",
-             "![Confusion matrix of the chosen ensemble, test clips](figures/confusion.png)", "",
-             "| class | test clips | correct | accuracy |", "|---|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"## The chosen ensemble: {chosen}, over {GROUP_NAMES[group]}",
+        "",
+        f"Test: {pct(m['test_clip_accuracy'])} of clips, {pct(m['test_file_accuracy'])} of files; validation "
+        f"{pct(m['val_file_accuracy'])}. Best on validation is `{best['method']}` over {GROUP_NAMES[best['group']]} "
+        "(what `audioclass predict` and the model registry use).",
+        "",
+        "![Confusion matrix of the chosen ensemble, test clips](figures/confusion.png)",
+        "",
+        "| class | test clips | correct | accuracy |",
+        "|---|---:|---:|---:|",
+    ]
     lines += [f"| {r.Index} | {r.clips} | {r.correct} | {pct(r.accuracy)} |" for r in classes.itertuples()]
-    lines += ["", "## Ensemble weights (fitted on validation)", "", weights_markdown(ensemble),
-              "## Learning curves", "", "![Loss and accuracy per epoch of every run](figures/learning_curves.png)", "",
-              "## The data, by eye", "", "![Example spectrograms, one row per class](spectrogram_grid.png)", ""]  # fmt: skip
+    lines += [
+        "",
+        "## Ensemble weights (fitted on validation)",
+        "",
+        weights_markdown(ensemble),
+        "## Learning curves",
+        "",
+        "![Loss and accuracy per epoch of every run](figures/learning_curves.png)",
+        "",
+        "## The data, by eye",
+        "",
+        "![Example spectrograms, one row per class](spectrogram_grid.png)",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def headline_metrics(data: dict, ensemble: dict) -> dict:
+    """The few figures ``dvc metrics show`` prints, one row that fits a terminal.
+
+    ``ensemble``: the group and method validation chose, with its validation
+    (files) and test (clips) accuracy; ``cnn_runs`` and ``cnn_runs_se``: the CNN
+    runs' test accuracy, mean ± SE; ``head_<model>``: each pretrained head's test
+    accuracy; ``clips``: train/val/test clips. The detail stays in each stage's
+    own file (``dvc metrics show reports/ensemble/ensemble.json``).
+    """
+    best = ensemble["best"]
+    chosen = ensemble["groups"][best["group"]]["methods"][best["method"]]
+    test = dict(zip(ensemble["members"], ensemble["single_members"]["test_clip_accuracy"]))
+    runs = [a for name, a in test.items() if not is_pretrained(name)]
+    headline = {"ensemble": f"{best['group']}/{best['method']}", "val": chosen["val_file_accuracy"], "test": chosen["test_clip_accuracy"]}
+    if runs:
+        headline["cnn_runs"], headline["cnn_runs_se"] = mean_se(runs)
+    headline |= {name.replace("-", "_"): a for name, a in test.items() if is_pretrained(name)}
+    headline["clips"] = "/".join(str(data["clips"][split]) for split in ("train", "val", "test"))
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in headline.items()}

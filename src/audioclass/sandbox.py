@@ -22,8 +22,11 @@ def project_files(root: Path) -> list[str]:
     """The project's files as git sees them: tracked or new, never ignored, still present."""
     listing = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=root, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return sorted(name for name in listing.split("\0") if name and (root / name).is_file())
 
 

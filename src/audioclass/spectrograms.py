@@ -1,6 +1,5 @@
 """Front end: log-mel (or linear / PCEN) spectrograms of each file, per split."""
 
-
 from __future__ import annotations
 
 import functools
@@ -55,7 +54,9 @@ class SpectrogramConfig:
             require(1 <= self.n_mfcc <= self.n_mels, "n_mfcc", f"an integer in [1, n_mels={self.n_mels}]", self.n_mfcc)
         require(self.delta_width >= 3 and self.delta_width % 2, "delta_width", "an odd integer >= 3", self.delta_width)
         require(self.top_db > 0, "top_db", "a positive number of dB", self.top_db)
-        require(self.preview_per_class >= 1, "preview_per_class", "an integer >= 1 (the preview is a declared output)", self.preview_per_class)
+        require(
+            self.preview_per_class >= 1, "preview_per_class", "an integer >= 1 (the preview is a declared output)", self.preview_per_class
+        )
 
     def check_rate(self, sr: int) -> None:
         """Checks that need the sample rate: fmax within Nyquist, mel bands at least one FFT bin apart.
@@ -68,9 +69,12 @@ class SpectrogramConfig:
         centres = librosa.mel_frequencies(self.n_mels + 2, fmin=self.fmin, fmax=self.fmax or sr / 2)
         spacing, bin_width = float(np.diff(centres).min()), sr / self.n_fft
         if spacing < bin_width:
-            raise ParamError("spectrograms.n_mels", f"{self.n_mels} mel bands are {spacing:.1f} Hz apart at "
-                              f"the low end, finer than the {bin_width:.1f} Hz FFT bins of n_fft={self.n_fft} at {sr} Hz; "
-                              "expected fewer bands or a larger n_fft")  # fmt: skip
+            raise ParamError(
+                "spectrograms.n_mels",
+                f"{self.n_mels} mel bands are {spacing:.1f} Hz apart at "
+                f"the low end, finer than the {bin_width:.1f} Hz FFT bins of n_fft={self.n_fft} at {sr} Hz; "
+                "expected fewer bands or a larger n_fft",
+            )
 
     def mel_basis(self, sr: int) -> np.ndarray:
         return librosa.filters.mel(sr=sr, n_fft=self.n_fft, n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax)
@@ -167,8 +171,9 @@ def plot_preview(images: list[np.ndarray | None], class_names: list[str], per_cl
     plt.close(fig)
 
 
-def spectrograms(augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: Path, preview: Path, jobs: int, *,
-                 silence_dbfs: float) -> dict:  # fmt: skip
+def spectrograms(
+    augmented: Path, split_csv: Path, cfg: SpectrogramConfig, out: Path, preview: Path, jobs: int, *, silence_dbfs: float
+) -> dict:
     """Run the stage; returns a summary (files and clips per split, classes, shape) for the metrics file.
 
     ``silence_dbfs`` is ``extract.silence_dbfs``: below it a file renders as the floor.

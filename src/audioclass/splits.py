@@ -1,6 +1,5 @@
 """Splits: train / validation / test assignment without leakage, and the files of each split."""
 
-
 from __future__ import annotations
 
 import logging
@@ -42,18 +41,26 @@ class SplitConfig:
 def grouped_fraction(clips: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask selecting about ``fraction`` of ``clips``, stratified by label, whole sources only."""
     n_folds = max(2, round(1 / fraction))
-    folds = grouped_folds(clips["label"], clips["source_id"], n_folds, seed, key="split.val_fraction",
-                          fix="expected split.val_fraction >= 1/{most}, or a split.val_fold")  # fmt: skip
+    folds = grouped_folds(
+        clips["label"],
+        clips["source_id"],
+        n_folds,
+        seed,
+        key="split.val_fraction",
+        fix="expected split.val_fraction >= 1/{most}, or a split.val_fold",
+    )
     return folds == 1
 
 
 def _holdout_test(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     rng = np.random.default_rng(cfg.seed)
     test = np.zeros(len(meta), dtype=bool)
-    for label, clips in meta.groupby("label", sort=True):
+    for _, clips in meta.groupby("label", sort=True):
         if len(clips) <= cfg.test_per_class:
-            raise ParamError("split.test_per_class", f"expected fewer than the {len(clips)} "
-                              f"clips of class {clips['class_name'].iloc[0]!r}, got {cfg.test_per_class}")  # fmt: skip
+            raise ParamError(
+                "split.test_per_class",
+                f"expected fewer than the {len(clips)} clips of class {clips['class_name'].iloc[0]!r}, got {cfg.test_per_class}",
+            )
         if not cfg.group_by_source:
             test[rng.choice(clips.index.to_numpy(), cfg.test_per_class, replace=False)] = True
             continue
@@ -76,9 +83,11 @@ def check_class_sizes(meta: pd.DataFrame) -> None:
     small = sources[sources["sources"] < MIN_SOURCES]
     if len(small):
         name, row = small.index[0], small.iloc[0]
-        raise DataError(f"class {name!r}: {row.clips} clip(s) from {row.sources} source recording(s); expected at least "
-                        f"{MIN_SOURCES} source recordings, one for each of train, validation and test: add recordings "
-                        "of it to the corpus, or remove it")  # fmt: skip
+        raise DataError(
+            f"class {name!r}: {row.clips} clip(s) from {row.sources} source recording(s); expected at least "
+            f"{MIN_SOURCES} source recordings, one for each of train, validation and test: add recordings "
+            "of it to the corpus, or remove it"
+        )
 
 
 def check_coverage(meta: pd.DataFrame, split: np.ndarray) -> None:
@@ -86,8 +95,10 @@ def check_coverage(meta: pd.DataFrame, split: np.ndarray) -> None:
     for name in SPLITS:
         absent = sorted(set(meta["class_name"]) - set(meta["class_name"][split == name]))
         if absent and name == "train":
-            raise DataError(f"class {absent[0]!r}: no training clips, every source recording of it is in validation or "
-                            "test; expected more recordings of it, or another split.test_fold / split.val_fold")  # fmt: skip
+            raise DataError(
+                f"class {absent[0]!r}: no training clips, every source recording of it is in validation or "
+                "test; expected more recordings of it, or another split.test_fold / split.val_fold"
+            )
         if absent:
             log.warning("no %s clips for class(es) %s: their %s accuracy is not measured", name, absent, name)
 

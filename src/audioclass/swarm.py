@@ -80,8 +80,9 @@ def jaya(fitness: Fitness, dim: int, *, rng: np.random.Generator, population: in
     return _best(f, x, fx)
 
 
-def de(fitness: Fitness, dim: int, *, rng: np.random.Generator, population: int, iterations: int,
-       weight: float = 0.7, crossover: float = 0.9) -> Result:  # fmt: skip
+def de(
+    fitness: Fitness, dim: int, *, rng: np.random.Generator, population: int, iterations: int, weight: float = 0.7, crossover: float = 0.9
+) -> Result:
     f = _Counted(fitness)
     x = rng.random((population, dim))
     fx = f.all(x)
@@ -132,8 +133,7 @@ def gwo(fitness: Fitness, dim: int, *, rng: np.random.Generator, population: int
     return _best(f, best_x, best_f)
 
 
-def ga(fitness: Fitness, dim: int, *, rng: np.random.Generator, population: int, iterations: int,
-       mutation: float = 0.1) -> Result:  # fmt: skip
+def ga(fitness: Fitness, dim: int, *, rng: np.random.Generator, population: int, iterations: int, mutation: float = 0.1) -> Result:
     f = _Counted(fitness)
     x = rng.random((population, dim))
     fx = f.all(x)

@@ -79,8 +79,10 @@ def require_answering(uri: str, timeout: float = 5.0) -> None:
         pass  # an HTTP error status is still an answer
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no tracking server answers ({reason}); expected a running MLflow "
-                            f"server, or set {OFFLINE_ENV}=1 to log to the project's mlflow.db instead") from None  # fmt: skip
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={uri}: no tracking server answers ({reason}); expected a running MLflow "
+            f"server, or set {OFFLINE_ENV}=1 to log to the project's mlflow.db instead"
+        ) from None
     _answered.add(uri)
 
 

@@ -1,6 +1,5 @@
 """Training: one CNN run (``fit_run``), shared by tuning and training, its refit and its predictions."""
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -63,8 +62,7 @@ class FitParams:
         for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
             require(getattr(self, key) >= 0, key, "an integer >= 0 (0 turns masking off)", getattr(self, key))
         require(0 <= self.ema_momentum < 1, "ema_momentum", "a number in [0, 1) (0 turns averaging off)", self.ema_momentum)
-        require(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1) (0 turns smoothing off)",
-                self.label_smoothing)  # fmt: skip
+        require(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1) (0 turns smoothing off)", self.label_smoothing)
 
 
 @dataclass(frozen=True)
@@ -178,8 +176,9 @@ def _compiled_model(model_params: ModelParams, fit: FitParams, train: Split, n_c
     return model, [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if averaging else []
 
 
-def fit_run(model_params: ModelParams, fit: FitParams, data: Data, *, seed: int, callbacks: tuple = (),
-            verbose: int = 2) -> tuple[Any, pd.DataFrame]:  # fmt: skip
+def fit_run(
+    model_params: ModelParams, fit: FitParams, data: Data, *, seed: int, callbacks: tuple = (), verbose: int = 2
+) -> tuple[Any, pd.DataFrame]:
     """Build and fit one model; returns (model at its best validation epoch, history per epoch).
 
     The same function serves ``dvc repro`` and Optuna, so tuning and training
@@ -212,8 +211,9 @@ def refit_run(model_params: ModelParams, fit: FitParams, data: Data, *, epochs: 
     """
     everything = data.train_and_val()
     model, swap = _compiled_model(model_params, fit, everything, len(data.class_names), seed=seed)
-    model.fit(_training_dataset(everything, fit, len(data.class_names), seed=seed), epochs=epochs, callbacks=swap,
-              shuffle=False, verbose=verbose)  # fmt: skip
+    model.fit(
+        _training_dataset(everything, fit, len(data.class_names), seed=seed), epochs=epochs, callbacks=swap, shuffle=False, verbose=verbose
+    )
     return model
 
 
@@ -252,10 +252,9 @@ def train(cfg: TrainConfig, data: Data, seed: int, out: Path, *, data_path: Path
         np.save(tmp / "val_probs.npy", val_probs)
         np.save(tmp / "test_probs.npy", test_probs)
         _, clip_probs, clip_labels = clip_level(test_probs, data.test.index)
-        pd.DataFrame({"actual": [data.class_names[i] for i in clip_labels],
-                      "predicted": [data.class_names[i] for i in clip_probs.argmax(1)]}).to_csv(  # fmt: skip
-            tmp / "test_predictions.csv", index=False
-        )
+        pd.DataFrame(
+            {"actual": [data.class_names[i] for i in clip_labels], "predicted": [data.class_names[i] for i in clip_probs.argmax(1)]}
+        ).to_csv(tmp / "test_predictions.csv", index=False)
         confusion_png(metrics["test_clip_confusion"], list(data.class_names), tmp / "confusion.png", f"Seed {seed}, test clips")
         metrics["mlflow_run_id"] = active.info.run_id
         (tmp / "metrics.json").write_text(json_text(metrics))
@@ -296,8 +295,15 @@ def fit_cell(cfg: Cnn1dConfig, architecture: str, kernel: int, data: Data) -> tu
     model = cnn1d(architecture, kernel, data.train.x.shape[1], len(data.class_names))
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     best = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.epochs, restore_best_weights=True)  # keep the best epoch
-    history = model.fit(data.train.x[..., np.newaxis], data.train.y, validation_data=(data.val.x[..., np.newaxis], data.val.y),
-                        epochs=cfg.epochs, batch_size=cfg.batch_size, callbacks=[best, tracking.epoch_logger()], verbose=2)  # fmt: skip
+    history = model.fit(
+        data.train.x[..., np.newaxis],
+        data.train.y,
+        validation_data=(data.val.x[..., np.newaxis], data.val.y),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        callbacks=[best, tracking.epoch_logger()],
+        verbose=2,
+    )
     curve = pd.DataFrame(history.history)
     curve.insert(0, "epoch", np.arange(len(curve)))
     val = model.predict(data.val.x[..., np.newaxis], batch_size=256, verbose=0)

@@ -1,6 +1,5 @@
 """Tuning: an Optuna study of the CNN's hyperparameters over ``fit_run``, with pruning and shared storage."""
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +13,7 @@ import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,9 +41,9 @@ class Dimension:
 
     group: str  # "model" or "fit"
     name: str
-    choices: Optional[tuple] = None
-    low: Optional[float] = None
-    high: Optional[float] = None
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
     log: bool = False
     integer: bool = False
 
@@ -77,8 +76,12 @@ def parse_space(space: dict) -> tuple[Dimension, ...]:
                 require(len(spec) >= 1, key, "a non-empty list of choices", spec)
                 dims.append(Dimension(group, name, choices=tuple(spec)))
                 continue
-            require(isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log"}, key,
-                    "a list of choices or {low, high} with an optional log: true", spec)  # fmt: skip
+            require(
+                isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log"},
+                key,
+                "a list of choices or {low, high} with an optional log: true",
+                spec,
+            )
             low, high, log_ = spec["low"], spec["high"], spec.get("log", False)
             numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
             require(numbers and low < high, key, "numbers with low < high", spec)
@@ -94,12 +97,12 @@ def parse_space(space: dict) -> tuple[Dimension, ...]:
 class TuneConfig:
     enabled: bool  # false: no trials; train uses train.model / train.fit as written
     study: str  # the study's name, before the hash of what shapes its scores
-    storage: Optional[str]  # null: sqlite:///<project>/optuna.db; $AUDIOCLASS_OPTUNA_STORAGE overrides
+    storage: str | None  # null: sqlite:///<project>/optuna.db; $AUDIOCLASS_OPTUNA_STORAGE overrides
     trials: int  # the study's total of finished (complete or pruned) trials
-    timeout_minutes: Optional[float]  # no new trial starts after this; null: no limit
+    timeout_minutes: float | None  # no new trial starts after this; null: no limit
     seed: int  # the sampler's seed, the data subset's and every trial's training seed
     data_fraction: float  # of the training clips, per class, that each trial trains on
-    trial_epochs: Optional[int]  # cap on each trial's epochs; null: fit.epochs
+    trial_epochs: int | None  # cap on each trial's epochs; null: fit.epochs
     startup_trials: int  # random trials before TPE models the space; the pruner waits for as many
     warmup_epochs: int  # epochs a trial always gets before it may be pruned
     space: dict
@@ -158,8 +161,12 @@ def subset(split: Split, fraction: float, seed: int) -> Split:
 
 def study_name(cfg: TuneConfig, base: Hyperparameters, data_folder: Path) -> str:
     """``tune.study`` plus a hash of the trials' inputs: same inputs, same study, whatever the budget."""
-    shaping = {"space": cfg.space, "base": dataclasses.asdict(trial_hyperparameters(cfg, base, {})),
-               "data_fraction": cfg.data_fraction, "seed": cfg.seed}  # fmt: skip
+    shaping = {
+        "space": cfg.space,
+        "base": dataclasses.asdict(trial_hyperparameters(cfg, base, {})),
+        "data_fraction": cfg.data_fraction,
+        "seed": cfg.seed,
+    }
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())
     for name in ("train", "val"):
         for file in ("index.csv", "x.npy"):
@@ -243,8 +250,13 @@ def objective(cfg: TuneConfig, base: Hyperparameters, data: Data, worker: str) -
 
     def score(trial: Any) -> float:
         chosen = trial_hyperparameters(cfg, base, {dim.key: dim.suggest(trial) for dim in cfg.dimensions})
-        params = {"trial": trial.number, "model": dataclasses.asdict(chosen.model), "fit": dataclasses.asdict(chosen.fit),
-                  "data_fraction": cfg.data_fraction, "seed": cfg.seed}  # fmt: skip
+        params = {
+            "trial": trial.number,
+            "model": dataclasses.asdict(chosen.model),
+            "fit": dataclasses.asdict(chosen.fit),
+            "data_fraction": cfg.data_fraction,
+            "seed": cfg.seed,
+        }
         tags = {"pipeline_role": "tune_trial", "optuna_study": trial.study.study_name, "optuna_trial": trial.number, "tune_worker": worker}
         pruned = None
         with tracking.run(f"trial-{trial.number}", params, nested=True, tags={k: str(v) for k, v in tags.items()}) as active:
@@ -275,8 +287,9 @@ def trial_data(cfg: TuneConfig, folder: Path) -> Data:
     return dataclasses.replace(data, train=subset(data.train, cfg.data_fraction, cfg.seed))
 
 
-def optimize(cfg: TuneConfig, base: Hyperparameters, data: Data, name: str, storage: Any, *,
-             worker: bool = False, worker_trials: int | None = None) -> Any:  # fmt: skip
+def optimize(
+    cfg: TuneConfig, base: Hyperparameters, data: Data, name: str, storage: Any, *, worker: bool = False, worker_trials: int | None = None
+) -> Any:
     """Run trials in the named study until it has ``cfg.trials`` finished ones (or ``worker_trials`` more)."""
     import optuna
     from optuna.trial import TrialState
@@ -292,9 +305,14 @@ def optimize(cfg: TuneConfig, base: Hyperparameters, data: Data, name: str, stor
     callbacks = [] if worker_trials is not None else [optuna.study.MaxTrialsCallback(cfg.trials, states=finished)]
     with tracking.resume(parent), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(objective(cfg, base, data, f"{socket.gethostname()}:{os.getpid()}"), n_trials=budget,
-                       timeout=cfg.timeout_minutes * 60 if cfg.timeout_minutes else None, callbacks=callbacks,
-                       gc_after_trial=True, show_progress_bar=True)  # fmt: skip
+        study.optimize(
+            objective(cfg, base, data, f"{socket.gethostname()}:{os.getpid()}"),
+            n_trials=budget,
+            timeout=cfg.timeout_minutes * 60 if cfg.timeout_minutes else None,
+            callbacks=callbacks,
+            gc_after_trial=True,
+            show_progress_bar=True,
+        )
     return study
 
 
@@ -305,9 +323,17 @@ def trials_table(study: Any) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else np.nan
-        rows.append({"trial": t.number, "state": t.state.name, "value": t.value if t.state == TrialState.COMPLETE else np.nan,
-                     "last_val_accuracy": last, "epochs": len(t.intermediate_values),
-                     "seconds": round(t.duration.total_seconds(), 1) if t.duration else np.nan, **t.params})  # fmt: skip
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "value": t.value if t.state == TrialState.COMPLETE else np.nan,
+                "last_val_accuracy": last,
+                "epochs": len(t.intermediate_values),
+                "seconds": round(t.duration.total_seconds(), 1) if t.duration else np.nan,
+                **t.params,
+            }
+        )
     table = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True) if rows else pd.DataFrame(columns=["trial", "state", "value"])
     table.insert(3, "best_value", table["value"].astype(float).cummax().ffill())
     return table
@@ -350,8 +376,9 @@ def write_plots(study: Any | None, importance: dict[str, float], seed: int, out:
             figures = {
                 "optimization_history.png": ovm.plot_optimization_history(study, target_name="validation accuracy").figure,
                 "param_importances.png": ovm.plot_param_importances(study, evaluator=evaluator).figure
-                if importance else note("Importances need 2 or more complete trials with different values"),
-            }  # fmt: skip
+                if importance
+                else note("Importances need 2 or more complete trials with different values"),
+            }
     for name, fig in figures.items():
         fig.set_size_inches(7, 4)
         with atomic_file(out / name) as tmp:
@@ -380,8 +407,9 @@ def tune(cfg: TuneConfig, base: Hyperparameters, data_folder: Path, out: Path) -
     """Run the stage: the study (resumed or new) to ``cfg.trials``, then every output. Returns the metrics."""
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.enabled:
-        write_hyperparameters(base, ["Tuning is off (tune.enabled: false): train.model and train.fit as written."],
-                              out / "best_params.yaml")  # fmt: skip
+        write_hyperparameters(
+            base, ["Tuning is off (tune.enabled: false): train.model and train.fit as written."], out / "best_params.yaml"
+        )
         for name in ("trials.csv", "importance.csv"):
             with atomic_file(out / name) as tmp:
                 tmp.write_text("trial,state,value,best_value\n" if name == "trials.csv" else "param,importance\n")
@@ -393,16 +421,25 @@ def tune(cfg: TuneConfig, base: Hyperparameters, data_folder: Path, out: Path) -
         chosen, best = best_hyperparameters(cfg, base, study)
         table = trials_table(study)
         importance = importances(study, cfg.seed)
-        metrics = {"enabled": True, "best_val_accuracy": best.value, "best_trial": best.number,
-                   "trials_complete": int((table["state"] == "COMPLETE").sum()),
-                   "trials_pruned": int((table["state"] == "PRUNED").sum()), "study": name}  # fmt: skip
+        metrics = {
+            "enabled": True,
+            "best_val_accuracy": best.value,
+            "best_trial": best.number,
+            "trials_complete": int((table["state"] == "COMPLETE").sum()),
+            "trials_pruned": int((table["state"] == "PRUNED").sum()),
+            "study": name,
+        }
         tuned = ", ".join(dim.key for dim in cfg.dimensions)
-        write_hyperparameters(chosen, [
-            f"Written by the tune stage: study {name}, best of {len(table)} finished trials ({metrics['trials_pruned']} pruned):",
-            f"trial {best.number}, validation accuracy {best.value:.4f} on {cfg.data_fraction:.0%} of the training clips"
-            + (f", at most {cfg.trial_epochs} epochs." if cfg.trial_epochs else "."),
-            f"Tuned: {tuned}; the rest is train.model / train.fit.",
-        ], out / "best_params.yaml")  # fmt: skip
+        write_hyperparameters(
+            chosen,
+            [
+                f"Written by the tune stage: study {name}, best of {len(table)} finished trials ({metrics['trials_pruned']} pruned):",
+                f"trial {best.number}, validation accuracy {best.value:.4f} on {cfg.data_fraction:.0%} of the training clips"
+                + (f", at most {cfg.trial_epochs} epochs." if cfg.trial_epochs else "."),
+                f"Tuned: {tuned}; the rest is train.model / train.fit.",
+            ],
+            out / "best_params.yaml",
+        )
         with atomic_file(out / "trials.csv") as tmp:
             table.to_csv(tmp, index=False)
         with atomic_file(out / "importance.csv") as tmp:
@@ -410,8 +447,10 @@ def tune(cfg: TuneConfig, base: Hyperparameters, data_folder: Path, out: Path) -
         write_plots(study, importance, cfg.seed, out)
         with tracking.resume(parent_run(study, cfg, wait=False)):
             tracking.set_tags({"best_trial": best.number, **{f"best.{k}": v for k, v in best.params.items()}})
-            tracking.log_metrics({"best_val_accuracy": best.value, "trials_complete": metrics["trials_complete"],
-                                  "trials_pruned": metrics["trials_pruned"]}, step=len(table))  # fmt: skip
+            tracking.log_metrics(
+                {"best_val_accuracy": best.value, "trials_complete": metrics["trials_complete"], "trials_pruned": metrics["trials_pruned"]},
+                step=len(table),
+            )
             for name_ in ("best_params.yaml", "trials.csv", "importance.csv", *PLOTS):
                 tracking.log_artifact(out / name_)
     with atomic_file(out / "tune.json") as tmp:

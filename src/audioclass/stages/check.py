@@ -36,8 +36,10 @@ def check_source(location: object) -> dict:
     if not isinstance(location, str) or not location:
         raise ParamError("extract.source", f"expected the path of a dataset folder or .zip, got {location!r}")
     if not Path(location).exists():
-        raise ParamError("extract.source", f"{location} not found; expected a dataset folder or .zip there: "
-                                           "dvc pull, audioclass download, or the path of your own corpus")  # fmt: skip
+        raise ParamError(
+            "extract.source",
+            f"{location} not found; expected a dataset folder or .zip there: dvc pull, audioclass download, or the path of your own corpus",
+        )
     source = Source(location)  # a file that is not a zip: one DataError line naming it
     return {"source": location, "kind": "zip" if source.is_zip else "folder"}
 

@@ -53,12 +53,20 @@ def main(argv: list[str] | None = None) -> None:
     cfg = stage_config(Cnn1dConfig, load_params(args.params), "cnn1d", args.params)
     tracking.require_store()
     if args.architecture not in cfg.architectures or args.kernel not in cfg.first_kernels:
-        raise ConfigError(f"{args.params}: cnn1d: expected the grid to contain {args.architecture} with kernel {args.kernel}, "
-                          f"got {list(cfg.architectures)} × {list(cfg.first_kernels)}")  # fmt: skip
+        raise ConfigError(
+            f"{args.params}: cnn1d: expected the grid to contain {args.architecture} with kernel {args.kernel}, "
+            f"got {list(cfg.architectures)} × {list(cfg.first_kernels)}"
+        )
     data = load_raw_vectors(args.data)
     name = f"{args.architecture}-k{args.kernel}"
-    params = {"architecture": args.architecture, "first_kernel": args.kernel, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-              "learning_rate": cfg.learning_rate, "seed": cfg.seed}  # fmt: skip
+    params = {
+        "architecture": args.architecture,
+        "first_kernel": args.kernel,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "seed": cfg.seed,
+    }
     with tracking.run(f"cnn1d-{name}", params, tags={"pipeline_role": "baseline", "baseline": "cnn1d"}):
         metrics, curve = fit_cell(cfg, args.architecture, args.kernel, data)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -68,8 +76,13 @@ def main(argv: list[str] | None = None) -> None:
         tmp.write_text(json_text(scalars))
     with atomic_file(args.out / f"{name}.csv") as tmp:
         curve.to_csv(tmp, index=False)
-    log.info("%s: test %.3f file / %.3f clip (best epoch %d)", name, metrics["test_file_accuracy"], metrics["test_clip_accuracy"],
-             metrics["best_epoch"])  # fmt: skip
+    log.info(
+        "%s: test %.3f file / %.3f clip (best epoch %d)",
+        name,
+        metrics["test_file_accuracy"],
+        metrics["test_clip_accuracy"],
+        metrics["best_epoch"],
+    )
 
 
 if __name__ == "__main__":

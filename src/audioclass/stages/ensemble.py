@@ -49,6 +49,7 @@ from audioclass.embeddings import EmbedConfig
 from audioclass.ensembling import EnsembleConfig, ensemble, is_pretrained, load_runs, markdown, member_names
 from audioclass.outputs import atomic_file, require_inputs
 from audioclass.tables import json_text, read_table
+from audioclass.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = stage_config(EnsembleConfig, params, "ensemble", args.params)
-    seeds = params.get("train", {}).get("seeds") or []
+    seeds = stage_config(TrainConfig, params, "train", args.params).seeds
     models = stage_config(EmbedConfig, params, "embed", args.params).models
     names = member_names(cfg, list(seeds), list(models), args.params)
     tracking.require_store()
@@ -71,19 +72,24 @@ def main(argv: list[str] | None = None) -> None:
     test_index = read_table(args.data / "test" / "index.csv")
     members = [m.get("mlflow_run_id") for m in runs.metrics]
     logged = {"ensemble": vars(cfg), "member_runs": ",".join(runs.names), "member_mlflow_run_ids": ",".join(map(str, members))}
-    with tracking.run("ensemble", logged, tags={"pipeline_role": "ensemble", "pretrained_members": ",".join(n for n in names if is_pretrained(n))}):
+    with tracking.run(
+        "ensemble", logged, tags={"pipeline_role": "ensemble", "pretrained_members": ",".join(n for n in names if is_pretrained(n))}
+    ):
         report, predictions = ensemble(runs, val_index, test_index, cfg)
         report["member_mlflow_run_ids"] = members
         for group, g in report["groups"].items():
             for method, r in g["methods"].items():
-                tracking.log_metrics({f"{group}.{method}.{k}": r[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")})
+                tracking.log_metrics(
+                    {f"{group}.{method}.{k}": r[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")}
+                )
         names_of = runs.metrics[0]["class_names"]
         outputs = {
-            "ensemble_predictions.csv": pd.DataFrame({"actual": [names_of[i] for i in predictions["label"]],
-                                                      "predicted": [names_of[i] for i in predictions[cfg.chosen]]}).to_csv(index=False),
+            "ensemble_predictions.csv": pd.DataFrame(
+                {"actual": [names_of[i] for i in predictions["label"]], "predicted": [names_of[i] for i in predictions[cfg.chosen]]}
+            ).to_csv(index=False),
             "ensemble.md": markdown(report),
             "ensemble.json": json_text(report),
-        }  # fmt: skip
+        }
         best = report["best"]
         best_scores = report["groups"][best["group"]]["methods"][best["method"]]
         # Registered before the outputs are written: a failure here leaves the last run's outputs as they were.
@@ -91,15 +97,23 @@ def main(argv: list[str] | None = None) -> None:
             (Path(scratch) / "ensemble.json").write_text(outputs["ensemble.json"])
             bundled = report["groups"][best["group"]]["members"]
             files = bundle.bundle_files(Path(args.params), args.models, Path(scratch) / "ensemble.json", bundled)
-            version = bundle.register_ensemble(files, {n: members[names.index(n)] for n in bundled},
-                                                 {"group": best["group"], "method": best["method"],
-                                                  "val_file_accuracy": str(best_scores["val_file_accuracy"])})  # fmt: skip
+            version = bundle.register_ensemble(
+                files,
+                {n: members[names.index(n)] for n in bundled},
+                {"group": best["group"], "method": best["method"], "val_file_accuracy": str(best_scores["val_file_accuracy"])},
+            )
         for name, text in outputs.items():
             with atomic_file(args.out / name) as tmp:
                 tmp.write_text(text)
             tracking.log_artifact(args.out / name)
-    log.info("best on validation: %s over %s members (test clip %.3f); registered as %s version %s", best["method"], best["group"],
-             best_scores["test_clip_accuracy"], bundle.ENSEMBLE_MODEL, version)  # fmt: skip
+    log.info(
+        "best on validation: %s over %s members (test clip %.3f); registered as %s version %s",
+        best["method"],
+        best["group"],
+        best_scores["test_clip_accuracy"],
+        bundle.ENSEMBLE_MODEL,
+        version,
+    )
 
 
 if __name__ == "__main__":

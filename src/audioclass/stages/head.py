@@ -68,18 +68,24 @@ def main(argv: list[str] | None = None) -> None:
         head = fit_head(data, cfg.C, refit=cfg.refit)
         val_probs, test_probs = head.validated.probabilities(data.val.x), head.final.probabilities(data.test.x)
         metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names)
-        metrics |= {"C": head.c, "val_file_accuracy_by_C": {str(c): a for c, a in head.val_accuracy_by_c.items()},
-                    "mlflow_run_id": active.info.run_id}  # fmt: skip
+        metrics |= {
+            "C": head.c,
+            "val_file_accuracy_by_C": {str(c): a for c, a in head.val_accuracy_by_c.items()},
+            "mlflow_run_id": active.info.run_id,
+        }
         head.final.save(tmp / "head.npz")
         np.save(tmp / "val_probs.npy", val_probs)
         np.save(tmp / "test_probs.npy", test_probs)
         _, clip_probs, clip_labels = clip_level(test_probs, data.test.index)
-        pd.DataFrame({"actual": [data.class_names[i] for i in clip_labels],
-                      "predicted": [data.class_names[i] for i in clip_probs.argmax(1)]}).to_csv(  # fmt: skip
-            tmp / "test_predictions.csv", index=False
+        pd.DataFrame(
+            {"actual": [data.class_names[i] for i in clip_labels], "predicted": [data.class_names[i] for i in clip_probs.argmax(1)]}
+        ).to_csv(tmp / "test_predictions.csv", index=False)
+        confusion_png(
+            metrics["test_clip_confusion"],
+            list(data.class_names),
+            tmp / "confusion.png",
+            f"Head on {name} (pretrained on outside data), test clips",
         )
-        confusion_png(metrics["test_clip_confusion"], list(data.class_names), tmp / "confusion.png",
-                      f"Head on {name} (pretrained on outside data), test clips")  # fmt: skip
         (tmp / "metrics.json").write_text(json_text(metrics))
         (tmp / "config.json").write_text(json_text(resolved))
         (tmp / "backend.json").write_text(json_text(backend))
@@ -88,8 +94,14 @@ def main(argv: list[str] | None = None) -> None:
         tracking.log_sklearn_model(head.pipeline)
     with atomic_file(args.metrics) as tmp:
         tmp.write_text(json_text({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
-    log.info("head on %s (C=%g): val %.3f, test clip %.3f / file %.3f", name, head.c, metrics["val_file_accuracy"],
-             metrics["test_clip_accuracy"], metrics["test_file_accuracy"])  # fmt: skip
+    log.info(
+        "head on %s (C=%g): val %.3f, test clip %.3f / file %.3f",
+        name,
+        head.c,
+        metrics["val_file_accuracy"],
+        metrics["test_clip_accuracy"],
+        metrics["test_file_accuracy"],
+    )
 
 
 if __name__ == "__main__":

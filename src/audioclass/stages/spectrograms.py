@@ -12,7 +12,7 @@ Rows are ordered by clip id, then copy. ``n_frames = 1 + n_samples // hop_length
 each clip's original recording only (``test_copies: original``), as a
 user's new clip would be, or every copy (``all``): test-time averaging,
 where each clip is scored by the mean of its copies' predictions.
-Validation preferred the original recordings (README, Results).
+Validation preferred the original recordings (docs/decisions.md).
 ``raw_vectors.test_copies`` makes the same choice for the baselines.
 
 Kinds:

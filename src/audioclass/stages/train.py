@@ -50,8 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("train", __doc__)
     parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of train.seeds)")
     parser.add_argument("--data", type=Path, required=True, help="the spectrogram stage's folder")
-    parser.add_argument("--hyperparameters", type=Path,
-                        help="model and fit values, e.g. reports/tune/best_params.yaml (default: params.yaml's train.model/fit)")
+    parser.add_argument(
+        "--hyperparameters",
+        type=Path,
+        help="model and fit values, e.g. reports/tune/best_params.yaml (default: params.yaml's train.model/fit)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the run's folder, e.g. models/run-1")
     parser.add_argument("--metrics", type=Path, required=True, help="DVC metrics file, e.g. reports/train/run-1.json")
     parser.add_argument("--history", type=Path, required=True, help="DVC plots file, e.g. reports/train/run-1.csv")
@@ -69,8 +72,14 @@ def main(argv: list[str] | None = None) -> None:
         tmp.write_text(json_text({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
     with atomic_file(args.history) as tmp:
         history.to_csv(tmp, index=False)
-    log.info("seed %d: val %.3f, test clip %.3f / file %.3f after %d epochs", args.seed, metrics["val_file_accuracy"],
-             metrics["test_clip_accuracy"], metrics["test_file_accuracy"], metrics["epochs_run"])  # fmt: skip
+    log.info(
+        "seed %d: val %.3f, test clip %.3f / file %.3f after %d epochs",
+        args.seed,
+        metrics["val_file_accuracy"],
+        metrics["test_clip_accuracy"],
+        metrics["test_file_accuracy"],
+        metrics["epochs_run"],
+    )
 
 
 if __name__ == "__main__":

@@ -87,8 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     metrics = tune(cfg, base, args.data, args.out)
     if metrics["enabled"]:
-        log.info("best: trial %d, validation accuracy %.4f (%d complete, %d pruned)", metrics["best_trial"],
-                 metrics["best_val_accuracy"], metrics["trials_complete"], metrics["trials_pruned"])  # fmt: skip
+        log.info(
+            "best: trial %d, validation accuracy %.4f (%d complete, %d pruned)",
+            metrics["best_trial"],
+            metrics["best_val_accuracy"],
+            metrics["trials_complete"],
+            metrics["trials_pruned"],
+        )
 
 
 if __name__ == "__main__":
