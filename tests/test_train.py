@@ -11,7 +11,7 @@ from audioclass.dataset import Data
 from audioclass.errors import ConfigError
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
-from audioclass.training import FitParams, ModelParams, TrainConfig, _training_dataset, fit_run, predict, refit_run, train
+from audioclass.training import FitParams, ModelParams, TrainConfig, _training_dataset, fit_run, predict, refit_run, train_run
 from conftest import PROJECT, band_spectrograms
 
 N_CLASSES = 3
@@ -144,15 +144,16 @@ def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_v
     assert len(everything.y) == len(data.train.y) + len(data.val.y)
     assert set(everything.index["clip_id"]) == set(data.train.index["clip_id"]) | set(data.val.index["clip_id"])
 
-    metrics, _ = train(TrainConfig(seeds=(3,), refit=True, model=MODEL, fit=fit), data, 3, tmp_path / "run")
-    val_probs, test_probs = np.load(tmp_path / "run/val_probs.npy"), np.load(tmp_path / "run/test_probs.npy")
+    run = train_run(TrainConfig(seeds=(3,), refit=True, model=MODEL, fit=fit), data, 3)
+    metrics, val_probs, test_probs = run.metrics, run.val_probs, run.test_probs
     # Validation is the validated model's: the refit has seen those clips.
     np.testing.assert_allclose(val_probs, predict(validated, data.val), atol=1e-6)
     assert metrics["best_epoch"] == best
     # Test, and the saved model, are the refit's: best + 1 epochs on train + val.
     refitted = refit_run(MODEL, fit, data, epochs=best + 1, seed=3, verbose=0)
     np.testing.assert_allclose(test_probs, predict(refitted, data.test), atol=1e-6)
-    np.testing.assert_allclose(predict(keras.models.load_model(tmp_path / "run/model.keras"), data.test), test_probs, atol=1e-6)
+    run.model.save(tmp_path / "model.keras")  # the model the stage saves
+    np.testing.assert_allclose(predict(keras.models.load_model(tmp_path / "model.keras"), data.test), test_probs, atol=1e-6)
     assert not np.allclose(test_probs, predict(validated, data.test), atol=1e-3)
     _, clips, labels = clip_level(predict(validated, data.test), data.test.index)
     assert metrics["test_clip_accuracy_before_refit"] == pytest.approx(float((clips.argmax(1) == labels).mean()))

@@ -49,3 +49,9 @@ def summarize(
         "val_clip_accuracy": accuracy(val_clip, val_clip_labels),
         **test_scores(test_probs, test_index, class_names),
     }
+
+
+def clip_predictions(probs: np.ndarray, index: pd.DataFrame, class_names: tuple[str, ...]) -> pd.DataFrame:
+    """Each clip's actual and predicted class name (clip level), clips sorted by id: a run's ``test_predictions.csv``."""
+    _, clip_probs, clip_labels = clip_level(probs, index)
+    return pd.DataFrame({"actual": [class_names[i] for i in clip_labels], "predicted": [class_names[i] for i in clip_probs.argmax(1)]})

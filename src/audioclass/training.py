@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +14,6 @@ from audioclass.config import require
 from audioclass.dataset import Data, Split
 from audioclass.evaluation import accuracy, clip_level, summarize
 from audioclass.models import ARCHITECTURES, CNN1D_BLOCKS, cnn1d
-from audioclass.outputs import atomic_dir
-from audioclass.plots import confusion_png
-from audioclass.tables import json_text
 
 log = logging.getLogger(__name__)
 
@@ -222,47 +217,34 @@ def predict(model: Any, split: Split) -> np.ndarray:
     return model.predict(_dataset(split, 256, model.output_shape[-1]), verbose=0).astype(np.float32)
 
 
-def train(cfg: TrainConfig, data: Data, seed: int, out: Path, *, data_path: Path | None = None) -> tuple[dict, pd.DataFrame]:
-    """Run the stage for one seed: fit, predict, evaluate, write ``out`` and log to MLflow.
+@dataclass(frozen=True)
+class TrainedRun:
+    """One seed's run: the model to keep, its learning curve, its predictions and its scores."""
 
-    ``data_path``, the folder ``data`` was read from, is logged as the run's dataset.
-    Returns (metrics, history) for the DVC metrics and plots files.
-    """
-    resolved = {"seed": seed, "refit": cfg.refit, "model": dataclasses.asdict(cfg.model), "fit": dataclasses.asdict(cfg.fit)}
-    with tracking.run(f"train-seed{seed}", resolved, tags={"pipeline_role": "train"}) as active, atomic_dir(out) as tmp:
-        if data_path is not None:
-            tracking.log_dataset(data_path, context="training")
-        model, history = fit_run(cfg.model, cfg.fit, data, seed=seed, callbacks=(tracking.epoch_logger(),))
-        best_epoch = int(history["val_loss"].idxmin())
-        # Validation figures, and the ensemble's weights, come from the validated model: the refit has seen validation.
-        val_probs = predict(model, data.val)
-        before_refit = {}
-        if cfg.refit:
-            # What the refit changed on test, for the record; it chooses nothing.
-            _, clip_probs, clip_labels = clip_level(predict(model, data.test), data.test.index)
-            before_refit["test_clip_accuracy_before_refit"] = accuracy(clip_probs, clip_labels)
-            log.info("seed %d: refitting on train + val for %d epoch(s), the best validation epoch", seed, best_epoch + 1)
-            model = refit_run(cfg.model, cfg.fit, data, epochs=best_epoch + 1, seed=seed)
-        test_probs = predict(model, data.test)
-        metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names) | before_refit
-        metrics["epochs_run"] = len(history)
-        metrics["best_epoch"] = best_epoch
-        model.save(tmp / "model.keras")
-        history.to_csv(tmp / "history.csv", index=False)
-        np.save(tmp / "val_probs.npy", val_probs)
-        np.save(tmp / "test_probs.npy", test_probs)
-        _, clip_probs, clip_labels = clip_level(test_probs, data.test.index)
-        pd.DataFrame(
-            {"actual": [data.class_names[i] for i in clip_labels], "predicted": [data.class_names[i] for i in clip_probs.argmax(1)]}
-        ).to_csv(tmp / "test_predictions.csv", index=False)
-        confusion_png(metrics["test_clip_confusion"], list(data.class_names), tmp / "confusion.png", f"Seed {seed}, test clips")
-        metrics["mlflow_run_id"] = active.info.run_id
-        (tmp / "metrics.json").write_text(json_text(metrics))
-        (tmp / "config.json").write_text(json_text(resolved))
-        tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        tracking.log_artifacts(tmp, artifact_path="run")
-        tracking.log_keras_model(model)
-    return metrics, history
+    model: Any  # the validated model, or with ``refit`` the refitted one: what predicts test
+    history: pd.DataFrame  # one row per epoch: loss, accuracy, val_loss, val_accuracy
+    val_probs: np.ndarray  # (n_val_files, n_classes), always the validated model's: the refit has seen validation
+    test_probs: np.ndarray  # (n_test_files, n_classes)
+    metrics: dict  # summarize()'s scores, epochs_run, best_epoch (and test_clip_accuracy_before_refit with refit)
+
+
+def train_run(cfg: TrainConfig, data: Data, seed: int, *, callbacks: tuple = ()) -> TrainedRun:
+    """Fit one seed's run on train, choose its epoch on validation, refit if asked, and score it."""
+    model, history = fit_run(cfg.model, cfg.fit, data, seed=seed, callbacks=callbacks)
+    best_epoch = int(history["val_loss"].idxmin())
+    # Validation figures, and the ensemble's weights, come from the validated model: the refit has seen validation.
+    val_probs = predict(model, data.val)
+    before_refit = {}
+    if cfg.refit:
+        # What the refit changed on test, for the record; it chooses nothing.
+        _, clip_probs, clip_labels = clip_level(predict(model, data.test), data.test.index)
+        before_refit["test_clip_accuracy_before_refit"] = accuracy(clip_probs, clip_labels)
+        log.info("seed %d: refitting on train + val for %d epoch(s), the best validation epoch", seed, best_epoch + 1)
+        model = refit_run(cfg.model, cfg.fit, data, epochs=best_epoch + 1, seed=seed)
+    test_probs = predict(model, data.test)
+    metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names) | before_refit
+    metrics |= {"epochs_run": len(history), "best_epoch": best_epoch}
+    return TrainedRun(model, history, val_probs, test_probs, metrics)
 
 
 @dataclass(frozen=True)

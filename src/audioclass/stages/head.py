@@ -34,13 +34,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from audioclass import tracking
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, stage_config
 from audioclass.dataset import load_data
-from audioclass.evaluation import clip_level, summarize
+from audioclass.evaluation import clip_predictions, summarize
 from audioclass.heads import HeadConfig, fit_head
 from audioclass.outputs import atomic_dir, atomic_file, require_inputs
 from audioclass.plots import confusion_png
@@ -76,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         head.final.save(tmp / "head.npz")
         np.save(tmp / "val_probs.npy", val_probs)
         np.save(tmp / "test_probs.npy", test_probs)
-        _, clip_probs, clip_labels = clip_level(test_probs, data.test.index)
-        pd.DataFrame(
-            {"actual": [data.class_names[i] for i in clip_labels], "predicted": [data.class_names[i] for i in clip_probs.argmax(1)]}
-        ).to_csv(tmp / "test_predictions.csv", index=False)
+        clip_predictions(test_probs, data.test.index, data.class_names).to_csv(tmp / "test_predictions.csv", index=False)
         confusion_png(
             metrics["test_clip_confusion"],
             list(data.class_names),

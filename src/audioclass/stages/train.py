@@ -34,16 +34,37 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from audioclass import tracking
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import file_config, load_params, stage_config
-from audioclass.dataset import load_data
+from audioclass.dataset import Data, load_data
 from audioclass.errors import ConfigError
-from audioclass.outputs import atomic_file, require_inputs
+from audioclass.evaluation import clip_predictions
+from audioclass.outputs import atomic_dir, atomic_file, require_inputs
+from audioclass.plots import confusion_png
 from audioclass.tables import json_text
-from audioclass.training import Hyperparameters, TrainConfig, train
+from audioclass.training import Hyperparameters, TrainConfig, TrainedRun, train_run
 
 log = logging.getLogger(__name__)
+
+
+def numbers(metrics: dict) -> dict:
+    """The scalar metrics: what DVC and MLflow record (the confusion matrix and class names stay in metrics.json)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def write_run(folder: Path, run: TrainedRun, metrics: dict, resolved: dict, data: Data, seed: int) -> None:
+    """The run's folder, as the module's docstring lists it."""
+    run.model.save(folder / "model.keras")
+    run.history.to_csv(folder / "history.csv", index=False)
+    np.save(folder / "val_probs.npy", run.val_probs)
+    np.save(folder / "test_probs.npy", run.test_probs)
+    clip_predictions(run.test_probs, data.test.index, data.class_names).to_csv(folder / "test_predictions.csv", index=False)
+    confusion_png(metrics["test_clip_confusion"], list(data.class_names), folder / "confusion.png", f"Seed {seed}, test clips")
+    (folder / "metrics.json").write_text(json_text(metrics))
+    (folder / "config.json").write_text(json_text(resolved))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,11 +88,20 @@ def main(argv: list[str] | None = None) -> None:
         require_inputs([args.hyperparameters], "the tune stage's output (dvc repro tune)")
         chosen = file_config(Hyperparameters, args.hyperparameters)
         cfg = dataclasses.replace(cfg, model=chosen.model, fit=chosen.fit)
-    metrics, history = train(cfg, load_data(args.data), args.seed, args.out, data_path=args.data)
+    data = load_data(args.data)
+    resolved = {"seed": args.seed, "refit": cfg.refit, "model": dataclasses.asdict(cfg.model), "fit": dataclasses.asdict(cfg.fit)}
+    with tracking.run(f"train-seed{args.seed}", resolved, tags={"pipeline_role": "train"}) as active, atomic_dir(args.out) as tmp:
+        tracking.log_dataset(args.data, context="training")
+        run = train_run(cfg, data, args.seed, callbacks=(tracking.epoch_logger(),))
+        metrics = run.metrics | {"mlflow_run_id": active.info.run_id}
+        write_run(tmp, run, metrics, resolved, data, args.seed)
+        tracking.log_metrics(numbers(metrics))
+        tracking.log_artifacts(tmp, artifact_path="run")
+        tracking.log_keras_model(run.model)
     with atomic_file(args.metrics) as tmp:
-        tmp.write_text(json_text({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
+        tmp.write_text(json_text(numbers(metrics)))
     with atomic_file(args.history) as tmp:
-        history.to_csv(tmp, index=False)
+        run.history.to_csv(tmp, index=False)
     log.info(
         "seed %d: val %.3f, test clip %.3f / file %.3f after %d epochs",
         args.seed,
