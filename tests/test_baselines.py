@@ -8,8 +8,9 @@ import pytest
 from audioclass import audio
 from audioclass.dataset import Data, Split
 from audioclass.errors import ConfigError
-from audioclass.estimators import ClassicalConfig, classical, make_estimator
+from audioclass.estimators import ClassicalConfig, make_estimator
 from audioclass.raw_vectors import RawVectorConfig, raw_vector, raw_vectors
+from audioclass.stages.classical import classical
 from conftest import config
 
 

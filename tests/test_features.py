@@ -13,6 +13,7 @@ from audioclass import feature_models as fm
 from audioclass.dataset import Data, Split
 from audioclass.errors import ConfigError
 from audioclass.features import FeatureConfig, feature_vector, features
+from audioclass.stages.feature_models import feature_models
 from conftest import config, tone
 
 
@@ -175,7 +176,7 @@ def test_every_set_and_model_is_searched_logged_nested_and_tabled(grouped_data, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     models = {"svm": {"estimator": "SVC", "grid": {"C": [0.1, 1.0]}}, "forest": {"estimator": "RandomForestClassifier", "n_estimators": 10}}
     config_ = cfg(models=models, sets={"first": ["chroma_mean", "mel_mean", "mfcc_mean"], "chroma": ["chroma_mean"]})
-    results = fm.feature_models(config_, grouped_data, COLUMNS, tmp_path / "reports", jobs=2)
+    results = feature_models(config_, grouped_data, COLUMNS, tmp_path / "reports", jobs=2)
     full = results["first"]
     assert full["svm"]["cv_accuracy"] > 0.9 and full["svm"]["test_clip_accuracy"] > 0.9  # separable; chance is 1/3
     assert full["svm"]["candidates"] == 2 and full["svm"]["best_params"]["C"] in (0.1, 1.0) and full["forest"]["candidates"] == 1

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,14 +15,10 @@ from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC, LinearSVC
 
-from audioclass import study, tracking
+from audioclass import study
 from audioclass.config import ParamError, require
 from audioclass.dataset import Data
 from audioclass.evaluation import summarize
-from audioclass.outputs import atomic_file
-from audioclass.tables import json_text
-
-log = logging.getLogger(__name__)
 
 ESTIMATORS = {
     cls.__name__: cls
@@ -84,23 +78,19 @@ def class_probabilities(estimator: Any, x: np.ndarray, n_classes: int) -> np.nda
 
 
 def fit_model(name: str, spec: dict, data: Data, seed: int, jobs: int) -> dict:
-    """Fit one model on train; its validation and test scores, logged as a nested MLflow run."""
+    """Fit one model on train; its validation and test scores, and the seconds the fit took."""
     n_classes = len(data.class_names)
-    with tracking.run(f"classical-{name}", {"model": name, **spec}, nested=True, tags={"pipeline_role": "baseline"}):
-        estimator = make_estimator(spec, seed, jobs)
-        start = time.perf_counter()
-        try:
-            estimator.fit(data.train.x, data.train.y)
-        except ValueError as err:  # e.g. an argument value the estimator rejects
-            raise ParamError(f"classical.models.{name}", str(err).splitlines()[0]) from None
-        seconds = time.perf_counter() - start
-        val = class_probabilities(estimator, data.val.x, n_classes)
-        test = class_probabilities(estimator, data.test.x, n_classes)
-        metrics = summarize(val, data.val.index, test, data.test.index, data.class_names)
-        metrics["fit_seconds"] = round(seconds, 2)
-        tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        tracking.log_confusion_matrix(metrics["test_clip_confusion"], data.class_names, f"{name}, test clips")
-    log.info("%s: test %.3f file / %.3f clip, fit %.1f s", name, metrics["test_file_accuracy"], metrics["test_clip_accuracy"], seconds)
+    estimator = make_estimator(spec, seed, jobs)
+    start = time.perf_counter()
+    try:
+        estimator.fit(data.train.x, data.train.y)
+    except ValueError as err:  # e.g. an argument value the estimator rejects
+        raise ParamError(f"classical.models.{name}", str(err).splitlines()[0]) from None
+    seconds = time.perf_counter() - start
+    val = class_probabilities(estimator, data.val.x, n_classes)
+    test = class_probabilities(estimator, data.test.x, n_classes)
+    metrics = summarize(val, data.val.index, test, data.test.index, data.class_names)
+    metrics["fit_seconds"] = round(seconds, 2)
     return metrics
 
 
@@ -113,15 +103,3 @@ def results_table(results: dict[str, dict]) -> str:
             f"{100 * m['val_file_accuracy']:.1f} % | {published} | {m['fit_seconds']:.2f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def classical(cfg: ClassicalConfig, data: Data, out: Path, jobs: int) -> dict[str, dict]:
-    """Run the stage: every model in turn, then the metrics file and the table."""
-    with tracking.run("classical", {"models": ",".join(cfg.models), "seed": cfg.seed}, tags={"pipeline_role": "baselines"}):
-        results = {name: fit_model(name, spec, data, cfg.seed, jobs) for name, spec in cfg.models.items()}
-    metrics = {name: {k: v for k, v in m.items() if isinstance(v, (int, float))} for name, m in results.items()}
-    with atomic_file(out / "classical.json") as tmp:
-        tmp.write_text(json_text(metrics))
-    with atomic_file(out / "classical.md") as tmp:
-        tmp.write_text("# Classical baselines on raw 1D vectors\n\n" + results_table(results))
-    return results

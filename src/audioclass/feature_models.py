@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,16 +13,12 @@ from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from audioclass import study, tracking
+from audioclass import study
 from audioclass.config import ParamError, require
 from audioclass.dataset import Data, Split
 from audioclass.estimators import check_estimator_spec, class_probabilities, make_estimator
 from audioclass.evaluation import test_scores
 from audioclass.features import GROUPS
-from audioclass.outputs import atomic_file
-from audioclass.tables import json_text
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,56 +108,6 @@ def fit_model(name: str, spec: dict, data: Data, cfg: FeatureModelsConfig, jobs:
         params=[json.dumps({k.removeprefix("model__"): v for k, v in p.items()}) for p in results["params"]]
     )
     return metrics, candidates
-
-
-def feature_models(cfg: FeatureModelsConfig, data: Data, columns: pd.DataFrame, out: Path, jobs: int) -> dict[str, dict]:
-    """Run the stage: every (set, model), then the metrics file and the table."""
-    results: dict[str, dict] = {}
-    with tracking.run(
-        "feature_models",
-        {"sets": ",".join(cfg.sets), "models": ",".join(cfg.models), "cv_folds": cfg.cv_folds, "seed": cfg.seed},
-        tags={"pipeline_role": "baselines"},
-    ):
-        for set_name, groups in cfg.sets.items():
-            subset = select_columns(data, columns, groups)
-            results[set_name] = {}
-            for name, spec in cfg.models.items():
-                params = {
-                    "feature_set": set_name,
-                    "features": ",".join(groups),
-                    "n_features": subset.train.x.shape[1],
-                    "model": name,
-                    **spec,
-                    "cv_folds": cfg.cv_folds,
-                }
-                with tracking.run(f"features-{set_name}-{name}", params, nested=True, tags={"pipeline_role": "baseline"}):
-                    metrics, candidates = fit_model(name, spec, subset, cfg, jobs)
-                    tracking.log_params({f"best.{k}": v for k, v in metrics["best_params"].items()})
-                    tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-                    tracking.log_confusion_matrix(metrics["test_clip_confusion"], data.class_names, f"{name} on {set_name}, test clips")
-                    with tempfile.TemporaryDirectory() as tmp:
-                        candidates.to_csv(Path(tmp) / "cv_results.csv", index=False)
-                        tracking.log_artifact(Path(tmp) / "cv_results.csv")
-                results[set_name][name] = metrics
-                log.info(
-                    "%s / %s: CV %.3f ± %.3f, test %.3f file / %.3f clip (%d candidates, %.1f s)",
-                    set_name,
-                    name,
-                    metrics["cv_accuracy"],
-                    metrics["cv_accuracy_sd"],
-                    metrics["test_file_accuracy"],
-                    metrics["test_clip_accuracy"],
-                    metrics["candidates"],
-                    metrics["fit_seconds"],
-                )
-    scalars = {
-        s: {m: {k: v for k, v in r.items() if isinstance(v, (int, float))} for m, r in models.items()} for s, models in results.items()
-    }
-    with atomic_file(out / "features.json") as tmp:
-        tmp.write_text(json_text(scalars))
-    with atomic_file(out / "features.md") as tmp:
-        tmp.write_text("# Feature-vector models, grouped cross-validation\n\n" + results_table(results, cfg))
-    return results
 
 
 def results_table(results: dict[str, dict], cfg: FeatureModelsConfig) -> str:

@@ -23,13 +23,43 @@ Rerun with ``dvc repro classical``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from audioclass import tracking
 from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, stage_config
-from audioclass.estimators import ClassicalConfig, classical
+from audioclass.dataset import Data
+from audioclass.estimators import ClassicalConfig, fit_model, results_table
+from audioclass.outputs import atomic_file
 from audioclass.raw_vectors import load_raw_vectors
+from audioclass.tables import json_text
+
+log = logging.getLogger(__name__)
+
+
+def classical(cfg: ClassicalConfig, data: Data, out: Path, jobs: int) -> dict[str, dict]:
+    """Every model in turn, each a nested MLflow run, then the metrics file and the table."""
+    results = {}
+    with tracking.run("classical", {"models": ",".join(cfg.models), "seed": cfg.seed}, tags={"pipeline_role": "baselines"}):
+        for name, spec in cfg.models.items():
+            with tracking.run(f"classical-{name}", {"model": name, **spec}, nested=True, tags={"pipeline_role": "baseline"}):
+                metrics = results[name] = fit_model(name, spec, data, cfg.seed, jobs)
+                tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+                tracking.log_confusion_matrix(metrics["test_clip_confusion"], data.class_names, f"{name}, test clips")
+            log.info(
+                "%s: test %.3f file / %.3f clip, fit %.1f s",
+                name,
+                metrics["test_file_accuracy"],
+                metrics["test_clip_accuracy"],
+                metrics["fit_seconds"],
+            )
+    scalars = {name: {k: v for k, v in m.items() if isinstance(v, (int, float))} for name, m in results.items()}
+    with atomic_file(out / "classical.json") as tmp:
+        tmp.write_text(json_text(scalars))
+    with atomic_file(out / "classical.md") as tmp:
+        tmp.write_text("# Classical baselines on raw 1D vectors\n\n" + results_table(results))
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
