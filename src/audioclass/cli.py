@@ -1,4 +1,4 @@
-"""The ``audioclass`` command: one subcommand per stage, plus ``download``.
+"""The ``audioclass`` command: one subcommand per stage, plus ``data``, ``download`` and ``predict``.
 
 ``audioclass extract --out data/prepared`` is the same as
 ``python -m audioclass.stages.extract --out data/prepared``; ``dvc.yaml`` uses
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from audioclass.errors import AudioclassError
 
 COMMANDS = {
+    "data": ("audioclass.data", "put ESC-10 in data/raw/ESC-10: from $AUDIOCLASS_ESC10 or --from, else from the ESC-50 download"),
     "download": ("audioclass.download", "fetch the ESC-50 master zip with a progress bar and check it"),
     "predict": ("audioclass.predict", "classify audio files or folders with the trained ensemble"),
     "check": ("audioclass.stages.check", "stage: the params file's sections and extract.source, before the rest"),
