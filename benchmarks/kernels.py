@@ -34,7 +34,7 @@ from pipeline import PROJECT, machine, write_report
 SHAPE = (64, 216, 1)  # spectrograms' n_mels × (1 + 110250 // hop_length) × 1 at the defaults
 CONFIGS = {
     "params.yaml": ({}, {}),
-    "tune's usual pick, averaging": ({"width": 12, "first_kernel": 7}, {"batch_size": 32, "ema_momentum": 0.99}),
+    "width 12, first kernel 7, batch 32": ({"width": 12, "first_kernel": 7}, {"batch_size": 32, "ema_momentum": 0.99}),
 }
 
 
