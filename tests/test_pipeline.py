@@ -270,7 +270,7 @@ def test_tuning_off_trains_with_the_params_as_written(workspace):
 def test_baselines_are_dvc_metrics_and_mlflow_runs(workspace):
     x = np.load(workspace / "data/raw_vectors/train/x.npy")
     assert x.shape[1] == 882 and 0 <= x.min() and x.max() <= 1
-    baselines = ["reports/baselines/classical.json", "reports/baselines/cnn1d/deep1-k7.json"]
+    baselines = ["reports/baselines/classical.json", "reports/baselines/cnn1d/deep1-k7.json", "reports/baselines/features.json"]
     shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json", *baselines).stdout)[""]["data"]
     metrics = shown["reports/baselines/classical.json"]["data"]
     models = yaml.safe_load((PROJECT / "params.yaml").read_text())["classical"]["models"]  # the study's list, in full
