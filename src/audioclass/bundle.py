@@ -114,7 +114,7 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
     Its one artifact, ``bundle``, holds ``params.yaml``, ``ensemble.json``, and the
     chosen group's members: ``models/run-<seed>/{model.keras,metrics.json}`` and
     ``models/head-<model>/{head.npz,backend.json,metrics.json}``, what
-    :func:`load_ensemble` reads (:func:`bundle_files`).
+    :func:`audioclass.predict.load_ensemble` reads (:func:`bundle_files`).
     A head's embedding model is not bundled: its package (``backend.json`` names
     it and its version) is a requirement of the logged model.
     """
