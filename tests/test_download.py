@@ -132,6 +132,15 @@ def test_data_without_a_network_or_a_local_copy_says_what_to_set(tmp_path):
     assert sorted(p.name for p in dest.parent.iterdir()) == []  # no folder, no archive
 
 
+def test_data_checks_an_archive_already_in_place_before_unpacking_it(tmp_path):
+    archive, dest = tmp_path / "raw" / "ESC-50-master.zip", tmp_path / "raw" / "ESC-10"
+    archive.parent.mkdir()
+    archive.write_bytes(b"half a download")
+    with pytest.raises(DataError, match=r"ESC-50-master.zip: not a zip archive; expected the ESC-50 master zip") as err:
+        get_esc10(dest, None, name="$AUDIOCLASS_ESC10", url="http://127.0.0.1:9/unreachable", archive=archive)
+    assert "\n" not in str(err.value) and not dest.exists()
+
+
 def test_data_command_reads_the_environment(tmp_path, monkeypatch):
     from audioclass.data import main
 

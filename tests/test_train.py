@@ -133,10 +133,9 @@ def test_label_smoothing_trains_towards_softened_targets_and_early_stopping_watc
     assert predict(smoothed, data.val).max() < predict(sharp, data.val).max()
 
 
-def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_validated_models_figures(data, tmp_path, monkeypatch):
+def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_validated_models_figures(data, tmp_path):
     import keras
 
-    monkeypatch.chdir(tmp_path)  # the MLflow store of the project found from here
     fit = dataclasses.replace(FIT, epochs=5, patience=5, ema_momentum=0.9)
     validated, history = fit_run(MODEL, fit, data, seed=3, verbose=0)
     best = int(history["val_loss"].idxmin())

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from audioclass.cli import plain, run_stage
-from audioclass.download import DEFAULT_OUT, ESC50_URL, download
+from audioclass.download import DEFAULT_OUT, ESC50_URL, check_esc50_zip, download
 from audioclass.errors import DataError
 from audioclass.outputs import atomic_dir
 
@@ -76,7 +76,9 @@ def get_esc10(dest: Path, local: Path | None, *, name: str, url: str = ESC50_URL
             copy_local(local, tmp, name)
             log.info("copied %s to %s", local, dest)
         else:
-            if not archive.is_file():
+            if archive.is_file():  # an earlier download, or one the user put there: checked as a fresh one is
+                check_esc50_zip(archive, str(archive))
+            else:
                 try:
                     download(url, archive)
                 except DataError as err:
