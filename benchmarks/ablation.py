@@ -7,6 +7,7 @@
     python benchmarks/ablation.py --variants gentle,pcen,fft2048 --folds 1,2,3,4,5 --seeds 1   # front ends
     python benchmarks/ablation.py --variants gentle,smooth,ema995,smooth+ema995 --folds 1,2,3,4,5 --seeds 1
     python benchmarks/ablation.py --variants gentle,pcen --folds 1,2,3,4,5 --seeds 1,2   # mixed front ends as ensemble members
+    python benchmarks/ablation.py --variants gentle,crnn,transformer --folds 1,2,3,4,5 --seeds 1,2   # architectures, and mixed pairs
 
 Each variant is a data setting (``augment`` and ``spectrograms`` overrides:
 the data stages run once per setting in a sandbox copy of the project,
@@ -26,7 +27,11 @@ chose nothing, and with 80 test clips one clip is 1.25 points.
 
 Every two runs of a fold also make an average ensemble, reported by the
 variants of their members: whether members that differ in their front end
-err less together than members that differ only in seed.
+or architecture err less together than members that differ only in seed.
+
+Cost is wall seconds per run and per epoch, and CPU seconds per run (every
+thread's): CPU seconds hold when something else shares the machine, wall
+seconds do not.
 """
 
 from __future__ import annotations
@@ -106,6 +111,15 @@ VARIANTS = {
         "+ a longer weight average: EMA momentum 0.995 instead of 0.99 (≈ 200 steps, 2.5 epochs at batch 64)", fit={"ema_momentum": 0.995}
     ),
     "smooth+ema995": Variant("+ both: label smoothing 0.1 and EMA momentum 0.995", fit={"label_smoothing": 0.1, "ema_momentum": 0.995}),
+    # Other architectures (models.py), at params.yaml's train.model / train.fit values otherwise.
+    "crnn": Variant(
+        "the CRNN: compact_cnn's conv blocks, a bidirectional GRU of 64 units a way over 27 steps, attention pooling",
+        model={"architecture": "crnn"},
+    ),
+    "transformer": Variant(
+        "a transformer: 72 tokens of 3 frames, 4 pre-norm encoder blocks of 64 values and 4 heads, mean pooling",
+        model={"architecture": "transformer"},
+    ),
     # A learning-curve point: if fewer training clips cost validation accuracy, more (train + val) should gain it.
     "less-data": Variant(
         "the same as params.yaml, on 80 % of the training clips (per class, every copy of each; the seed draws which)", train_fraction=0.8
@@ -151,11 +165,11 @@ def single_run(cfg: Any, data: Data, variant: Variant, seed: int) -> tuple[dict,
             raise SystemExit(f"{TUNED}: not found; expected the tune stage's output (dvc repro tune, with tune.enabled: true)")
         cfg = file_config(Hyperparameters, TUNED)
     model, fit = dataclasses.replace(cfg.model, **variant.model), dataclasses.replace(cfg.fit, **variant.fit)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trained, history = fit_run(
         model, fit, dataclasses.replace(data, train=subset(data.train, variant.train_fraction, seed)), seed=seed, verbose=0
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     val, test = predict(trained, data.val), predict(trained, data.test)
     original = data.val.index["copy"].to_numpy() == 0
     _, val_clips, val_labels = clip_level(val, data.val.index)
@@ -170,6 +184,8 @@ def single_run(cfg: Any, data: Data, variant: Variant, seed: int) -> tuple[dict,
         "test_clip_accuracy": accuracy(test_clips, test_labels),
         "epochs_run": len(history),
         "seconds": round(seconds, 1),
+        "seconds_per_epoch": round(seconds / len(history), 2),
+        "cpu_seconds": round(cpu_seconds, 1),
     }
     return figures, Predictions(val, test, data.val.index[["clip_id", "label"]], data.test.index[["clip_id", "label"]])
 
@@ -198,6 +214,11 @@ def pair_ensembles(runs: dict[tuple[str, int], Predictions]) -> dict[str, dict[s
     return pairs
 
 
+def cost(stat: dict, key: str, spec: str) -> str:
+    """A cost column's mean, or – for runs recorded before it was measured."""
+    return format(stat[key]["mean"], spec) if key in stat else "–"
+
+
 def markdown(report: dict) -> str:
     pct = lambda d: f"{100 * d['mean']:.1f} ± {100 * d['se']:.1f} %"  # noqa: E731
     folds = report["test_folds"]
@@ -213,8 +234,8 @@ def markdown(report: dict) -> str:
         "mean ± SE. Test is context only and chose nothing.",
         "",
         "| variant | change | runs | val, original clips | Δ val, original | val, clip level | best val loss | epochs | s / run | "
-        "test, clip level (context) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "s / epoch | CPU s / run | test, clip level (context) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, v in variants.items():
         runs = v["runs"]
@@ -228,7 +249,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {name} | {v['change']} | {len(runs)} | {pct(stat['val_original_accuracy'])} | {delta} | "
             f"{pct(stat['val_clip_accuracy'])} | {stat['best_val_loss']['mean']:.3f} | {stat['epochs_run']['mean']:.1f} | "
-            f"{stat['seconds']['mean']:.0f} | {pct(stat['test_clip_accuracy'])} |"
+            f"{stat['seconds']['mean']:.0f} | {cost(stat, 'seconds_per_epoch', '.1f')} | {cost(stat, 'cpu_seconds', '.0f')} | "
+            f"{pct(stat['test_clip_accuracy'])} |"
         )
     if len(folds) > 1:
         lines += [

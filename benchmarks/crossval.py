@@ -1,7 +1,7 @@
 """Benchmark ESC-10's official 5-fold protocol: each fold in turn is the test fold.
 
     python benchmarks/crossval.py                                  # → benchmarks/reports/crossval.{json,md}
-    python benchmarks/crossval.py --folds 1,2 --set train.seeds=[1,2] --report /tmp/cv   # a quicker look
+    python benchmarks/crossval.py --folds 1,2 --set 'train.runs={run-1: {seed: 1}, run-2: {seed: 2}}' --report /tmp/cv   # a quicker look
     python benchmarks/crossval.py --compare tuned=old.json regularised=new.json            # two finished reports, fold by fold
     python benchmarks/crossval.py --resume --from-project       # keep the report's finished folds, take the project's own fold as run
 
@@ -55,8 +55,8 @@ PRETRAINED_TARGET, PRETRAINED_FOLD1_TARGET = 0.95, 0.92  # issue 29: the best va
 def fold_results(box: Path) -> dict:
     """What the workspace holds after one fold's experiment."""
     params = yaml.safe_load((box / "params.yaml").read_text())
-    runs = {s: json.loads((box / f"reports/train/run-{s}.json").read_text()) for s in params["train"]["seeds"]}
-    best_seed = max(runs, key=lambda s: runs[s]["val_file_accuracy"])  # chosen on validation, never on test
+    runs = {name: json.loads((box / f"reports/train/{name}.json").read_text()) for name in params["train"]["runs"]}
+    best_run = max(runs, key=lambda name: runs[name]["val_file_accuracy"])  # chosen on validation, never on test
     report = json.loads((box / "reports/ensemble/ensemble.json").read_text())
     tune = json.loads((box / "reports/tune/tune.json").read_text())
     keys = ("val_file_accuracy", "val_clip_accuracy", "val_original_accuracy", "test_clip_accuracy", "test_file_accuracy")
@@ -67,11 +67,20 @@ def fold_results(box: Path) -> dict:
             k: mean_se([r[k] for r in runs.values()]) for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")
         },
         "best_single_run": {
-            "seed": best_seed,
-            **{k: runs[best_seed][k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")},
+            "run": best_run,
+            **{k: runs[best_run][k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")},
         },
-        "ensemble": groups["from_scratch"],  # the CNN runs only: the from-scratch figures, as before pretrained members
-        "with_pretrained": {g: methods for g, methods in groups.items() if g != "from_scratch"},
+        "ensemble": groups["from_scratch"],  # every trained run: the from-scratch figures, apart from pretrained members
+        "with_pretrained": {g: groups[g] for g in ("pretrained", "all") if g in groups},
+        # With runs of several architectures, each one's runs (their single figures and their ensembles) apart.
+        "architectures": {
+            g: {
+                "runs": {k: mean_se([runs[r][k] for r in report["groups"][g]["members"]]) for k in keys[:1] + keys[3:]},
+                "ensemble": groups[g],
+            }
+            for g in groups
+            if g not in ("from_scratch", "pretrained", "all")
+        },
         "heads": {
             name: {k: json.loads((box / f"reports/heads/{name.removeprefix('head-')}.json").read_text())[k] for k in keys[:1] + keys[3:]}
             for name in report["pretrained_members"]
@@ -130,6 +139,9 @@ def summary(folds: dict) -> dict:
         f"ensemble: {chosen}": lambda f: f["ensemble"][chosen],
         "ensemble: best method on validation": lambda f: f["ensemble"][f["best_method_on_validation"]],
     }
+    for architecture in next(iter(folds.values())).get("architectures", {}):  # runs of several architectures: each one's own
+        pick[f"{architecture} runs, mean"] = lambda f, a=architecture: {k: v["mean"] for k, v in f["architectures"][a]["runs"].items()}
+        pick[f"{architecture} runs: average ensemble"] = lambda f, a=architecture: f["architectures"][a]["ensemble"]["average"]
     for head in next(iter(folds.values())).get("heads", {}):  # pretrained on outside data: apart from the rows above
         pick[f"pretrained: {head} alone"] = lambda f, head=head: f["heads"][head]
     if "all" in next(iter(folds.values())).get("with_pretrained", {}):

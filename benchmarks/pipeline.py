@@ -8,7 +8,7 @@
     python benchmarks/pipeline.py --from-cache --stages raw_vectors,classical,cnn1d@deep1-7,features,feature_models \
         --report benchmarks/reports/baselines          # just these stages, on the project's cached data
 
-Each stage (in ``dvc stage list`` order: ``train@<seed>`` is one stage per
+Each stage (in ``dvc stage list`` order: ``train@<run>`` is one stage per
 run) runs as ``dvc repro -s <stage>`` in a sandbox copy of the project
 (under --work), measured for wall time, CPU time (user + sys of every
 process it started) and peak memory (the sum of RSS over the stage's whole
@@ -48,7 +48,7 @@ DATA_STAGES = ("check", "extract", "split", "augment", "spectrograms")
 BASELINE_STAGES = ("raw_vectors", "classical", "cnn1d", "features", "feature_models")  # cnn1d: every cnn1d@<cell>
 GIB = 1024**3
 PRETRAINED_STAGES = ("embed", "head")  # every embed@<model>, head@<model>
-CORE_STAGES = (*DATA_STAGES, "tune", "train", *PRETRAINED_STAGES, "ensemble")  # train: every train@<seed>
+CORE_STAGES = (*DATA_STAGES, "tune", "train", *PRETRAINED_STAGES, "ensemble")  # train: every train@<run>
 TARGETS = {  # (what, limit, unit) on a 2-core machine, from issues 2, 3 and 7
     "core_wall_s": ("core path, extract to ensemble (issue 7)", 30 * 60, "s"),
     "total_wall_s": ("every stage, baselines and tuning included (issue 7)", 45 * 60, "s"),
@@ -106,7 +106,9 @@ def measure(cmd: list[str], cwd: Path) -> dict:
 
 
 def overrides(assignments: list[str]) -> dict:
-    """``["split.strategy=holdout"]`` → ``{"split": {"strategy": "holdout"}}`` (values parsed as YAML)."""
+    """``["split.strategy=holdout"]`` → ``{"split": {"strategy": "holdout"}}`` (values parsed as YAML).
+
+    A mapping value replaces the one it names: ``train.runs={run-1: {seed: 1}}`` leaves one run."""
     tree: dict = {}
     for assignment in assignments:
         key, _, value = assignment.partition("=")
@@ -114,7 +116,8 @@ def overrides(assignments: list[str]) -> dict:
         node = tree
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        node[leaf] = sandbox.Replace(parsed) if isinstance(parsed, dict) else parsed
     return tree
 
 
@@ -153,7 +156,7 @@ def run_pipeline(
     result = {"sandbox": str(box), "stages": stages, "noop_repro": noop, "counts": counts(box)}
     runs = {}
     for stage in (s for s in stages if s.startswith("train@")):
-        metrics = json.loads((box / f"reports/train/run-{stage.split('@')[1]}.json").read_text())
+        metrics = json.loads((box / f"reports/train/{stage.split('@')[1]}.json").read_text())
         runs[stage] = {
             **{k: metrics[k] for k in ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy", "epochs_run", "best_epoch")},
             "seconds_per_epoch": round(stages[stage]["wall_s"] / metrics["epochs_run"], 1),

@@ -36,8 +36,8 @@ def six_runs(box: Path, label: str) -> dict:
     """Train every seed and the ensemble with whatever best_params.yaml holds; their accuracies."""
     print(f"  {label}: dvc repro (six runs + ensemble) …", flush=True)
     timing = measure([sys.executable, "-m", "dvc", "repro"], box)
-    seeds = yaml.safe_load((box / "params.yaml").read_text())["train"]["seeds"]
-    runs = [json.loads((box / f"reports/train/run-{s}.json").read_text()) for s in seeds]
+    names = yaml.safe_load((box / "params.yaml").read_text())["train"]["runs"]
+    runs = [json.loads((box / f"reports/train/{name}.json").read_text()) for name in names]
     ensemble = json.loads((box / "reports/ensemble/ensemble.json").read_text())["groups"]["from_scratch"]["methods"]
     return {
         "hyperparameters": yaml.safe_load((box / "reports/tune/best_params.yaml").read_text()),
@@ -108,7 +108,10 @@ def markdown(report: dict) -> str:
             f"{pct(result['test_file_accuracy'])} | {100 * avg['test_clip_accuracy']:.2f} % / "
             f"{100 * avg['test_file_accuracy']:.2f} % | {result['epochs_run']} |"
         )
-    lines += ["", "Mean ± standard error over the six seeds. Tuning chose on validation only; test figures are reported, never used."]
+    lines += [
+        "",
+        "Mean ± SE over the runs of `train.runs`. Tuning chose on validation only; test figures are reported, never used.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from audioclass import sandbox
 from audioclass.config import from_mapping, load_params
 from audioclass.layouts import ESC10_CLASSES, ESC10_FOLDERS
 
@@ -35,7 +36,12 @@ TINY = {
     "augment": {"copies": 2},
     "spectrograms": {"preview_per_class": 3},
     "tune": {"enabled": True, "trials": 2, "trial_epochs": 1, "data_fraction": 1.0, "startup_trials": 1, "warmup_epochs": 0},
-    "train": {"seeds": [1, 2], "model": {"width": 4, "depth": 2}, "fit": {"epochs": 2, "batch_size": 16}},
+    # A CNN member and a CRNN member: the ensemble combines two architectures.
+    "train": {
+        "runs": sandbox.Replace({"run-1": {"seed": 1}, "crnn-1": {"seed": 1, "model": {"architecture": "crnn"}}}),
+        "model": {"width": 4, "depth": 2, "units": 8},
+        "fit": {"epochs": 2, "batch_size": 16},
+    },
     "ensemble": {"population": 6, "iterations": 5},
     "cnn1d": {"epochs": 2},
     "feature_models": {"cv_folds": 2},  # 3 clips per class outside test: at most 3 source recordings

@@ -242,8 +242,8 @@ def unknown_architecture(tmp):
             "train",
             "--params",
             str(params),
-            "--seed",
-            "1",
+            "--run",
+            "run-1",
             "--data",
             str(tmp / "spectrograms"),
             "--out",
@@ -255,7 +255,17 @@ def unknown_architecture(tmp):
         ],
         tmp / "run-1",
         [],
-    ), "train.model.architecture: expected one of ['book_cnn', 'compact_cnn'], got 'resnet9000'"
+    ), "train.model.architecture: expected one of ['book_cnn', 'compact_cnn', 'crnn', 'transformer'], got 'resnet9000'"
+
+
+def unknown_run_architecture(tmp):
+    params = params_file(tmp, train={"runs": {"run-1": {"seed": 1}, "gru-1": {"seed": 1, "model": {"architecture": "gru"}}}})
+    return Case(
+        ["train", "--params", str(params), "--run", "run-1", "--data", str(tmp / "spectrograms"), "--out", str(tmp / "run-1")]
+        + ["--metrics", str(tmp / "run-1.json"), "--history", str(tmp / "run-1.csv")],
+        tmp / "run-1",
+        [],
+    ), "train.runs.gru-1.model.architecture: expected one of ['book_cnn', 'compact_cnn', 'crnn', 'transformer'], got 'gru'"
 
 
 def unknown_swarm(tmp):
@@ -288,14 +298,14 @@ def truncated_spectrograms(tmp):
         tmp / "spectrograms", {"train": band_spectrograms(6, 2, 0), "val": band_spectrograms(3, 2, 1), "test": band_spectrograms(3, 2, 2)}
     )
     truncate(data / "train" / "x.npy")
-    params = params_file(tmp, train={"seeds": [1]})
+    params = params_file(tmp, train={"runs": {"run-1": {"seed": 1}}})
     return Case(
         [
             "train",
             "--params",
             str(params),
-            "--seed",
-            "1",
+            "--run",
+            "run-1",
             "--data",
             str(data),
             "--out",
@@ -321,7 +331,7 @@ def truncated_predictions(tmp):
             np.save(run / f"{split}_probs.npy", np.full((6, 3), 1 / 3, np.float32))
         (run / "metrics.json").write_text('{"val_file_accuracy": 0.5, "class_names": ["class0", "class1", "class2"]}')
     truncate(tmp / "models" / "run-2" / "val_probs.npy")
-    params = params_file(tmp, train={"seeds": [1, 2]})
+    params = params_file(tmp, train={"runs": {"run-1": {"seed": 1}, "run-2": {"seed": 2}}})
     return Case(
         ["ensemble", "--params", str(params), "--models", str(tmp / "models"), "--data", str(data), "--out", str(tmp / "ensemble")],
         tmp / "ensemble",
@@ -354,6 +364,7 @@ REJECTED = {
     ),
     "n_mels too large for n_fft": too_many_mels,
     "unknown architecture": unknown_architecture,
+    "unknown architecture of a run": unknown_run_architecture,
     "unknown swarm algorithm": unknown_swarm,
     "truncated spectrogram array": truncated_spectrograms,
     "truncated run predictions": truncated_predictions,

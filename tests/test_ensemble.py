@@ -4,7 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audioclass.ensembling import EnsembleConfig, Runs, combine, cross_entropy, ensemble, fit_weights, member_names, normalise
+from audioclass.ensembling import (
+    EnsembleConfig,
+    Runs,
+    combine,
+    cross_entropy,
+    ensemble,
+    every_member,
+    fit_weights,
+    markdown,
+    member_names,
+    normalise,
+)
 from audioclass.errors import ConfigError
 from audioclass.evaluation import accuracy
 from audioclass.swarm import OPTIMISERS
@@ -125,13 +136,41 @@ def test_pretrained_heads_form_their_own_group_beside_the_runs_and_all_members()
     assert groups[report["best"]["group"]]["methods"][report["best"]["method"]]["val_file_accuracy"] == max(s for _, _, s in scores)
 
 
-def test_members_are_checked_against_the_seeds_and_embedding_models():
-    assert member_names(cfg(), [1, 2], ["birdnet"], "p.yaml") == ["run-1", "run-2", "head-birdnet"]
-    assert member_names(cfg(members=("run-2", "head-birdnet")), [1, 2], ["birdnet"], "p.yaml") == ["run-2", "head-birdnet"]
+def test_members_are_checked_against_the_runs_and_embedding_models():
+    runs = ["run-1", "crnn-1"]
+    assert member_names(cfg(), runs, ["birdnet"], "p.yaml") == ["run-1", "crnn-1", "head-birdnet"]
+    assert member_names(cfg(members=("crnn-1", "head-birdnet")), runs, ["birdnet"], "p.yaml") == ["crnn-1", "head-birdnet"]
     with pytest.raises(ConfigError, match=r"^p.yaml: ensemble.members: head-birdnet: not trained by this params file; expected"):
-        member_names(cfg(members=("run-1", "head-birdnet")), [1, 2], [], "p.yaml")  # embed.models: [] leaves no head
+        member_names(cfg(members=("run-1", "head-birdnet")), runs, [], "p.yaml")  # embed.models: [] leaves no head
+    with pytest.raises(ConfigError, match=r"ensemble.members: run-2: not trained by this params file"):
+        member_names(cfg(members=("run-1", "run-2")), runs, [], "p.yaml")
     with pytest.raises(ConfigError, match=r"ensemble.members: expected at least 2 members"):
-        member_names(cfg(), [1], [], "p.yaml")
+        member_names(cfg(), ["run-1"], [], "p.yaml")
+
+
+def test_runs_of_several_architectures_are_ensembled_apart_and_mixed():
+    probs, y = constructed(n=400)
+    index = pd.DataFrame({"clip_id": [f"c{i // 4}" for i in range(400)], "copy": [i % 4 for i in range(400)], "label": y})
+    index["label"] = index.groupby("clip_id")["label"].transform("first")
+    metrics = [
+        {"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0, "architecture": arch}
+        for a, arch in ((0.1, "compact_cnn"), (0.7, "crnn"), (0.5, "compact_cnn"))
+    ]
+    report, _ = ensemble(Runs(["run-1", "crnn-1", "run-2"], probs, probs, metrics), index, index, cfg(optimisers=("jaya",)))
+    groups = report["groups"]
+    assert {g: groups[g]["members"] for g in groups} == {
+        "compact_cnn": ["run-1", "run-2"],
+        "crnn": ["crnn-1"],
+        "from_scratch": ["run-1", "crnn-1", "run-2"],
+    }
+    pure = probs[[0, 2]].mean(axis=0)
+    assert groups["compact_cnn"]["methods"]["average"]["val_file_accuracy"] == accuracy(pure, index["label"].to_numpy())
+    assert "## From scratch: the crnn runs only" in markdown(report) and every_member(report) == "from_scratch"
+    # One architecture: no group of its own, as before.
+    same = [m | {"architecture": "compact_cnn"} for m in metrics]
+    assert list(ensemble(Runs(["run-1", "run-2", "run-3"], probs, probs, same), index, index, cfg(optimisers=("jaya",)))[0]["groups"]) == [
+        "from_scratch"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +180,7 @@ def test_members_are_checked_against_the_seeds_and_embedding_models():
         ({"chosen": "swarm_gwo", "optimisers": ("de",)}, "chosen: expected one of"),
         ({"population": 2}, "population: expected an integer >= 4"),
         ({"members": "every"}, "members: expected all, or a list"),
-        ({"members": ("run-1", "cnn")}, "members: expected names run-<seed> or head-<model>"),
+        ({"members": ("run-1", "../cnn")}, "members: expected names of train.runs or head-<model>"),
     ],
 )
 def test_bad_config(change, message):
@@ -167,7 +206,7 @@ def test_a_registry_failure_leaves_the_previous_outputs_as_they_were(tmp_path, m
             '"class_names": ["class0", "class1", "class2"]}'
         )
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    params["train"]["seeds"] = [1, 2]
+    params["train"]["runs"] = {"run-1": {"seed": 1}, "run-2": {"seed": 2}}
     params["embed"]["models"] = []
     params["ensemble"].update(optimisers=["jaya"], chosen="swarm_jaya", population=4, iterations=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -68,7 +68,7 @@ def project(tmp_path_factory):
     params["augment"]["copies"] = 8
     params["spectrograms"].update(n_fft=256, hop_length=128, n_mels=32, preview_per_class=2)
     params["train"].update(
-        seeds=[1],
+        runs={"run-1": {"seed": 1}},
         model={**params["train"]["model"], "width": 4, "depth": 2},
         fit={**params["train"]["fit"], "epochs": 60, "patience": 60, "batch_size": 16},
     )
@@ -123,8 +123,8 @@ def test_interrupted_spectrograms_rerun_to_identical_arrays(project, augmented, 
 def train_command(project: Path, data: Path, out: Path) -> list[str]:
     return stage(
         "train",
-        "--seed",
-        "1",
+        "--run",
+        "run-1",
         "--data",
         str(data),
         "--out",

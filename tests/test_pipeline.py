@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 CHECK = ["check"]  # reruns, in seconds, whenever params.yaml changes; the stages after it only if the source moved
 DATA_STAGES = [*CHECK, "extract", "split", "augment", "spectrograms"]
-MODEL_STAGES = ["tune", "train@1", "train@2", "ensemble"]
+MODEL_STAGES = ["tune", "train@run-1", "train@crnn-1", "ensemble"]  # a CNN member and a CRNN member (TINY)
 BASELINE_STAGES = ["raw_vectors", "classical", "cnn1d@deep1-7", "features", "feature_models"]
 PRETRAINED_STAGES = ["embed@birdnet", "head@birdnet"]  # beside tune and train, in an order DVC picks
 REPORT = ["report"]  # last: it tables every model stage
@@ -122,7 +122,10 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     experiment = client.get_experiment_by_name("audioclass")
     runs = client.search_runs([experiment.experiment_id])
     train_runs = [r for r in runs if r.data.tags.get("pipeline_role") == "train"]
-    assert sorted(r.data.params["seed"] for r in train_runs) == ["1", "2"]
+    assert sorted((r.data.params["name"], r.data.tags["architecture"]) for r in train_runs) == [
+        ("crnn-1", "crnn"),
+        ("run-1", "compact_cnn"),
+    ]
     for run in train_runs:
         assert run.data.tags["dvc_stage"].startswith("train@")
         assert 0 <= run.data.metrics["test_clip_accuracy"] <= 1
@@ -140,13 +143,16 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     )
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
     members = sorted(r.info.run_id for r in [*train_runs, head_run])
-    assert report["members"] == ["run-1", "run-2", "head-birdnet"] and sorted(report["member_mlflow_run_ids"]) == members
+    assert report["members"] == ["run-1", "crnn-1", "head-birdnet"] and sorted(report["member_mlflow_run_ids"]) == members
     assert sorted(ensemble_run.data.params["member_mlflow_run_ids"].split(",")) == members
-    assert report["groups"]["from_scratch"]["members"] == ["run-1", "run-2"]  # the from-scratch figures stay apart
+    assert report["groups"]["from_scratch"]["members"] == ["run-1", "crnn-1"]  # the from-scratch figures stay apart
+    # Each architecture's runs apart, beside the mixed ensemble of both.
+    assert report["groups"]["compact_cnn"]["members"] == ["run-1"] and report["groups"]["crnn"]["members"] == ["crnn-1"]
+    assert json.loads((workspace / "models/crnn-1/config.json").read_text())["model"]["architecture"] == "crnn"
     for group in report["groups"].values():
         for method in group["methods"].values():
             assert method["weights"] is None or (len(method["weights"]) == len(group["members"]) and abs(sum(method["weights"]) - 1) < 1e-6)
-    detail = ["reports/train/run-1.json", "reports/train/run-2.json", "reports/heads/birdnet.json", "reports/ensemble/ensemble.json"]
+    detail = ["reports/train/run-1.json", "reports/train/crnn-1.json", "reports/heads/birdnet.json", "reports/ensemble/ensemble.json"]
     shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json", *detail).stdout)[""]["data"]
     assert set(detail) <= set(shown) and all(shown[f]["data"] for f in detail)
     # Bare `dvc metrics show` prints the headline alone: one row that fits a terminal.
@@ -217,12 +223,12 @@ def test_predict_with_a_pretrained_member_gives_what_the_stages_gave_on_test(wor
     from audioclass.predict import classify, load_ensemble, model_clip
 
     ensemble = load_ensemble(workspace / "params.yaml", workspace / "models", workspace / "reports/ensemble/ensemble.json", "all/average")
-    assert [m.name for m in ensemble.members] == ["run-1", "run-2", "head-birdnet"] and ensemble.members[2].head is not None
+    assert [m.name for m in ensemble.members] == ["run-1", "crnn-1", "head-birdnet"] and ensemble.members[2].head is not None
     test = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
     meta = pd.read_csv(workspace / "data/prepared/metadata.csv").set_index("clip_id")
     rows = test.index[:3]
     clips = [model_clip(*audio.read_audio(shared_esc10() / meta.loc[test.loc[i, "clip_id"], "original_path"]), ensemble) for i in rows]
-    stored = np.mean([np.load(workspace / f"models/{m}/test_probs.npy")[rows] for m in ("run-1", "run-2", "head-birdnet")], axis=0)
+    stored = np.mean([np.load(workspace / f"models/{m}/test_probs.npy")[rows] for m in ("run-1", "crnn-1", "head-birdnet")], axis=0)
     np.testing.assert_allclose(classify(clips, ensemble), stored / stored.sum(axis=1, keepdims=True), atol=1e-4)
 
 
@@ -311,7 +317,9 @@ def test_the_results_table_has_every_model_stages_rows(workspace):
         "| gaussian_nb | 1D raw |",
         "| 1D CNN deep1, first kernel 7 | 1D raw |",
         "| mlp | features: chroma_mel_mfcc |",
-        "| 2D CNN, 2 single runs (mean ± SE) | spectrogram |",
+        "| compact_cnn, 1 single run (mean ± SE) | spectrogram |",
+        "| crnn, 1 single run (mean ± SE) | spectrogram |",
+        "| runs of 2 architectures, 2 single runs (mean ± SE) | spectrogram |",
         "| ensemble: swarm_jaya | spectrogram |",
         "| head-birdnet (linear head) | birdnet embedding |",
         "| ensemble of every member: swarm_jaya | spectrogram + embeddings |",
@@ -324,6 +332,18 @@ def test_ensemble_param_reruns_only_the_ensemble(workspace):
     sandbox.set_params(workspace, {"ensemble": {"iterations": 6}})
     result = sandbox.dvc(workspace, "repro")
     assert stages_run(result.stdout) == [*CHECK, "ensemble", *REPORT], result.stdout
+
+
+def test_a_new_run_trains_alone_and_joins_the_ensemble(workspace):
+    sandbox.set_params(workspace, {"train": {"runs": {"transformer-1": {"seed": 1, "model": {"architecture": "transformer"}}}}})
+    ran = stages_run(sandbox.dvc(workspace, "repro").stdout)
+    assert ran == [*CHECK, "train@transformer-1", "ensemble", *REPORT], ran  # run-1 and crnn-1 are not retrained
+    report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
+    assert report["members"] == ["run-1", "crnn-1", "transformer-1", "head-birdnet"]
+    assert report["groups"]["transformer"]["members"] == ["transformer-1"]
+    sandbox.set_params(workspace, {"train": {"runs": TINY["train"]["runs"]}})  # a Replace: transformer-1 goes again
+    assert set(stages_run(sandbox.dvc(workspace, "repro").stdout)) <= {*CHECK, "ensemble", *REPORT}  # or from the run cache
+    assert json.loads((workspace / "reports/ensemble/ensemble.json").read_text())["members"] == ["run-1", "crnn-1", "head-birdnet"]
 
 
 def test_a_missing_source_stops_at_the_check_stage_with_one_line_and_removes_nothing(workspace):

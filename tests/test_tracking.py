@@ -181,7 +181,7 @@ def test_a_logged_keras_model_names_its_requirements_instead_of_inferring_them(t
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setattr(mlflow.keras.save, "infer_pip_requirements", no_inference)
-    model = ARCHITECTURES["compact_cnn"]((8, 16, 1), 3, ModelParams("compact_cnn", 4, 2, 0.1, 3))
+    model = ARCHITECTURES["compact_cnn"]((8, 16, 1), 3, ModelParams("compact_cnn", 4, 2, 0.1, 3, 8, 2))
     with mlflow.start_run():
         tracking.log_keras_model(model)
     uri = mlflow.last_logged_model().model_uri
@@ -201,7 +201,7 @@ def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tm
     from audioclass.training import ModelParams
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    model = ARCHITECTURES["compact_cnn"]((8, 16, 1), 3, ModelParams("compact_cnn", 4, 2, 0.1, 3))
+    model = ARCHITECTURES["compact_cnn"]((8, 16, 1), 3, ModelParams("compact_cnn", 4, 2, 0.1, 3, 8, 2))
     with mlflow.start_run() as here:
         tracking.log_keras_model(model)
     (tmp_path / "weights.txt").write_text("bundled")

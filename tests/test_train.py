@@ -11,7 +11,7 @@ from audioclass.dataset import Data
 from audioclass.errors import ConfigError
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
-from audioclass.training import FitParams, ModelParams, TrainConfig, _training_dataset, fit_run, predict, refit_run, train_run
+from audioclass.training import FitParams, ModelParams, Run, TrainConfig, _training_dataset, fit_run, predict, refit_run, train_run
 from conftest import PROJECT, band_spectrograms
 
 N_CLASSES = 3
@@ -24,7 +24,7 @@ def data() -> Data:
     )
 
 
-MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3)
+MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3, units=8, heads=2)
 FIT = FitParams(
     epochs=4,
     batch_size=8,
@@ -41,11 +41,42 @@ FIT = FitParams(
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_every_architecture_outputs_probabilities(name):
-    model = ARCHITECTURES[name]((16, 32, 1), 4, ModelParams(name, 4, 2, 0.1, 7))
-    out = model(np.random.default_rng(0).random((2, 16, 32, 1)).astype("float32")).numpy()
+def test_every_architecture_outputs_probabilities_and_survives_saving_in_safe_mode(name, tmp_path):
+    import keras
+
+    model = ARCHITECTURES[name]((16, 32, 2), 4, dataclasses.replace(MODEL, architecture=name, first_kernel=7))
+    x = np.random.default_rng(0).random((2, 16, 32, 2)).astype("float32")
+    out = model(x).numpy()
     assert out.shape == (2, 4)
     np.testing.assert_allclose(out.sum(axis=1), 1, rtol=1e-5)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)  # no code of ours needed to load it
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_sequence_models_see_a_sequence_of_the_expected_length():
+    import keras
+
+    # crnn: a 64 × 216 log-mel strided once and pooled twice in time is 27 steps for its GRU.
+    crnn = ARCHITECTURES["crnn"]((64, 216, 1), 10, dataclasses.replace(MODEL, architecture="crnn", depth=4))
+    (gru,) = [layer for layer in crnn.layers if isinstance(layer, keras.layers.Bidirectional)]
+    assert gru.input.shape[1:] == (27, 4 * 2**3) and gru.output.shape[1:] == (27, 2 * MODEL.units)
+    # transformer: tokens of first_kernel frames: 216 / 3 = 72 tokens of `units` values.
+    transformer = ARCHITECTURES["transformer"]((64, 216, 1), 10, dataclasses.replace(MODEL, architecture="transformer", first_kernel=3))
+    attention = [layer for layer in transformer.layers if isinstance(layer, keras.layers.MultiHeadAttention)]
+    assert len(attention) == MODEL.depth and attention[0].output.shape[1:] == (72, MODEL.units)
+
+
+@pytest.mark.parametrize("name", ["crnn", "transformer"])
+def test_sequence_models_learn_and_are_deterministic_per_seed(data, name):
+    model_params = dataclasses.replace(MODEL, architecture=name, first_kernel=2)
+    fit = dataclasses.replace(FIT, epochs=6, patience=6, learning_rate=0.01)
+    runs = [fit_run(model_params, fit, data, seed=seed, verbose=0)[0] for seed in (3, 3, 4)]
+    a, b, c = (predict(m, data.val) for m in runs)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not np.allclose(a, c, atol=1e-3)
+    metrics = summarize(a, data.val.index, predict(runs[0], data.test), data.test.index, data.class_names)
+    assert metrics["test_clip_accuracy"] > 0.6  # chance is 1/3
 
 
 def test_input_normalisation_is_per_band_and_channel_and_survives_saving(tmp_path):
@@ -66,7 +97,9 @@ def test_input_normalisation_is_per_band_and_channel_and_survives_saving(tmp_pat
 def test_unknown_architecture_and_bad_fit_params_are_named():
     params = load_params(PROJECT / "params.yaml")
     params["train"]["model"]["architecture"] = "resnet"
-    with pytest.raises(ConfigError, match=r"train\.model\.architecture: expected one of \['book_cnn', 'compact_cnn'\], got 'resnet'"):
+    with pytest.raises(
+        ConfigError, match=r"train\.model\.architecture: expected one of \['book_cnn', 'compact_cnn', 'crnn', 'transformer'\], got 'resnet'"
+    ):
         stage_config(TrainConfig, params, "train")
     params = load_params(PROJECT / "params.yaml")
     params["train"]["fit"]["learning_rate"] = 2
@@ -77,9 +110,42 @@ def test_unknown_architecture_and_bad_fit_params_are_named():
         ConfigError, match=r"train\.fit\.label_smoothing: expected a number in \[0, 1\) \(0 turns smoothing off\), got 1\.0"
     ):
         stage_config(TrainConfig, params, "train")
-    params["train"] = {**load_params(PROJECT / "params.yaml")["train"], "seeds": [1, 1]}
-    with pytest.raises(ConfigError, match=r"train\.seeds: expected a list of distinct integers"):
+
+
+@pytest.mark.parametrize(
+    "runs, message",
+    [
+        ({}, r"train\.runs: expected at least one run"),
+        ({"run-1": {"seed": 1}, "again": {"seed": 1}}, r"train\.runs\.again: expected a seed or values other than run 'run-1''s"),
+        ({"crnn-1": {"seed": 1, "model": {"architecture": "lstm"}}}, r"train\.runs\.crnn-1\.model\.architecture: expected one of \["),
+        (
+            {"t-1": {"seed": 1, "model": {"architecture": "transformer", "heads": 0}}},
+            r"train\.runs\.t-1\.model\.heads: expected an integer in \[1, units = 64\], got 0",
+        ),
+        ({"run-1": {"seed": 1, "model": {"layers": 2}}}, r"train\.runs\.run-1\.model\.layers: unknown key"),
+        ({"run-1": {"seed": 1, "fit": {"epochs": 0}}}, r"train\.runs\.run-1\.fit\.epochs: expected an integer >= 1"),
+        ({"run-1": {"model": {}}}, r"train\.runs\.run-1\.seed: missing key"),
+        ({"run-1": {"seed": 1, "lr": 0.1}}, r"train\.runs\.run-1\.lr: unknown key"),
+        ({"head-x": {"seed": 1}}, r"train\.runs: expected run names of letters, digits, - and _, got 'head-x'"),
+        ({"run.1": {"seed": 1}}, r"train\.runs: expected run names of letters, digits, - and _, got 'run\.1'"),
+    ],
+)
+def test_a_bad_run_is_named_in_one_line(runs, message):
+    params = load_params(PROJECT / "params.yaml")
+    params["train"]["runs"] = runs
+    with pytest.raises(ConfigError, match=message) as err:
         stage_config(TrainConfig, params, "train")
+    assert "\n" not in str(err.value) and str(err.value).startswith("params.yaml: train.runs")
+
+
+def test_a_run_changes_only_the_keys_it_names():
+    params = load_params(PROJECT / "params.yaml")
+    params["train"]["runs"] = {"run-1": {"seed": 1}, "crnn-1": {"seed": 1, "model": {"architecture": "crnn"}, "fit": {"epochs": 12}}}
+    cfg = stage_config(TrainConfig, params, "train")
+    assert cfg.run("run-1") == Run("run-1", 1, cfg.model, cfg.fit)
+    crnn = cfg.run("crnn-1")
+    assert crnn.model == dataclasses.replace(cfg.model, architecture="crnn") and crnn.fit == dataclasses.replace(cfg.fit, epochs=12)
+    assert cfg.architectures() == {"run-1": "compact_cnn", "crnn-1": "crnn"}
 
 
 def test_clip_level_averages_each_clips_copies():
@@ -143,7 +209,7 @@ def test_refit_adds_the_validation_clips_stops_at_the_best_epoch_and_keeps_the_v
     assert len(everything.y) == len(data.train.y) + len(data.val.y)
     assert set(everything.index["clip_id"]) == set(data.train.index["clip_id"]) | set(data.val.index["clip_id"])
 
-    run = train_run(TrainConfig(seeds=(3,), refit=True, model=MODEL, fit=fit), data, 3)
+    run = train_run(Run("run-3", 3, MODEL, fit), data, refit=True)
     metrics, val_probs, test_probs = run.metrics, run.val_probs, run.test_probs
     # Validation is the validated model's: the refit has seen those clips.
     np.testing.assert_allclose(val_probs, predict(validated, data.val), atol=1e-6)
@@ -213,8 +279,8 @@ def test_missing_inputs_fail_with_one_line(tmp_path):
             "audioclass.stages.train",
             "--params",
             str(PROJECT / "params.yaml"),
-            "--seed",
-            "1",
+            "--run",
+            "run-1",
             "--data",
             str(tmp_path / "nowhere"),
             "--out",
@@ -255,7 +321,7 @@ def split(n, seed):
 
 fit = FitParams(epochs=1, batch_size=4, learning_rate=0.01, patience=1, mixup_alpha=0.2, freq_masks=1, freq_mask_width=2,
                 time_masks=1, time_mask_width=2, ema_momentum=0.9, label_smoothing=0.1)
-fit_run(ModelParams("compact_cnn", 4, 2, 0.1, 3), fit, Data(split(8, 0), split(4, 1), None, ("a", "b")), seed=1, verbose=0)
+fit_run(ModelParams("compact_cnn", 4, 2, 0.1, 3, 8, 2), fit, Data(split(8, 0), split(4, 1), None, ("a", "b")), seed=1, verbose=0)
 print("onednn", _pywrap_util_port.IsMklEnabled())
 """
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}

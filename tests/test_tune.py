@@ -46,7 +46,7 @@ TINY = {
     "space": SPACE,
 }
 BASE = Hyperparameters(
-    ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3),
+    ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3, units=8, heads=2),
     FitParams(
         epochs=5,
         batch_size=8,
@@ -113,8 +113,9 @@ def test_a_bad_search_space_is_named(space, message):
         ({"model": {"dropout": {"low": 0.2, "high": 1.0}}}, r"tune\.space\.model\.dropout: expected a fraction in \[0, 1\), got 1\.0$"),
         (
             {"model": {"architecture": ["compact_cnn", "resnet"]}},
-            r"tune\.space\.model\.architecture: expected one of \['book_cnn', 'compact_cnn'\], got 'resnet'$",
+            r"tune\.space\.model\.architecture: expected one of \['book_cnn', 'compact_cnn', 'crnn', 'transformer'\], got 'resnet'$",
         ),
+        ({"model": {"heads": {"low": 1, "high": 16}}}, r"tune\.space\.model\.heads: expected an integer in \[1, units = 8\], got 16$"),
         ({"fit": {"batch_size": [32, "64"]}}, r"tune\.space\.fit\.batch_size: expected an integer, got '64'$"),
     ],
 )
@@ -122,6 +123,13 @@ def test_space_values_must_make_valid_hyperparameters(space, message):
     cfg = config(TuneConfig, "tune", space=space)
     with pytest.raises(ConfigError, match=r"^params\.yaml: " + message):
         check_space(cfg, BASE, "params.yaml")
+
+
+def test_the_space_can_choose_the_architecture_and_the_sequence_models_keys():
+    cfg = config(TuneConfig, "tune", space={"model": {"architecture": ["crnn", "transformer"], "units": [8, 16], "heads": [2, 4]}})
+    check_space(cfg, BASE, "params.yaml")
+    chosen = trial_hyperparameters(cfg, BASE, {"model.architecture": "transformer", "model.units": 16, "model.heads": 4})
+    assert chosen.model == dataclasses.replace(BASE.model, architecture="transformer", units=16, heads=4) and chosen.fit == BASE.fit
 
 
 def test_integer_keys_take_integer_ranges_and_float_keys_float_draws():
@@ -287,8 +295,8 @@ def test_train_names_the_hyperparameters_file_when_it_is_wrong(tmp_path):
     args = [
         "--params",
         str(PROJECT / "params.yaml"),
-        "--seed",
-        "1",
+        "--run",
+        "run-1",
         "--data",
         str(tmp_path),
         "--hyperparameters",
@@ -302,6 +310,17 @@ def test_train_names_the_hyperparameters_file_when_it_is_wrong(tmp_path):
     ]
     with pytest.raises(ConfigError, match=rf"^{chosen}: model\.width: expected an integer >= 1, got 0$"):
         main(args)
+    # A run's own changes are checked on top of the tuned values: 16 heads cannot share 8 units.
+    chosen.write_text(yaml.safe_dump({"model": dataclasses.asdict(BASE.model), "fit": dataclasses.asdict(BASE.fit)}))
+    params = load_params(PROJECT / "params.yaml")
+    params["train"]["runs"]["t-1"] = {"seed": 1, "model": {"architecture": "transformer", "heads": 16}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{tmp_path / 'params.yaml'}: train\.runs\.t-1\.model\.heads: expected an integer in \[1, units = 8\], got 16 "
+        rf"\(on top of {chosen}\)$",
+    ):
+        main([*args[:1], str(tmp_path / "params.yaml"), *args[2:]])
     chosen.unlink()
     with pytest.raises(Exception, match=r"best_params\.yaml: missing; expected the tune stage's output \(dvc repro tune\)"):
         main(args)

@@ -112,7 +112,7 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
     """The ensemble as an MLflow model: input a DataFrame with a ``path`` column, output one row per file.
 
     Its one artifact, ``bundle``, holds ``params.yaml``, ``ensemble.json``, and the
-    chosen group's members: ``models/run-<seed>/{model.keras,metrics.json}`` and
+    chosen group's members: ``models/<run>/{model.keras,metrics.json}`` and
     ``models/head-<model>/{head.npz,backend.json,metrics.json}``, what
     :func:`audioclass.predict.load_ensemble` reads (:func:`bundle_files`).
     A head's embedding model is not bundled: its package (``backend.json`` names

@@ -117,6 +117,14 @@ def file_config(cls: type[T], path: str | Path) -> T:
         raise ConfigError(f"{path}: {err.key}: {err.message}") from None
 
 
+def nested_config(cls: type[T], raw: Any, key: str) -> T:
+    """Build ``cls`` from ``raw`` within another config's checks; errors name ``key.<field>``."""
+    try:
+        return from_mapping(cls, raw)
+    except _KeyError as err:
+        raise _KeyError(f"{key}.{err.key}".rstrip("."), err.message) from None
+
+
 def from_mapping(cls: type[T], raw: Any) -> T:
     """Build dataclass ``cls`` from ``raw``, rejecting unknown, missing or mistyped keys."""
     if not isinstance(raw, Mapping):

@@ -21,13 +21,13 @@ from audioclass.swarm import OPTIMISERS
 log = logging.getLogger(__name__)
 
 
-SCRATCH, PRETRAINED, ALL = "from_scratch", "pretrained", "all"  # the groups, in report order
-_MEMBER = re.compile(r"run-\d+|head-.+")
+SCRATCH, PRETRAINED, ALL = "from_scratch", "pretrained", "all"  # the groups, in report order, after one per architecture
+_MEMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    members: str | tuple[str, ...]  # "all", or names: run-<seed> (a CNN run), head-<model> (a head on pretrained embeddings)
+    members: str | tuple[str, ...]  # "all", or names: a run of train.runs, head-<model> (a head on pretrained embeddings)
     optimisers: tuple[str, ...]
     population: int
     iterations: int
@@ -37,10 +37,10 @@ class EnsembleConfig:
 
     def __post_init__(self):
         if isinstance(self.members, str):
-            require(self.members == "all", "members", "all, or a list of run-<seed> and head-<model> names", self.members)
+            require(self.members == "all", "members", "all, or a list of train.runs names and head-<model>", self.members)
         else:
             for name in self.members:
-                require(bool(_MEMBER.fullmatch(name)), "members", "names run-<seed> or head-<model>", name)
+                require(bool(_MEMBER.fullmatch(name)), "members", "names of train.runs or head-<model>", name)
         for name in self.optimisers:
             require(name in OPTIMISERS, "optimisers", f"names from {sorted(OPTIMISERS)}", name)
         require(self.population >= 4, "population", "an integer >= 4", self.population)
@@ -91,9 +91,9 @@ def fit_weights(val_probs: np.ndarray, y_val: np.ndarray, cfg: EnsembleConfig, o
     return normalise(result.x), result.calls
 
 
-def member_names(cfg: EnsembleConfig, seeds: list[int], models: list[str], params_file: str) -> list[str]:
-    """The members' folder names: ``ensemble.members``, each one checked against train.seeds and embed.models."""
-    available = [f"run-{seed}" for seed in seeds] + [f"head-{model}" for model in models]
+def member_names(cfg: EnsembleConfig, runs: list[str], models: list[str], params_file: str) -> list[str]:
+    """The members' folder names: ``ensemble.members``, each one checked against train.runs and embed.models."""
+    available = runs + [f"head-{model}" for model in models]
     if cfg.members == "all":
         chosen = available
     else:
@@ -102,11 +102,11 @@ def member_names(cfg: EnsembleConfig, seeds: list[int], models: list[str], param
             if name not in available:
                 raise ConfigError(
                     f"{params_file}: ensemble.members: {name}: not trained by this params file; expected members "
-                    f"among {available} (train.seeds, embed.models)"
+                    f"among {available} (train.runs, embed.models)"
                 )
     if len(chosen) < 2:
         raise ConfigError(
-            f"{params_file}: ensemble.members: expected at least 2 members to ensemble, got {chosen} (train.seeds, embed.models)"
+            f"{params_file}: ensemble.members: expected at least 2 members to ensemble, got {chosen} (train.runs, embed.models)"
         )
     return chosen
 
@@ -129,10 +129,15 @@ class Runs:
         return Runs([self.names[i] for i in members], self.val[members], self.test[members], [self.metrics[i] for i in members])
 
     def groups(self) -> dict[str, list[int]]:
-        """Member positions per group (module docstring): only groups with members, ``all`` only if it differs from both."""
+        """Member positions per group (module docstring): only groups with members; one per architecture only if
+        the runs have several, ``all`` only if it differs from both of its parts."""
         pretrained = [i for i, name in enumerate(self.names) if is_pretrained(name)]
         scratch = [i for i, name in enumerate(self.names) if not is_pretrained(name)]
-        groups = {SCRATCH: scratch, PRETRAINED: pretrained}
+        architectures: dict[str, list[int]] = {}
+        for i in scratch:
+            architectures.setdefault(self.metrics[i].get("architecture", "unrecorded"), []).append(i)
+        groups = architectures if len(architectures) > 1 else {}
+        groups |= {SCRATCH: scratch, PRETRAINED: pretrained}
         if scratch and pretrained:
             groups[ALL] = list(range(len(self.names)))
         return {name: members for name, members in groups.items() if members}
@@ -228,10 +233,14 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 
 GROUP_TITLES = {
-    SCRATCH: "From scratch: CNN runs only",
+    SCRATCH: "From scratch: every trained run",
     PRETRAINED: "Pretrained on outside data: heads on embeddings only",
-    ALL: "All members: CNN runs and pretrained heads",
+    ALL: "All members: trained runs and pretrained heads",
 }
+
+
+def group_title(group: str) -> str:
+    return GROUP_TITLES.get(group, f"From scratch: the {group} runs only")
 
 
 def markdown(report: dict) -> str:
@@ -240,7 +249,7 @@ def markdown(report: dict) -> str:
     sections = []
     for group, g in report["groups"].items():
         lines = [
-            f"## {GROUP_TITLES[group]}",
+            f"## {group_title(group)}",
             "",
             "| Model | Test accuracy, clip level | Test accuracy, file level | Val accuracy |",
             "|---|---:|---:|---:|",

@@ -7,8 +7,8 @@
 Each file (WAV, Ogg, FLAC, MP3; any sample rate, channels or length) goes
 through the pipeline's own steps with ``params.yaml``'s values: mixed to mono,
 resampled, padded or cropped as ``extract`` does, quantised to 16 bits like the
-pipeline's WAVs, then rendered as ``spectrograms`` does for the CNN runs
-(``<models>/run-<seed>``) and embedded as ``embed`` does for the heads on
+pipeline's WAVs, then rendered as ``spectrograms`` does for the trained runs
+(``<models>/<run>``) and embedded as ``embed`` does for the heads on
 pretrained embeddings (``<models>/head-<model>``). The group of members and
 the method best on validation (or ``--method``) combine their probabilities
 with the weights in ``<ensemble>``, fitted on validation by the ensemble
@@ -120,7 +120,7 @@ def load_ensemble(params_path: Path, models: Path, ensemble_json: Path, method: 
     cfg = stage_config(EnsembleConfig, params, "ensemble", str(params_path))
     expected_members = member_names(
         cfg,
-        list(stage_config(TrainConfig, params, "train", str(params_path)).seeds),
+        list(stage_config(TrainConfig, params, "train", str(params_path)).runs),
         list(stage_config(EmbedConfig, params, "embed", str(params_path)).models),
         str(params_path),
     )

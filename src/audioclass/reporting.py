@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 COLUMNS = ["Model", "Input", "Test, clips", "Test, files", "Validation"]
 ALIGN = ["---", "---", "---:", "---:", "---:"]
 PUBLISHED_FOR = "ESC-10"  # the corpus study.py's figures were measured on
-GROUP_NAMES = {SCRATCH: "the CNN runs", PRETRAINED: "the pretrained heads", ALL: "every member"}
+GROUP_NAMES = {SCRATCH: "the trained runs", PRETRAINED: "the pretrained heads", ALL: "every member"}
+KEYS = ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")  # the columns of a scored row
 PRETRAINED_NOTE = (
     "These rows use a model trained on outside data (`embed.models`; BirdNET's weights are CC BY-NC-SA 4.0, "
     "non-commercial, and its training data may share recordings with ESC-50). They are not comparable with the "
@@ -82,29 +83,41 @@ def baseline_rows(classical: dict, cnn1d: dict[str, dict], features: dict, featu
 
 
 def cnn_rows(ensemble: dict) -> list[Row]:
-    """The from-scratch group: the CNN runs and their ensembles."""
+    """The from-scratch group: the trained runs and their ensembles; with several architectures, each one's runs and
+    average ensemble before them."""
     group = ensemble["groups"][SCRATCH]
     runs = group["members"]
     single = {k: [v[ensemble["members"].index(r)] for r in runs] for k, v in ensemble["single_members"].items()}
-    rows = [
+    architectures = [name for name in ensemble["groups"] if name not in GROUP_NAMES]
+    rows = []
+    for architecture in architectures:
+        members = ensemble["groups"][architecture]["members"]
+        mine = {k: [v[runs.index(r)] for r in members] for k, v in single.items()}
+        label = f"{architecture}, {len(members)} single run{'s' * (len(members) > 1)}"
+        rows.append(Row(f"{label} (mean ± SE)", "spectrogram", *(pct_se(mine[k]) for k in KEYS)))
+        if len(members) > 1:
+            average = ensemble["groups"][architecture]["methods"]["average"]
+            rows.append(scored(f"ensemble of the {architecture} runs: average", "spectrogram", average))
+    kind = f"runs of {len(architectures)} architectures" if architectures else "2D CNN"
+    rows += [
         Row(
-            f"2D CNN, {len(runs)} single runs (mean ± SE)",
+            f"{kind}, {len(runs)} single runs (mean ± SE)",
             "spectrogram",
             pct_se(single["test_clip_accuracy"]),
             pct_se(single["test_file_accuracy"]),
             pct_se(single["val_file_accuracy"]),
-            study.CNN2D_RUNS,
+            "–" if architectures else study.CNN2D_RUNS,
         )
     ]
     best = max(range(len(runs)), key=lambda i: single["val_file_accuracy"][i])  # chosen on validation, never test
     rows.append(
         Row(
-            f"2D CNN, best run by validation ({runs[best]})",
+            f"{kind}, best run by validation ({runs[best]})",
             "spectrogram",
             pct(single["test_clip_accuracy"][best]),
             pct(single["test_file_accuracy"][best]),
             pct(single["val_file_accuracy"][best]),
-            f"{max(study.CNN2D_SINGLE_RUNS):.1f} % (best by test)",
+            "–" if architectures else f"{max(study.CNN2D_SINGLE_RUNS):.1f} % (best by test)",
         )
     )
     for method, m in group["methods"].items():

@@ -50,11 +50,21 @@ def set_params(dest: Path, overrides: Mapping) -> None:
     path.write_text(yaml.safe_dump(merged(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
 
 
+class Replace(dict):
+    """An override that takes the place of the mapping it names instead of merging into it: for mappings
+    whose keys are names the user chose (``train.runs``, ``classical.models``)."""
+
+
 def merged(params: dict, overrides: Mapping) -> dict:
     """``params`` with ``overrides`` deep-merged in: the params a sandbox made with them would run."""
     result = dict(params)
     for key, value in overrides.items():
-        result[key] = merged(result[key], value) if isinstance(value, Mapping) and isinstance(result.get(key), dict) else value
+        if isinstance(value, Replace):
+            result[key] = dict(value)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
     return result
 
 

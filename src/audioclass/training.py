@@ -1,8 +1,10 @@
-"""Training: one CNN run (``fit_run``), shared by tuning and training, its refit and its predictions."""
+"""Training: one run (``fit_run``), shared by tuning and training, its refit and its predictions."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from audioclass import tracking
-from audioclass.config import require
+from audioclass.config import nested_config, require
 from audioclass.dataset import Data, Split
 from audioclass.evaluation import accuracy, clip_level, summarize
 from audioclass.models import ARCHITECTURES, CNN1D_BLOCKS, cnn1d
@@ -21,10 +23,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelParams:
     architecture: str
-    width: int  # compact_cnn: filters in the first block, doubled per block
-    depth: int  # compact_cnn: conv blocks
-    dropout: float  # compact_cnn: before the classifier
-    first_kernel: int  # the first convolution's kernel size
+    width: int  # compact_cnn, crnn: filters in the first conv block, doubled per block
+    depth: int  # compact_cnn, crnn: conv blocks; transformer: encoder blocks
+    dropout: float  # before the classifier; transformer: in every block too
+    first_kernel: int  # the first convolution's kernel size; transformer: frames per token
+    units: int  # crnn: GRU units each way; transformer: values per token
+    heads: int  # transformer: attention heads, each of units // heads values
 
     def __post_init__(self):
         require(self.architecture in ARCHITECTURES, "architecture", f"one of {sorted(ARCHITECTURES)}", self.architecture)
@@ -32,6 +36,8 @@ class ModelParams:
         require(1 <= self.depth <= 6, "depth", "an integer in [1, 6]", self.depth)
         require(0 <= self.dropout < 1, "dropout", "a fraction in [0, 1)", self.dropout)
         require(self.first_kernel >= 1, "first_kernel", "an integer >= 1", self.first_kernel)
+        require(self.units >= 1, "units", "an integer >= 1", self.units)
+        require(1 <= self.heads <= self.units, "heads", f"an integer in [1, units = {self.units}]", self.heads)
 
 
 @dataclass(frozen=True)
@@ -60,15 +66,59 @@ class FitParams:
         require(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1) (0 turns smoothing off)", self.label_smoothing)
 
 
+# A run's name is its folder under models/ and a DVC stage name (train@<name>); no dots: DVC reads
+# train.runs.<name> as a key path. head-* names the pretrained members.
+RUN_NAME = re.compile(r"(?!head-)[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One entry of ``train.runs``: its seed, and the ``model`` / ``fit`` keys it changes."""
+
+    seed: int
+    model: dict
+    fit: dict
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run as it trains: its name, seed and every hyperparameter."""
+
+    name: str
+    seed: int
+    model: ModelParams
+    fit: FitParams
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    seeds: tuple[int, ...]  # one run per seed
+    runs: dict  # name → {seed, and optionally model / fit: the keys of model / fit this run changes}
     refit: bool  # refit on train + val to the best validation epoch; that model predicts test
     model: ModelParams
     fit: FitParams
 
     def __post_init__(self):
-        require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", "a list of distinct integers", list(self.seeds))
+        require(len(self.runs) >= 1, "runs", "at least one run: name → {seed, model, fit}", self.runs)
+        seeds = {}
+        for name in self.runs:
+            run = self.run(name)  # every run's values checked here, not when its stage starts
+            key = (run.seed, run.model, run.fit)
+            require(key not in seeds, f"runs.{name}", f"a seed or values other than run {seeds.get(key)!r}'s", self.runs[name])
+            seeds[key] = name
+
+    def run(self, name: str) -> Run:
+        """The run ``name``: ``model`` and ``fit`` with its own changes on top."""
+        require(isinstance(name, str) and RUN_NAME.fullmatch(name) is not None, "runs", "run names of letters, digits, - and _", name)
+        entry = self.runs[name]
+        require(isinstance(entry, dict), f"runs.{name}", "a mapping: {seed, and optionally model, fit}", entry)
+        spec = nested_config(RunSpec, {"model": {}, "fit": {}, **entry}, f"runs.{name}")
+        model = nested_config(ModelParams, dataclasses.asdict(self.model) | spec.model, f"runs.{name}.model")
+        fit = nested_config(FitParams, dataclasses.asdict(self.fit) | spec.fit, f"runs.{name}.fit")
+        return Run(name, spec.seed, model, fit)
+
+    def architectures(self) -> dict[str, str]:
+        """Each run's architecture, by name."""
+        return {name: self.run(name).model.architecture for name in self.runs}
 
 
 @dataclass(frozen=True)
@@ -219,7 +269,7 @@ def predict(model: Any, split: Split) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TrainedRun:
-    """One seed's run: the model to keep, its learning curve, its predictions and its scores."""
+    """One run: the model to keep, its learning curve, its predictions and its scores."""
 
     model: Any  # the validated model, or with ``refit`` the refitted one: what predicts test
     history: pd.DataFrame  # one row per epoch: loss, accuracy, val_loss, val_accuracy
@@ -228,19 +278,19 @@ class TrainedRun:
     metrics: dict  # summarize()'s scores, epochs_run, best_epoch (and test_clip_accuracy_before_refit with refit)
 
 
-def train_run(cfg: TrainConfig, data: Data, seed: int, *, callbacks: tuple = ()) -> TrainedRun:
-    """Fit one seed's run on train, choose its epoch on validation, refit if asked, and score it."""
-    model, history = fit_run(cfg.model, cfg.fit, data, seed=seed, callbacks=callbacks)
+def train_run(run: Run, data: Data, *, refit: bool, callbacks: tuple = ()) -> TrainedRun:
+    """Fit one run on train, choose its epoch on validation, refit on train + val if asked, and score it."""
+    model, history = fit_run(run.model, run.fit, data, seed=run.seed, callbacks=callbacks)
     best_epoch = int(history["val_loss"].idxmin())
     # Validation figures, and the ensemble's weights, come from the validated model: the refit has seen validation.
     val_probs = predict(model, data.val)
     before_refit = {}
-    if cfg.refit:
+    if refit:
         # What the refit changed on test, for the record; it chooses nothing.
         _, clip_probs, clip_labels = clip_level(predict(model, data.test), data.test.index)
         before_refit["test_clip_accuracy_before_refit"] = accuracy(clip_probs, clip_labels)
-        log.info("seed %d: refitting on train + val for %d epoch(s), the best validation epoch", seed, best_epoch + 1)
-        model = refit_run(cfg.model, cfg.fit, data, epochs=best_epoch + 1, seed=seed)
+        log.info("%s: refitting on train + val for %d epoch(s), the best validation epoch", run.name, best_epoch + 1)
+        model = refit_run(run.model, run.fit, data, epochs=best_epoch + 1, seed=run.seed)
     test_probs = predict(model, data.test)
     metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names) | before_refit
     metrics |= {"epochs_run": len(history), "best_epoch": best_epoch}

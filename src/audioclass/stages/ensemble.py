@@ -1,6 +1,6 @@
 """Stage ``ensemble``: combine the members' predictions; weights fitted on validation only.
 
-Members are the CNN runs (``<models>/run-<seed>`` for ``train.seeds``) and the
+Members are the trained runs (``<models>/<run>`` for each of ``train.runs``) and the
 heads on pretrained embeddings (``<models>/head-<model>`` for
 ``embed.models``), or the list in ``ensemble.members``. Reads each member
 folder's ``val_probs.npy``, ``test_probs.npy`` and ``metrics.json`` (never
@@ -12,9 +12,11 @@ labels and clip ids: every member predicts the same files. Writes:
     <out>/ensemble.md           a results table in the study's style, one section per group
     <out>/ensemble_predictions.csv   clip-level actual/predicted of ``ensemble.chosen`` over every member (confusion plot)
 
-Groups: ``from_scratch`` (the CNN runs), ``pretrained`` (the heads, on models
+Groups: ``from_scratch`` (the trained runs), ``pretrained`` (the heads, on models
 trained on outside data) and ``all`` (both), each where it has members, so the
 from-scratch figures are always reported apart from those with pretrained help.
+When the runs have several architectures, each architecture's runs are a group
+too (``compact_cnn``, ``crnn``, …), first: a mixed ensemble beside pure ones.
 The group and method best on validation (file level) is what ``predict`` and
 the registered model use.
 
@@ -56,15 +58,15 @@ log = logging.getLogger(__name__)
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("ensemble", __doc__)
-    parser.add_argument("--models", type=Path, required=True, help="folder of members: <models>/run-<seed>, <models>/head-<model>")
+    parser.add_argument("--models", type=Path, required=True, help="folder of members: <models>/<run>, <models>/head-<model>")
     parser.add_argument("--data", type=Path, required=True, help="the spectrogram stage's folder (for val/test index.csv)")
     parser.add_argument("--out", type=Path, required=True, help="report folder, e.g. reports")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = stage_config(EnsembleConfig, params, "ensemble", args.params)
-    seeds = stage_config(TrainConfig, params, "train", args.params).seeds
+    runs = stage_config(TrainConfig, params, "train", args.params).runs
     models = stage_config(EmbedConfig, params, "embed", args.params).models
-    names = member_names(cfg, list(seeds), list(models), args.params)
+    names = member_names(cfg, list(runs), list(models), args.params)
     tracking.require_store()
     runs = load_runs([args.models / name for name in names])
     require_inputs([args.data / s / "index.csv" for s in ("val", "test")], "the spectrogram stage's output (dvc repro spectrograms)")
