@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -341,7 +342,12 @@ def test_a_new_run_trains_alone_and_joins_the_ensemble(workspace):
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
     assert report["members"] == ["run-1", "crnn-1", "transformer-1", "head-birdnet"]
     assert report["groups"]["transformer"]["members"] == ["transformer-1"]
-    sandbox.set_params(workspace, {"train": {"runs": TINY["train"]["runs"]}})  # a Replace: transformer-1 goes again
+    # Dropping a run: its entry, and its outputs, which DVC would otherwise keep until a `dvc checkout` deletes
+    # them and so changes the ensemble's models dependency (docs/pipeline.md).
+    sandbox.set_params(workspace, {"train": {"runs": TINY["train"]["runs"]}})  # a Replace: transformer-1 goes
+    shutil.rmtree(workspace / "models/transformer-1")
+    for suffix in ("json", "csv"):
+        (workspace / f"reports/train/transformer-1.{suffix}").unlink()
     assert set(stages_run(sandbox.dvc(workspace, "repro").stdout)) <= {*CHECK, "ensemble", *REPORT}  # or from the run cache
     assert json.loads((workspace / "reports/ensemble/ensemble.json").read_text())["members"] == ["run-1", "crnn-1", "head-birdnet"]
 

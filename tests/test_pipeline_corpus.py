@@ -81,7 +81,7 @@ def test_actors_are_sources_and_folds_are_assigned(workspace):
 def test_the_report_has_no_published_column_for_this_corpus(workspace):
     results = (workspace / "reports/results.md").read_text()
     assert results.startswith("# Results\n") and "Published" not in results and "81.06" not in results
-    assert "| 2D CNN, 2 single runs (mean ± SE) | spectrogram |" in results
+    assert "| runs of 2 architectures, 2 single runs (mean ± SE) | spectrogram |" in results
 
 
 def test_predict_prints_labels_as_text_and_marks_silence(workspace, tmp_path):
