@@ -145,7 +145,7 @@ def test_a_run_changes_only_the_keys_it_names():
     assert cfg.run("run-1") == Run("run-1", 1, cfg.model, cfg.fit)
     crnn = cfg.run("crnn-1")
     assert crnn.model == dataclasses.replace(cfg.model, architecture="crnn") and crnn.fit == dataclasses.replace(cfg.fit, epochs=12)
-    assert cfg.architectures() == {"run-1": "compact_cnn", "crnn-1": "crnn"}
+    assert {name: cfg.run(name).model.architecture for name in cfg.runs} == {"run-1": "compact_cnn", "crnn-1": "crnn"}
 
 
 def test_clip_level_averages_each_clips_copies():

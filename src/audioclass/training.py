@@ -116,10 +116,6 @@ class TrainConfig:
         fit = nested_config(FitParams, dataclasses.asdict(self.fit) | spec.fit, f"runs.{name}.fit")
         return Run(name, spec.seed, model, fit)
 
-    def architectures(self) -> dict[str, str]:
-        """Each run's architecture, by name."""
-        return {name: self.run(name).model.architecture for name in self.runs}
-
 
 @dataclass(frozen=True)
 class Hyperparameters:
