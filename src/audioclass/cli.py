@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 
 from audioclass.errors import AudioclassError
+from audioclass.urls import masked_text
 
 COMMANDS = {
     "data": ("audioclass.data", "put ESC-10 in data/raw/ESC-10: from $AUDIOCLASS_ESC10 or --from, else from the ESC-50 download"),
@@ -75,7 +76,7 @@ def run_stage(main: Callable[[], None]) -> None:
     try:
         main()
     except AudioclassError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {masked_text(str(err))}", file=sys.stderr)  # a second guard: no URL's password is ever printed
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted; no partial output was kept", file=sys.stderr)

@@ -19,4 +19,4 @@ class DataError(AudioclassError):
 
 
 class TrackingError(AudioclassError):
-    """An MLflow tracking server that does not answer."""
+    """An MLflow tracking server that does not answer or lets this user in, or a registered model it cannot give."""

@@ -26,6 +26,7 @@ execution's runs can be picked out and compared in the MLflow UI.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from audioclass.errors import TrackingError
+from audioclass.urls import masked, masked_text
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ EXPERIMENT = "audioclass"
 # not on the GenAI overview of traces it shows an experiment of unknown kind.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 OFFLINE_ENV = "AUDIOCLASS_MLFLOW_OFFLINE"
+USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"  # MLflow's own
 _answered: set[str] = set()  # servers already found answering in this process
 
 
@@ -70,20 +73,51 @@ def tracking_uri() -> str:
 
 
 def require_answering(uri: str, timeout: float = 5.0) -> None:
-    """Raise a one-line TrackingError unless the server at an http(s) ``uri`` answers; other stores pass."""
+    """Raise a one-line TrackingError unless the server at an http(s) ``uri`` answers and lets this user in; other stores pass."""
     if not uri.startswith(("http://", "https://")) or uri in _answered:
         return
+    base = uri.rstrip("/")
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+        urllib.request.urlopen(f"{base}/health", timeout=timeout).close()
     except urllib.error.HTTPError:
         pass  # an HTTP error status is still an answer
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise TrackingError(
-            f"MLFLOW_TRACKING_URI={uri}: no tracking server answers ({reason}); expected a running MLflow "
-            f"server, or set {OFFLINE_ENV}=1 to log to the project's mlflow.db instead"
+            f"MLFLOW_TRACKING_URI={masked(uri)}: no tracking server answers ({masked_text(str(reason), uri)}); expected a running "
+            f"MLflow server, or set {OFFLINE_ENV}=1 to log to the project's mlflow.db instead"
         ) from None
+    status = _access_status(base, timeout)
+    if status in (401, 403):
+        user = os.environ.get(USERNAME_ENV)
+        problem = f"refuses user {user!r} ({status})" if user else f"asks for credentials ({status})"
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={masked(uri)}: the server {problem}; expected {USERNAME_ENV} and {PASSWORD_ENV} of a user of that server"
+        )
     _answered.add(uri)
+
+
+def _access_status(base: str, timeout: float) -> int | None:
+    """The HTTP status of a read the stage will need (None if it succeeds), with this process's MLflow credentials.
+
+    An authenticated server (``mlflow server --app-name basic-auth``) answers 401
+    without credentials or with wrong ones; MLflow's own client would raise
+    that only at the first logging call, after the stage's long work.
+    """
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    elif os.environ.get(TOKEN_ENV):
+        request.add_header("Authorization", f"Bearer {os.environ[TOKEN_ENV]}")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, OSError):
+        return None  # it answered /health a moment ago; MLflow's client reports anything else
+    return None
 
 
 def require_store() -> None:
@@ -274,10 +308,16 @@ def pinned(names: tuple[str, ...]) -> list[str]:
 def load_model(uri: str) -> Any:
     """A pyfunc model from this project's store, e.g. ``models:/audioclass-ensemble/latest``."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     require_store()
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.pyfunc.load_model(uri)
+    store = tracking_uri()
+    mlflow.set_tracking_uri(store)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except MlflowException as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"{uri}: cannot load it from {masked(store)}: {masked_text(first_line, store)}") from None
 
 
 def log_keras_model(model: Any) -> None:

@@ -26,6 +26,7 @@ from audioclass.errors import ConfigError
 from audioclass.outputs import atomic_file
 from audioclass.tables import json_text
 from audioclass.training import FitParams, Hyperparameters, ModelParams, fit_run
+from audioclass.urls import masked, masked_text, password_of
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,13 @@ class TuneConfig:
 
     def __post_init__(self):
         require(len(self.study) >= 1 and "/" not in self.study, "study", "a non-empty name without '/'", self.study)
+        # params.yaml is in git and in dvc's output: a URL with a password belongs in the environment.
+        require(
+            self.storage is None or password_of(self.storage) is None,
+            "storage",
+            f"a URL without a password (set the whole URL in ${STORAGE_ENV} instead)",
+            masked(self.storage or ""),
+        )
         require(self.trials >= 1, "trials", "an integer >= 1", self.trials)
         require(self.timeout_minutes is None or self.timeout_minutes > 0, "timeout_minutes", "minutes > 0 or null", self.timeout_minutes)
         require(0 < self.data_fraction <= 1, "data_fraction", "a fraction in (0, 1]", self.data_fraction)
@@ -207,7 +215,7 @@ def open_storage(url: str, source: str) -> Any:
                 time.sleep(1.0 + attempt)
     except Exception as err:  # noqa: BLE001 - any driver's failure becomes one line naming the setting
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{source}: cannot open Optuna storage {url!r}: {first_line}") from None
+        raise ConfigError(f"{source}: cannot open Optuna storage {masked(url)!r}: {masked_text(first_line, url)}") from None
 
 
 def open_study(name: str, storage: Any, cfg: TuneConfig, *, worker: bool) -> tuple[Any, bool]:
