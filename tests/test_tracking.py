@@ -215,6 +215,33 @@ def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tm
     assert elsewhere in caplog.text and here.info.run_id not in caplog.text
 
 
+def test_the_registered_ensemble_is_the_package_s_code_and_plain_files_with_nothing_pickled(tmp_path, monkeypatch):
+    """Models-from-code: anyone who can write to a pickle-loading registry could make ``predict --registered`` run their code."""
+    import mlflow
+    import yaml
+    from mlflow.artifacts import download_artifacts
+
+    import audioclass
+    from audioclass import bundle
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "weights.txt").write_text("bundled")
+    with mlflow.start_run():
+        version = bundle.register_ensemble({"weights.txt": tmp_path / "weights.txt"}, {}, {"method": "average"})
+    model = Path(download_artifacts(f"models:/{bundle.ENSEMBLE_MODEL}/{version}", dst_path=str(tmp_path / "model")))
+    flavor = yaml.safe_load((model / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model" and "python_model" not in flavor
+    assert (model / "ensemble_model.py").read_bytes() == bundle.MODEL_CODE.read_bytes()
+    package, code = Path(audioclass.__file__).parent, model / flavor["code"] / "audioclass"
+    sources = sorted(p.relative_to(package) for p in package.rglob("*.py"))
+    assert sorted(p.relative_to(code) for p in code.rglob("*") if p.is_file()) == sources
+    assert all((code / p).read_bytes() == (package / p).read_bytes() for p in sources)
+    for file in (p for p in model.rglob("*") if p.is_file()):
+        start = file.read_bytes()[:2]
+        assert file.suffix not in (".pkl", ".pickle", ".pyc") and not (start[:1] == b"\x80" and start[1:] in b"\x02\x03\x04\x05"), file
+    assert (model / "artifacts/bundle/weights.txt").read_text() == "bundled"
+
+
 def test_the_experiment_is_tagged_for_model_training_even_when_made_elsewhere(tmp_path, monkeypatch):
     """MLflow 3 opens an experiment of unknown kind on its GenAI overview; ours is model development."""
     import mlflow

@@ -1,8 +1,11 @@
 """The ensemble as a registered MLflow model: the files it bundles, its pyfunc wrapper, and its registration.
 
 The ensemble stage calls :func:`register_ensemble`; ``audioclass predict
---registered`` loads the result through MLflow, which runs
-:class:`EnsemblePyfunc`, which runs :mod:`audioclass.predict` on the bundle.
+--registered`` loads the result through MLflow, which runs the model code in
+``ensemble_model.py``, an :class:`EnsemblePyfunc`, which runs
+:mod:`audioclass.predict` on the bundle. Nothing is pickled: the model is that
+file, the package's source, and the bundle's files (Keras members load with
+``safe_mode``; heads are plain arrays).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from audioclass.predict import load_ensemble, predict_files
 
 log = logging.getLogger(__name__)
 
+MODEL_CODE = Path(__file__).with_name("ensemble_model.py")  # what MLflow runs to load the ensemble
 ENSEMBLE_MODEL = "audioclass-ensemble"  # registered model names
 MEMBER_MODEL = "audioclass-cnn"
 HEAD_MODEL = "audioclass-head"  # a head on pretrained embeddings
@@ -59,7 +63,7 @@ def register_ensemble(files: Mapping[str, Path], member_run_ids: Mapping[str, st
             shutil.copyfile(source, bundle / inside)
         info = mlflow.pyfunc.log_model(
             name="ensemble",
-            python_model=EnsemblePyfunc(),
+            python_model=str(MODEL_CODE),  # models-from-code: nothing pickled
             artifacts={"bundle": str(bundle)},
             code_paths=[str(Path(audioclass.__file__).parent)],
             pip_requirements=tracking.pinned(REQUIREMENTS),

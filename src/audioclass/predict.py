@@ -79,7 +79,7 @@ def _load_keras(path: Path) -> Any:
     import keras
 
     try:
-        return keras.models.load_model(path)
+        return keras.models.load_model(path, safe_mode=True)  # no Python code from the file runs (no lambdas)
     except Exception as err:  # Keras raises anything from zipfile, h5py or its own deserialisation
         raise DataError(
             f"{path}: unreadable Keras model ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
