@@ -30,6 +30,7 @@ import pandas as pd
 from audioclass.cli import plain, run_stage
 from audioclass.download import DEFAULT_OUT, ESC50_URL, check_esc50_zip, download
 from audioclass.errors import DataError
+from audioclass.layouts import require_file_name, require_inside
 from audioclass.outputs import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def copy_local(source: Path, dest: Path, name: str) -> None:
         shutil.copytree(source, dest, dirs_exist_ok=True)
     elif zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
+            for member in archive.namelist():  # extractall would quietly rename such a member; refuse the archive instead
+                require_inside(member, f"{source}:{member}")
             archive.extractall(dest)
     else:
         raise DataError(f"{name}: {source} is neither a folder nor a .zip; expected an ESC-10 release or an ESC-50 master")
@@ -60,6 +63,7 @@ def esc10_from_esc50(archive: Path, dest: Path) -> int:
         (dest / "audio").mkdir()
         esc10.to_csv(dest / "meta" / "esc50.csv", index=False)
         for filename in esc10["filename"]:
+            require_file_name(filename, f"{archive}:{meta}: column filename")
             (dest / "audio" / filename).write_bytes(zipped.read(f"{root}audio/{filename}"))
     return len(esc10)
 

@@ -113,6 +113,8 @@ class Source:
         if self.is_zip:
             with zipfile.ZipFile(self.location) as archive:
                 names = [n for n in archive.namelist() if not n.endswith("/")]
+            for name in names:
+                require_inside(name, self.name(name))
         else:
             names = [p.relative_to(self.location).as_posix() for p in self.location.rglob("*") if p.is_file()]
         return tuple(sorted(n for n in names if not is_hidden(n)))
@@ -125,6 +127,19 @@ class Source:
         if self.is_zip:
             return _zip(self.location).read(member)
         return (self.location / member).read_bytes()
+
+
+def require_inside(member: str, where: str) -> None:
+    """Refuse a member name that would lead out of the folder it is unpacked or read into: absolute, or with ``..``."""
+    path = PurePosixPath(member.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", member):
+        raise DataError(f"{where}: path leads outside the corpus (absolute or '..'); expected a relative name below it")
+
+
+def require_file_name(name: str, where: str) -> None:
+    """Refuse a listed file name that is not one plain name (``x.wav``, not ``../x.wav`` or ``a/x.wav``)."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise DataError(f"{where}: file name {name!r} is not a plain file name; expected a name inside the audio folder")
 
 
 def is_hidden(member: str) -> bool:
@@ -321,6 +336,7 @@ def _esc50(source: Source, csv_member: str, subset: str) -> Corpus:
     members = set(source.members)
     clips = []
     for row in meta.itertuples(index=False):
+        require_file_name(row.filename, f"{csv_name}: column filename")
         member = (audio_dir / row.filename).as_posix()
         if member not in members:
             raise DataError(f"{source.name(member)}: listed in {csv_member} but missing; expected the audio file")
