@@ -13,6 +13,7 @@ from audioclass import tracking
 from audioclass.audio import write_wav
 from audioclass.config import load_params
 from audioclass.errors import ConfigError, TrackingError
+from audioclass.predict import REGISTERED_MODEL_CODE
 from audioclass.tuning import STORAGE_ENV, TuneConfig, tune
 from audioclass.urls import masked, masked_text, password_of
 from conftest import PROJECT, band_spectrograms, config, tone, write_spectrogram_folder
@@ -123,7 +124,7 @@ def test_an_unreachable_tracking_server_is_named_without_the_password(tmp_path):
 def test_a_registered_model_that_is_not_there_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(TrackingError, match=r"^models:/audioclass-ensemble/7: cannot load it from sqlite:///\S+mlflow\.db: \S"):
-        tracking.load_model("models:/audioclass-ensemble/7")
+        tracking.load_model("models:/audioclass-ensemble/7", REGISTERED_MODEL_CODE)
 
 
 class RefusingServer(http.server.BaseHTTPRequestHandler):

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from audioclass import tracking
 
 
@@ -223,6 +225,7 @@ def test_the_registered_ensemble_is_the_package_s_code_and_plain_files_with_noth
 
     import audioclass
     from audioclass import bundle
+    from audioclass.predict import REGISTERED_MODEL_CODE
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "weights.txt").write_text("bundled")
@@ -231,7 +234,7 @@ def test_the_registered_ensemble_is_the_package_s_code_and_plain_files_with_noth
     model = Path(download_artifacts(f"models:/{bundle.ENSEMBLE_MODEL}/{version}", dst_path=str(tmp_path / "model")))
     flavor = yaml.safe_load((model / "MLmodel").read_text())["flavors"]["python_function"]
     assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model" and "python_model" not in flavor
-    assert (model / "ensemble_model.py").read_bytes() == bundle.MODEL_CODE.read_bytes()
+    assert (model / "ensemble_model.py").read_bytes() == REGISTERED_MODEL_CODE.read_bytes()
     package, code = Path(audioclass.__file__).parent, model / flavor["code"] / "audioclass"
     sources = sorted(p.relative_to(package) for p in package.rglob("*.py"))
     assert sorted(p.relative_to(code) for p in code.rglob("*") if p.is_file()) == sources
@@ -240,6 +243,53 @@ def test_the_registered_ensemble_is_the_package_s_code_and_plain_files_with_noth
         start = file.read_bytes()[:2]
         assert file.suffix not in (".pkl", ".pickle", ".pyc") and not (start[:1] == b"\x80" and start[1:] in b"\x02\x03\x04\x05"), file
     assert (model / "artifacts/bundle/weights.txt").read_text() == "bundled"
+
+
+PLANTED_CODE = """
+from pathlib import Path
+
+import mlflow
+from mlflow.models import set_model
+
+
+class Planted(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        Path({marker!r}).write_text("ran")
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+set_model(Planted())
+"""
+
+
+@pytest.mark.parametrize("kind", ["someone else's model code", "a pickled Python object"])
+def test_a_registered_model_that_is_not_the_package_s_code_is_refused_before_any_of_it_runs(kind, tmp_path, monkeypatch):
+    import mlflow
+
+    from audioclass.errors import TrackingError
+    from audioclass.predict import REGISTERED_MODEL_CODE
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")  # earlier tests set the store and experiment for the process
+    mlflow.set_experiment("planted")
+    marker = tmp_path / "ran"
+    code = tmp_path / REGISTERED_MODEL_CODE.name  # named as the package's file, so only its content tells
+    code.write_text(PLANTED_CODE.format(marker=str(marker)))
+    if kind == "someone else's model code":
+        python_model = str(code)
+    else:
+        namespace = {}
+        exec(compile(code.read_text().replace("set_model(Planted())", ""), str(code), "exec"), namespace)
+        python_model = namespace["Planted"]()
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="ensemble", python_model=python_model, registered_model_name="audioclass-ensemble")
+    marker.unlink(missing_ok=True)  # logging may have run it; loading must not
+    expected = "not the installed package's ensemble_model.py" if kind.startswith("someone") else "not models-from-code"
+    with pytest.raises(TrackingError, match=rf"^models:/audioclass-ensemble/1: refused to load: .*{expected}"):
+        tracking.load_model("models:/audioclass-ensemble/1", REGISTERED_MODEL_CODE)
+    assert not marker.exists()
 
 
 def test_the_experiment_is_tagged_for_model_training_even_when_made_elsewhere(tmp_path, monkeypatch):

@@ -23,11 +23,10 @@ from mlflow.exceptions import MlflowException
 import audioclass
 from audioclass import tracking
 from audioclass.ensembling import is_pretrained
-from audioclass.predict import load_ensemble, predict_files
+from audioclass.predict import REGISTERED_MODEL_CODE, load_ensemble, predict_files
 
 log = logging.getLogger(__name__)
 
-MODEL_CODE = Path(__file__).with_name("ensemble_model.py")  # what MLflow runs to load the ensemble
 ENSEMBLE_MODEL = "audioclass-ensemble"  # registered model names
 MEMBER_MODEL = "audioclass-cnn"
 HEAD_MODEL = "audioclass-head"  # a head on pretrained embeddings
@@ -63,7 +62,7 @@ def register_ensemble(files: Mapping[str, Path], member_run_ids: Mapping[str, st
             shutil.copyfile(source, bundle / inside)
         info = mlflow.pyfunc.log_model(
             name="ensemble",
-            python_model=str(MODEL_CODE),  # models-from-code: nothing pickled
+            python_model=str(REGISTERED_MODEL_CODE),  # models-from-code: nothing pickled
             artifacts={"bundle": str(bundle)},
             code_paths=[str(Path(audioclass.__file__).parent)],
             pip_requirements=tracking.pinned(REQUIREMENTS),

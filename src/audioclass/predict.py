@@ -53,6 +53,8 @@ from audioclass.tables import json_text
 from audioclass.training import TrainConfig
 
 log = logging.getLogger(__name__)
+# The file MLflow runs to load a registered ensemble (models-from-code); predict --registered loads only a model holding it.
+REGISTERED_MODEL_CODE = Path(__file__).with_name("ensemble_model.py")
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ def predict_files(paths: list[Path], ensemble: Ensemble) -> list[dict]:
 def _from_registry(uri: str, paths: list[Path]) -> list[dict]:
     from audioclass import tracking
 
-    frame = tracking.load_model(uri).predict(pd.DataFrame({"path": [str(p) for p in paths]}))
+    frame = tracking.load_model(uri, REGISTERED_MODEL_CODE).predict(pd.DataFrame({"path": [str(p) for p in paths]}))
     fixed = ("file", "error", "silent", "prediction", "probability")
     results = []
     for row in frame.to_dict("records"):

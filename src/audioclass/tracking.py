@@ -305,19 +305,38 @@ def pinned(names: tuple[str, ...]) -> list[str]:
     return installed
 
 
-def load_model(uri: str) -> Any:
-    """A pyfunc model from this project's store, e.g. ``models:/audioclass-ensemble/latest``."""
+CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"  # MLflow's loader of models-from-code: nothing unpickled
+
+
+def load_model(uri: str, model_code: Path) -> Any:
+    """A pyfunc model from this project's store, e.g. ``models:/audioclass-ensemble/latest``.
+
+    It is loaded only if it is models-from-code whose code file is ``model_code``
+    byte for byte: so loading runs the installed package's code and nothing
+    that whoever wrote to the registry put there.
+    """
     import mlflow
+    import yaml
     from mlflow.exceptions import MlflowException
 
     require_store()
     store = tracking_uri()
     mlflow.set_tracking_uri(store)
-    try:
-        return mlflow.pyfunc.load_model(uri)
-    except MlflowException as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrackingError(f"{uri}: cannot load it from {masked(store)}: {masked_text(first_line, store)}") from None
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=scratch))
+        except MlflowException as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrackingError(f"{uri}: cannot load it from {masked(store)}: {masked_text(first_line, store)}") from None
+        flavor = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("flavors", {}).get("python_function", {})
+        code = local / Path(flavor.get("model_code_path") or "-").name
+        if flavor.get("loader_module") != CODE_MODEL_LOADER or "python_model" in flavor:
+            problem = "it is not models-from-code (a pickled Python object, or another loader)"
+        elif not code.is_file() or code.read_bytes() != model_code.read_bytes():
+            problem = f"its model code is not the installed package's {model_code.name}"
+        else:
+            return mlflow.pyfunc.load_model(str(local))
+    raise TrackingError(f"{uri}: refused to load: {problem}; expected an ensemble registered by this version of the package")
 
 
 def log_keras_model(model: Any) -> None:
