@@ -151,24 +151,29 @@ def refusing_server():
 
 
 @pytest.mark.parametrize(
-    "user, password, expected",
+    "in_uri, user, password, expected",
     [
-        (None, None, "the server asks for credentials (401)"),
-        ("alice", PASSWORD, "the server refuses user 'alice' (401)"),
-        ("alice", "right", None),
+        (None, None, None, "the server asks for credentials (401)"),
+        (None, "alice", PASSWORD, "the server refuses user 'alice' (401)"),
+        (f"alice:{PASSWORD}", None, None, "the server refuses user 'alice' (401)"),
+        (None, "alice", "right", None),
+        ("alice:right", None, None, None),
     ],
 )
-def test_a_server_that_refuses_the_credentials_stops_the_stage_with_one_line(refusing_server, monkeypatch, user, password, expected):
+def test_a_server_that_refuses_the_credentials_stops_the_stage_with_one_line(
+    refusing_server, monkeypatch, in_uri, user, password, expected
+):
     for key, value in (("MLFLOW_TRACKING_USERNAME", user), ("MLFLOW_TRACKING_PASSWORD", password)):
         if value is None:
             monkeypatch.delenv(key, raising=False)
         else:
             monkeypatch.setenv(key, value)
+    uri = refusing_server.replace("//", f"//{in_uri}@") if in_uri else refusing_server
     if expected is None:
-        tracking.require_answering(refusing_server)
+        tracking.require_answering(uri)
         return
     with pytest.raises(TrackingError) as raised:
-        tracking.require_answering(refusing_server)
+        tracking.require_answering(uri)
     message = str(raised.value)
-    assert message.startswith(f"MLFLOW_TRACKING_URI={refusing_server}: {expected}; expected MLFLOW_TRACKING_USERNAME and ")
+    assert message.startswith(f"MLFLOW_TRACKING_URI={masked(uri)}: {expected}; expected MLFLOW_TRACKING_USERNAME and ")
     assert PASSWORD not in message

@@ -33,6 +33,7 @@ import os
 import subprocess
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -76,7 +77,8 @@ def require_answering(uri: str, timeout: float = 5.0) -> None:
     """Raise a one-line TrackingError unless the server at an http(s) ``uri`` answers and lets this user in; other stores pass."""
     if not uri.startswith(("http://", "https://")) or uri in _answered:
         return
-    base = uri.rstrip("/")
+    parts = urllib.parse.urlsplit(uri)
+    base = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")  # credentials go in a header
     try:
         urllib.request.urlopen(f"{base}/health", timeout=timeout).close()
     except urllib.error.HTTPError:
@@ -87,9 +89,10 @@ def require_answering(uri: str, timeout: float = 5.0) -> None:
             f"MLFLOW_TRACKING_URI={masked(uri)}: no tracking server answers ({masked_text(str(reason), uri)}); expected a running "
             f"MLflow server, or set {OFFLINE_ENV}=1 to log to the project's mlflow.db instead"
         ) from None
-    status = _access_status(base, timeout)
+    user = os.environ.get(USERNAME_ENV) or urllib.parse.unquote(parts.username or "")  # as MLflow's client: the environment first
+    password = os.environ.get(PASSWORD_ENV) or urllib.parse.unquote(parts.password or "")
+    status = _access_status(base, user, password, timeout)
     if status in (401, 403):
-        user = os.environ.get(USERNAME_ENV)
         problem = f"refuses user {user!r} ({status})" if user else f"asks for credentials ({status})"
         raise TrackingError(
             f"MLFLOW_TRACKING_URI={masked(uri)}: the server {problem}; expected {USERNAME_ENV} and {PASSWORD_ENV} of a user of that server"
@@ -97,7 +100,7 @@ def require_answering(uri: str, timeout: float = 5.0) -> None:
     _answered.add(uri)
 
 
-def _access_status(base: str, timeout: float) -> int | None:
+def _access_status(base: str, user: str, password: str, timeout: float) -> int | None:
     """The HTTP status of a read the stage will need (None if it succeeds), with this process's MLflow credentials.
 
     An authenticated server (``mlflow server --app-name basic-auth``) answers 401
@@ -105,7 +108,6 @@ def _access_status(base: str, timeout: float) -> int | None:
     that only at the first logging call, after the stage's long work.
     """
     request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search?max_results=1")
-    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
     if user and password:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
