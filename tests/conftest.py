@@ -136,10 +136,12 @@ def write_folders(root: Path, classes: dict[str, list[np.ndarray]], sr: int, *, 
 
 @pytest.fixture(autouse=True)
 def local_tracking(monkeypatch):
-    """Every test starts with the project-local MLflow store. ``mlflow.set_tracking_uri`` also writes
-    ``$MLFLOW_TRACKING_URI``, so without this a test's store (or a stopped test server) would leak into the next."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("AUDIOCLASS_MLFLOW_OFFLINE", raising=False)
+    """Every test starts with the project-local MLflow store. ``mlflow.set_tracking_uri`` and ``set_experiment`` also
+    write ``$MLFLOW_TRACKING_URI`` and ``$MLFLOW_EXPERIMENT_ID``, so without this a test's store (or a stopped test
+    server) would leak into the next test's subprocesses."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "AUDIOCLASS_MLFLOW_OFFLINE"):  # MLflow sets the first two
+        monkeypatch.setenv(name, "")  # recorded, so teardown restores what was there before, for the next file's module fixtures too
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture

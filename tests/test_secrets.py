@@ -29,6 +29,8 @@ UNREACHABLE_DATABASE = f"postgresql+psycopg://bob:{PASSWORD}@127.0.0.1:1/optuna"
     [
         (UNREACHABLE_DATABASE, "postgresql+psycopg://bob:***@127.0.0.1:1/optuna"),
         ("mysql+pymysql://bob:p%40ss@db.lan/optuna", "mysql+pymysql://bob:***@db.lan/optuna"),
+        ("postgresql://bob:p@ss@db.lan/optuna", "postgresql://bob:***@db.lan/optuna"),  # SQLAlchemy would show 'ss@db.lan'
+        ("postgresql://bob:p/ss@db.lan/optuna", "postgresql://bob:***@db.lan/optuna"),
         ("http://alice:s3cret@mlflow.lan:5000", "http://alice:***@mlflow.lan:5000"),
         ("https://alice:a@b@mlflow.lan/", "https://alice:***@mlflow.lan/"),
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
@@ -48,6 +50,7 @@ def test_masked_text_hides_urls_in_a_message_and_a_password_quoted_on_its_own():
     )
     assert password_of("http://h:5000/api") is None
     assert masked_text("clip at 22050 Hz: user@host wrote http://h:5000/x") == "clip at 22050 Hz: user@host wrote http://h:5000/x"
+    assert masked_text("a cat sat at a mat: a", "postgresql://bob:a@h/db") == "*** cat sat at *** mat: ***"  # alone, not inside words
 
 
 @pytest.fixture

@@ -26,20 +26,10 @@ def password_of(url: str) -> str | None:
 def masked(url: str) -> str:
     """``url`` with its password shown as ``***``, e.g. ``postgresql+psycopg://bob:***@db.lan/optuna``.
 
-    A database URL is rendered by SQLAlchemy (``hide_password=True``), which
-    reads it as the engine does; any other URL has its ``user:password@`` part
-    masked.
+    The password is taken to run to the last ``@``, so one with an unencoded
+    ``@`` is masked whole (SQLAlchemy would read only its first part as the
+    password, and show the rest as the host).
     """
-    if password_of(url) is None:
-        return url
-    if not url.startswith(("http://", "https://")):
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            return make_url(url).render_as_string(hide_password=True)
-        except (ArgumentError, ValueError):  # not a database URL: the general rule below
-            pass
     return masked_text(url)
 
 
@@ -51,7 +41,7 @@ def masked_text(text: str, *urls: str | None) -> str:
     text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
     for url in urls:
         password = password_of(url or "")
-        if password:
-            for form in {password, urllib.parse.unquote(password)}:
-                text = text.replace(form, MASK)
+        for form in {password, urllib.parse.unquote(password)} if password else ():
+            # Where it stands alone: a short password must not turn every word that contains it into ***.
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", MASK, text)
     return text
