@@ -116,6 +116,34 @@ def test_a_fresh_clone_pulls_every_output_and_reproduces_nothing(workspace, tmp_
     assert any(name.startswith("models/run-1/") for name in pulled)
 
 
+def test_runs_trained_on_two_machines_meet_through_dvc_s_run_cache(workspace, tmp_path):
+    """Machine A trains run-2 and machine B run-3, each pushing DVC's run cache; either then pulls it and ensembles,
+    retraining nothing (docs/tracking-and-teams.md). Two clones of the project share one local remote."""
+    sandbox.dvc(workspace, "remote", "add", "--default", "--force", "team", str(tmp_path / "remote"))
+    git(workspace, "add", "-A")
+    git(workspace, "commit", "-q", "--allow-empty", "-m", "a pipeline run")
+    sandbox.dvc(workspace, "push")
+    machines = {}
+    for name in ("a", "b"):
+        machines[name] = tmp_path / f"machine-{name}"
+        subprocess.run(["git", "clone", "-q", str(workspace), str(machines[name])], check=True)
+        sandbox.dvc(machines[name], "pull")
+        sandbox.set_params(machines[name], {"train": {"runs": {"run-2": {"seed": 2}, "run-3": {"seed": 3}}}})  # the same edit
+    for name, run in (("a", "run-2"), ("b", "run-3")):
+        ran = stages_run(sandbox.dvc(machines[name], "repro", f"train@{run}").stdout)
+        assert [s for s in ran if s not in CHECK] == [f"train@{run}"], ran
+        sandbox.dvc(machines[name], "push", "--run-cache")
+    for name, machine in machines.items():
+        sandbox.dvc(machine, "pull", "--run-cache")
+        result = sandbox.dvc(machine, "repro")
+        ran = stages_run(result.stdout)
+        assert not [s for s in ran if s.startswith("train@")] and "ensemble" in ran, (name, result.stdout)
+        members = json.loads((machine / "reports/ensemble/ensemble.json").read_text())["members"]
+        assert members == ["run-1", "crnn-1", "run-2", "run-3", "head-birdnet"], (name, members)
+    trained = {name: {k: v for k, v in tracked_files(m).items() if k.startswith("models/run-")} for name, m in machines.items()}
+    assert trained["a"] == trained["b"] and any(k.startswith("models/run-3/") for k in trained["a"])  # the same bytes on both
+
+
 def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     from mlflow.tracking import MlflowClient
 
