@@ -31,8 +31,12 @@ def project_files(root: Path) -> list[str]:
 
 
 def create(root: Path, dest: Path, params: Mapping | None = None) -> Path:
-    """Copy the project at ``root`` into ``dest`` (a new git repo, one commit) with ``params`` merged in."""
-    for name in project_files(root):
+    """Copy the project at ``root`` into ``dest`` (a new git repo, one commit) with ``params`` merged in.
+
+    The project's ``dvc.lock`` stays behind: it records the project's own data and runs, which a sandbox
+    does not have (``dvc pull`` there would look for them, e.g. for a run the sandbox adds under the same name).
+    """
+    for name in (n for n in project_files(root) if n != "dvc.lock"):
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / name, dest / name)
     if params:
