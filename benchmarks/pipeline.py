@@ -124,7 +124,8 @@ def overrides(assignments: list[str]) -> dict:
 def run_pipeline(
     work: Path, source: Path, until: str | None, params: dict, only: list[str] | None = None, from_cache: bool = False
 ) -> dict:
-    box = sandbox.create(PROJECT, work, {**params, "extract": {**params.get("extract", {}), "source": str(source.resolve())}})
+    params = {**params, "extract": {**params.get("extract", {}), "source": str(source.resolve())}}
+    box = sandbox.create(PROJECT, work, params, with_lock=from_cache)
     dvc = [sys.executable, "-m", "dvc"]
     if from_cache:  # the outputs the project's dvc.lock records, linked from its cache rather than recomputed
         sandbox.dvc(box, "config", "--local", "cache.dir", str(PROJECT / ".dvc" / "cache"))
@@ -141,7 +142,7 @@ def run_pipeline(
     stages = {}
     for stage in order:
         print(f"  {stage} …", flush=True)
-        # --force: the sandbox holds the project's dvc.lock and committed metrics, so a stage whose
+        # --force: with --from-cache the sandbox holds the project's dvc.lock, so a stage whose
         # inputs come out byte-identical (as they should) would otherwise count as up to date.
         stages[stage] = measure([*dvc, "repro", "-s", "--force", stage], box)
         if "Running stage" not in stages[stage]["log"]:

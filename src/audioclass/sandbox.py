@@ -30,13 +30,14 @@ def project_files(root: Path) -> list[str]:
     return sorted(name for name in listing.split("\0") if name and (root / name).is_file())
 
 
-def create(root: Path, dest: Path, params: Mapping | None = None) -> Path:
+def create(root: Path, dest: Path, params: Mapping | None = None, *, with_lock: bool = False) -> Path:
     """Copy the project at ``root`` into ``dest`` (a new git repo, one commit) with ``params`` merged in.
 
-    The project's ``dvc.lock`` stays behind: it records the project's own data and runs, which a sandbox
-    does not have (``dvc pull`` there would look for them, e.g. for a run the sandbox adds under the same name).
+    The project's ``dvc.lock`` stays behind unless ``with_lock``: it records the project's own data and
+    runs, which a sandbox does not have (``dvc pull`` there would look for them, e.g. for a run the
+    sandbox adds under a project run's name).
     """
-    for name in (n for n in project_files(root) if n != "dvc.lock"):
+    for name in (n for n in project_files(root) if with_lock or n != "dvc.lock"):
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / name, dest / name)
     if params:
