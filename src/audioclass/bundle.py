@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 import audioclass
 from audioclass import tracking
 from audioclass.ensembling import is_pretrained
+from audioclass.errors import first_line
 from audioclass.predict import REGISTERED_MODEL_CODE, load_ensemble, predict_files
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def register_ensemble(files: Mapping[str, Path], member_run_ids: Mapping[str, st
             info.model_uri, ENSEMBLE_MODEL, tags={**tags, "member_versions": ",".join(v or "-" for v in members)}
         )
     except MlflowException as err:
-        log.warning("models not registered (%s); the ensemble is still logged to this run", str(err).splitlines()[0])
+        log.warning("models not registered (%s); the ensemble is still logged to this run", first_line(err))
         return None
     return version.version
 

@@ -20,3 +20,9 @@ class DataError(AudioclassError):
 
 class TrackingError(AudioclassError):
     """An MLflow tracking server that does not answer or lets this user in, or a registered model it cannot give."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first line of text, or its type's name when it has none: what a one-line error quotes."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

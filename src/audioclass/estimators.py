@@ -18,6 +18,7 @@ from sklearn.svm import SVC, LinearSVC
 from audioclass import study
 from audioclass.config import ParamError, require
 from audioclass.dataset import Data
+from audioclass.errors import first_line
 from audioclass.evaluation import summarize
 
 ESTIMATORS = {
@@ -85,7 +86,7 @@ def fit_model(name: str, spec: dict, data: Data, seed: int, jobs: int) -> dict:
     try:
         estimator.fit(data.train.x, data.train.y)
     except ValueError as err:  # e.g. an argument value the estimator rejects
-        raise ParamError(f"classical.models.{name}", str(err).splitlines()[0]) from None
+        raise ParamError(f"classical.models.{name}", first_line(err)) from None
     seconds = time.perf_counter() - start
     val = class_probabilities(estimator, data.val.x, n_classes)
     test = class_probabilities(estimator, data.test.x, n_classes)

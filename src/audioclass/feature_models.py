@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from audioclass import study
 from audioclass.config import ParamError, require
 from audioclass.dataset import Data, Split
+from audioclass.errors import first_line
 from audioclass.estimators import check_estimator_spec, class_probabilities, make_estimator
 from audioclass.evaluation import test_scores
 from audioclass.features import GROUPS
@@ -92,7 +93,7 @@ def fit_model(name: str, spec: dict, data: Data, cfg: FeatureModelsConfig, jobs:
     try:
         search.fit(dev.x, dev.y)
     except ValueError as err:  # e.g. an argument value the estimator rejects
-        raise ParamError(f"feature_models.models.{name}", str(err).splitlines()[0]) from None
+        raise ParamError(f"feature_models.models.{name}", first_line(err)) from None
     seconds = time.perf_counter() - start
     results = pd.DataFrame(search.cv_results_)
     fold_scores = [results.loc[search.best_index_, f"split{i}_test_score"] for i in range(len(folds))]

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from audioclass.config import require
 from audioclass.dataset import Data
-from audioclass.errors import DataError
+from audioclass.errors import DataError, first_line
 from audioclass.evaluation import accuracy
 
 
@@ -61,10 +61,7 @@ class LinearHead:
             with np.load(path, allow_pickle=False) as arrays:
                 return cls(*(arrays[k] for k in ("mean", "scale", "coef", "intercept")))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            raise DataError(
-                f"{path}: unreadable head ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                "expected a complete head.npz from the head stage"
-            ) from None
+            raise DataError(f"{path}: unreadable head ({first_line(err)}); expected a complete head.npz from the head stage") from None
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float) -> Pipeline:

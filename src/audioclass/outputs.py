@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audioclass.errors import DataError
+from audioclass.errors import DataError, first_line
 
 # Set by on_interrupt, the SIGINT handler every stage runs with. CPython prints and
 # ignores a KeyboardInterrupt raised while a finaliser runs (a __del__, a weakref
@@ -119,7 +119,7 @@ def load_array(path: Path, rows: int | None = None) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as err:
-        raise DataError(f"{path}: unreadable NumPy array ({str(err).splitlines()[0]}); expected a complete .npy file") from None
+        raise DataError(f"{path}: unreadable NumPy array ({first_line(err)}); expected a complete .npy file") from None
     if rows is not None and len(array) != rows:
         raise DataError(f"{path}: {len(array)} rows; expected {rows}, one per row of its index.csv")
     return array

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import joblib
 from tqdm import tqdm
 
-from audioclass.errors import ConfigError
+from audioclass.errors import ConfigError, first_line
 from audioclass.urls import masked
 
 T = TypeVar("T")
@@ -47,7 +47,7 @@ def dask_client(address: str) -> Any:
         return Client(address, timeout="5s", set_as_default=False)
     except (OSError, TimeoutError) as err:
         raise ConfigError(
-            f"${DASK_ENV}={masked(address)}: no Dask scheduler answers ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            f"${DASK_ENV}={masked(address)}: no Dask scheduler answers ({first_line(err)}); "
             f"expected a running `dask scheduler`, or unset {DASK_ENV} to use this machine's cores"
         ) from None
 

@@ -44,7 +44,7 @@ from audioclass.clips import ExtractConfig, prepare_clip
 from audioclass.config import load_params, stage_config
 from audioclass.embeddings import EmbedConfig
 from audioclass.ensembling import EnsembleConfig, combine, is_pretrained, member_names
-from audioclass.errors import AudioclassError, ConfigError, DataError
+from audioclass.errors import AudioclassError, ConfigError, DataError, first_line
 from audioclass.heads import LinearHead
 from audioclass.layouts import AUDIO_SUFFIXES, is_hidden
 from audioclass.outputs import require_inputs
@@ -84,8 +84,7 @@ def _load_keras(path: Path) -> Any:
         return keras.models.load_model(path, safe_mode=True)  # no Python code from the file runs (no lambdas)
     except Exception as err:  # Keras raises anything from zipfile, h5py or its own deserialisation
         raise DataError(
-            f"{path}: unreadable Keras model ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-            "expected a complete model.keras from the train stage"
+            f"{path}: unreadable Keras model ({first_line(err)}); expected a complete model.keras from the train stage"
         ) from None
 
 

@@ -39,7 +39,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from audioclass.errors import TrackingError
+from audioclass.errors import TrackingError, first_line
 from audioclass.urls import masked, masked_text
 
 log = logging.getLogger(__name__)
@@ -328,8 +328,7 @@ def load_model(uri: str, model_code: Path) -> Any:
         try:
             local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=scratch))
         except MlflowException as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise TrackingError(f"{uri}: cannot load it from {masked(store)}: {masked_text(first_line, store)}") from None
+            raise TrackingError(f"{uri}: cannot load it from {masked(store)}: {masked_text(first_line(err), store)}") from None
         flavor = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("flavors", {}).get("python_function", {})
         code = local / Path(flavor.get("model_code_path") or "-").name
         if flavor.get("loader_module") != CODE_MODEL_LOADER or "python_model" in flavor:

@@ -22,7 +22,7 @@ import yaml
 from audioclass import tracking
 from audioclass.config import from_mapping, require
 from audioclass.dataset import Data, Split, load_data
-from audioclass.errors import ConfigError
+from audioclass.errors import ConfigError, first_line
 from audioclass.outputs import atomic_file
 from audioclass.tables import json_text
 from audioclass.training import FitParams, Hyperparameters, ModelParams, fit_run
@@ -214,8 +214,7 @@ def open_storage(url: str, source: str) -> Any:
                     raise
                 time.sleep(1.0 + attempt)
     except Exception as err:  # noqa: BLE001 - any driver's failure becomes one line naming the setting
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{source}: cannot open Optuna storage {masked(url)!r}: {masked_text(first_line, url)}") from None
+        raise ConfigError(f"{source}: cannot open Optuna storage {masked(url)!r}: {masked_text(first_line(err), url)}") from None
 
 
 def open_study(name: str, storage: Any, cfg: TuneConfig, *, worker: bool) -> tuple[Any, bool]:
