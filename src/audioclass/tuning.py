@@ -411,8 +411,10 @@ def write_hyperparameters(chosen: Hyperparameters, header: list[str], path: Path
 
 
 def tune(cfg: TuneConfig, base: Hyperparameters, data_folder: Path, out: Path) -> dict[str, Any]:
-    """Run the stage: the study (resumed or new) to ``cfg.trials``, then every output. Returns the metrics."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Run the stage: the study (resumed or new) to ``cfg.trials``, then every output. Returns the metrics.
+
+    Every output is written atomically (its folder made then), so a study that cannot start leaves no folder.
+    """
     if not cfg.enabled:
         write_hyperparameters(
             base, ["Tuning is off (tune.enabled: false): train.model and train.fit as written."], out / "best_params.yaml"
