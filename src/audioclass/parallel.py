@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import joblib
@@ -66,9 +66,19 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, jobs: int, desc: s
     An exception in a task is re-raised here unchanged (e.g. a DataError that
     names the bad file), and the remaining tasks are cancelled.
     """
+    return list(parallel_imap(fn, items, jobs=jobs, desc=desc, unit=unit))
+
+
+def parallel_imap(fn: Callable[[T], R], items: Sequence[T], *, jobs: int, desc: str, unit: str = "it") -> Iterator[R]:
+    """``parallel_map``'s results one at a time, in input order, as they are done.
+
+    Only the results not yet consumed are held (joblib dispatches a few tasks
+    ahead), so a caller that writes each one out needs memory for a few, not all.
+    """
     bar = dict(total=len(items), desc=desc, unit=unit, disable=None, mininterval=1.0)
     if len(items) <= 1 or (jobs <= 1 and not os.environ.get(DASK_ENV)):
-        return [fn(item) for item in tqdm(items, **bar)]
+        yield from (fn(item) for item in tqdm(items, **bar))
+        return
     backend, n_jobs = _backend(jobs, len(items))
     with backend, joblib.Parallel(n_jobs=n_jobs, return_as="generator") as run:
-        return list(tqdm(run(joblib.delayed(fn)(item) for item in items), **bar))
+        yield from tqdm(run(joblib.delayed(fn)(item) for item in items), **bar)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -14,8 +15,9 @@ import pandas as pd
 
 from audioclass import audio
 from audioclass.config import ParamError, require
+from audioclass.dataset import write_rows
 from audioclass.outputs import atomic_dir, atomic_file
-from audioclass.parallel import parallel_map
+from audioclass.parallel import parallel_imap
 from audioclass.splits import SPLITS, TestCopies, files_by_split, keep_test_copies
 from audioclass.tables import read_table
 
@@ -130,11 +132,11 @@ def _render_chunk(paths: list[Path], *, cfg: SpectrogramConfig, silence_dbfs: fl
     return render_spectrogram(np.stack([y for y, _ in clips]), sr=sr, cfg=cfg, silence_dbfs=silence_dbfs).astype(cfg.dtype)
 
 
-def render_files(paths: list[Path], cfg: SpectrogramConfig, silence_dbfs: float, jobs: int, desc: str) -> np.ndarray:
-    """Spectrograms of equal-length WAV files, stacked in input order."""
+def render_files(paths: list[Path], cfg: SpectrogramConfig, silence_dbfs: float, jobs: int, desc: str) -> Iterator[np.ndarray]:
+    """Spectrograms of equal-length WAV files, chunk by chunk in input order."""
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
     render = functools.partial(_render_chunk, cfg=cfg, silence_dbfs=silence_dbfs)
-    return np.concatenate(parallel_map(render, chunks, jobs=jobs, desc=desc, unit="chunk"))
+    return parallel_imap(render, chunks, jobs=jobs, desc=desc, unit="chunk")
 
 
 def choose_preview(index: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
@@ -187,14 +189,12 @@ def spectrograms(
         for name in SPLITS:
             part = index[index["split"] == name].reset_index(drop=True)
             (tmp / name).mkdir()
-            x = np.zeros((0, *shape), dtype=cfg.dtype)
-            if len(part):
-                x = render_files([augmented / p for p in part["path"]], cfg, silence_dbfs, jobs, desc=f"spectrograms {name}")
-            np.save(tmp / name / "x.npy", x)
+            chunks = render_files([augmented / p for p in part["path"]], cfg, silence_dbfs, jobs, desc=f"spectrograms {name}")
+            write_rows(tmp / name / "x.npy", chunks, len(part), shape, cfg.dtype)
             part.to_csv(tmp / name / "index.csv", index=False)
             summary["files"][name] = len(part)
             summary["clips"][name] = int(part["clip_id"].nunique())
-            log.info("%s: %d files, array %s %s", name, len(part), x.shape, x.dtype)
+            log.info("%s: %d files, array %s %s", name, len(part), (len(part), *shape), cfg.dtype)
         _write_preview(tmp / "train", cfg, preview)
     return summary
 

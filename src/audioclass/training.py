@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,7 @@ import pandas as pd
 
 from audioclass import tracking
 from audioclass.config import nested_config, require
-from audioclass.dataset import Data, Split
+from audioclass.dataset import Data, Rows, Split
 from audioclass.evaluation import accuracy, clip_level, summarize
 from audioclass.models import ARCHITECTURES, CNN1D_BLOCKS, cnn1d
 
@@ -125,28 +127,36 @@ class Hyperparameters:
     fit: FitParams
 
 
-def _as_stored(x: np.ndarray) -> tuple[np.ndarray, Any]:
-    """The split's array as TensorFlow should hold it, and the function that makes its rows float32.
+def _rows_as_float32(x: np.ndarray | Rows) -> Callable[[Any], Any]:
+    """A TensorFlow function from a tensor of row numbers to those rows of ``x`` as float32.
 
-    Rows become float32 batch by batch, as they are drawn, so memory holds one
-    copy of the split, as stored. float16 travels as its bits (uint16): oneDNN
-    has no float16 kernels without AVX-512, and a float16 tensor makes it log an
-    error line, for nothing float16 arithmetic would save.
+    Rows are read from ``x`` (an array, or the file's ``Rows``) as each batch is
+    drawn, and become float32 there: memory holds batches, not a second copy of
+    the split. float16 travels as its bits (uint16): oneDNN has no float16
+    kernels without AVX-512, and a float16 tensor makes it log an error line,
+    for nothing float16 arithmetic would save.
     """
     import tensorflow as tf
 
-    if x.dtype == np.float16:
-        return x.view(np.uint16), lambda bits: tf.cast(tf.bitcast(bits, tf.float16), tf.float32)
-    return x, lambda rows: tf.cast(rows, tf.float32)
+    take = x.take if isinstance(x, Rows) else functools.partial(np.take, x, axis=0)
+    half = x.dtype == np.float16
+    stored = tf.uint16 if half else tf.as_dtype(x.dtype)
+
+    def read(rows):
+        batch = tf.numpy_function(lambda r: take(r).view(np.uint16) if half else take(r), [rows], stored, stateful=False)
+        batch.set_shape([None, *x.shape[1:]])
+        return tf.cast(tf.bitcast(batch, tf.float16) if half else batch, tf.float32)
+
+    return read
 
 
 def _dataset(split: Split, batch_size: int, n_classes: int):
     """Batches of (x float32, one-hot y) in index order, for validation and prediction."""
     import tensorflow as tf
 
-    stored, to_float32 = _as_stored(split.x)
-    ds = tf.data.Dataset.from_tensor_slices((stored, split.y)).batch(batch_size)
-    return ds.map(lambda x, y: (to_float32(x), tf.one_hot(y, n_classes))).prefetch(2)
+    rows_of, labels = _rows_as_float32(split.x), tf.constant(split.y)
+    ds = tf.data.Dataset.range(len(split.y)).batch(batch_size)
+    return ds.map(lambda rows: (rows_of(rows), tf.one_hot(tf.gather(labels, rows), n_classes))).prefetch(2)
 
 
 def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int):
@@ -154,7 +164,7 @@ def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int
 
     Every random draw is a stateless op keyed by a per-batch seed from a seeded
     ``tf.data.Dataset.random`` stream, so a run is repeatable per seed and each
-    epoch draws afresh. The shuffle permutes row numbers, and batches gather
+    epoch draws afresh. The shuffle permutes row numbers, and batches read
     their rows: a shuffle buffer of the examples themselves would hold a second
     copy of the training split.
     """
@@ -173,7 +183,7 @@ def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int
         return tf.where(keep, x, tf.zeros_like(x))
 
     def augment(rows, seeds):
-        x, y = to_float32(tf.gather(examples, rows)), tf.one_hot(tf.gather(labels, rows), n_classes)
+        x, y = rows_of(rows), tf.one_hot(tf.gather(labels, rows), n_classes)
         if fit.freq_masks and fit.freq_mask_width:
             x = masks(x, seeds, fit.freq_masks, fit.freq_mask_width, axis=1)
         if fit.time_masks and fit.time_mask_width:
@@ -188,8 +198,7 @@ def _training_dataset(split: Split, fit: FitParams, n_classes: int, *, seed: int
             y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, partner)
         return x, y
 
-    stored, to_float32 = _as_stored(split.x)
-    examples, labels = tf.constant(stored), tf.constant(split.y)
+    rows_of, labels = _rows_as_float32(split.x), tf.constant(split.y)
     order = tf.data.Dataset.range(len(split.y)).shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     return tf.data.Dataset.zip((order, seeds)).batch(fit.batch_size).map(augment).prefetch(2)

@@ -290,7 +290,7 @@ def objective(cfg: TuneConfig, base: Hyperparameters, data: Data, worker: str) -
 
 def trial_data(cfg: TuneConfig, folder: Path) -> Data:
     """Train and validation splits only (the test split never reaches a trial), the train split subset."""
-    data = load_data(folder, splits=("train", "val"))
+    data = load_data(folder, splits=("train", "val"), on_disk=True)
     return dataclasses.replace(data, train=subset(data.train, cfg.data_fraction, cfg.seed))
 
 

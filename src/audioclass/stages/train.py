@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         except ConfigError as err:  # a run's changes that do not fit the tuned values
             raise ConfigError(f"{args.params}: train.{err} (on top of {args.hyperparameters})") from None
     spec = cfg.run(args.run)
-    data = load_data(args.data)
+    data = load_data(args.data, on_disk=True)
     resolved = dataclasses.asdict(spec) | {"refit": cfg.refit}  # name, seed, model, fit, refit
     tags = {"pipeline_role": "train", "architecture": spec.model.architecture}
     with tracking.run(f"train-{spec.name}", resolved, tags=tags) as active, atomic_dir(args.out) as tmp:
