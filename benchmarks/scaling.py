@@ -3,6 +3,7 @@
     python benchmarks/scaling.py                          # → benchmarks/reports/scaling.{json,md}
     python benchmarks/scaling.py --sizes 400,2000         # a quicker look
     python benchmarks/scaling.py --train-epochs 0         # the data stages only
+    python benchmarks/scaling.py --sizes 8000 && python benchmarks/scaling.py --resume   # one size now, the rest later
 
 Each size is a corpus made from the ESC-10 release by deterministic
 transformations: clip k's copy j (j = 0 is the clip itself) is the recording
@@ -222,17 +223,28 @@ def targets(report: dict) -> list[dict]:
 def main() -> None:
     parser = benchmark_parser(__doc__, "scaling")
     parser.add_argument("--sizes", default="400,2000,8000", help="clips per corpus, comma-separated (multiples of 400)")
-    parser.add_argument("--train-epochs", type=int, default=2, help="epochs of the one training run (0: no training)")
+    parser.add_argument("--train-epochs", type=int, default=1, help="epochs of the one training run (0: no training)")
+    parser.add_argument("--resume", action="store_true", help="keep the sizes the report already holds (same --train-epochs and --set)")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     params = overrides(args.set)
     sizes = {}
+    if args.resume and args.report.with_suffix(".json").is_file():
+        kept = json.loads(args.report.with_suffix(".json").read_text())
+        if (kept["train_epochs"], kept["params_overrides"]) != (args.train_epochs, params):
+            raise SystemExit(f"--resume: {args.report}.json was run with other --train-epochs or --set")
+        sizes = {int(n): figures for n, figures in kept["sizes"].items()}
     for clips in (int(s) for s in args.sizes.split(",")):
-        sizes[clips] = measure_size(args.work, args.source, clips, params, args.train_epochs)
+        if clips not in sizes:
+            sizes[clips] = measure_size(args.work, args.source, clips, params, args.train_epochs)
+            write(args, params, dict(sorted(sizes.items())))  # after each size: a long run keeps what it measured
+
+
+def write(args, params: dict, sizes: dict) -> None:
     report = {
         "command": "python benchmarks/scaling.py"
-        + f" --sizes {args.sizes}"
+        + f" --sizes {','.join(map(str, sizes))}"
         + f" --train-epochs {args.train_epochs}"
         + "".join(f" --set {a}" for a in args.set),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
