@@ -49,6 +49,8 @@ def test_rows_read_from_disk_are_the_arrays_rows_in_any_order_view_or_stack(on_d
     mask = np.arange(11) % 3 == 0
     np.testing.assert_array_equal(np.asarray(rows_a[mask]), a[mask])  # a view reads nothing until asked
     np.testing.assert_array_equal(rows_a[2:9].take([6, 0]), a[2:9][[6, 0]])
+    np.testing.assert_array_equal(rows_a[-1], a[-1])  # an integer is a row
+    assert np.asarray(rows_a[:0]).shape == (0, 4, 5, 1)
     both = Rows.stack([rows_a[mask], rows_b])
     expected = np.concatenate([a[mask], b])
     assert both.shape == expected.shape

@@ -86,14 +86,17 @@ class Rows:
     def __len__(self) -> int:
         return len(self._order)
 
-    def __getitem__(self, key) -> Rows:
+    def __getitem__(self, key) -> Rows | np.ndarray:
+        """One row (an integer) as an array; anything else as a view."""
+        if np.ndim(self._order[key]) == 0:
+            return self.take([key])[0]
         return Rows(self._files, self._row_shape, self.dtype, self._order[key])
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Rows ``rows`` of this view, in that order, as one array."""
         wanted = self._order[np.asarray(rows, dtype=np.int64)]
         out = np.empty((len(wanted), *self._row_shape), self.dtype)
-        flat = out.reshape(len(wanted), -1).view(np.uint8)
+        flat = out.view(np.uint8).reshape(len(wanted), self._row_bytes)
         which = np.searchsorted(self._starts, wanted, side="right") - 1
         for k in np.unique(which):
             path, offset, _ = self._files[k]
