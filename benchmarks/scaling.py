@@ -105,7 +105,7 @@ def measure_size(work: Path, release: Path, clips: int, params: dict, train_epoc
             raise SystemExit(f"{stage} did not run at {clips} clips")
         figures["disk_gib"] = round(disk_bytes(box, STAGE_OUTPUTS.get(stage, [])) / GIB, 3)
         # dvc repro leaves a copy of the outputs beside the cache's: link them, as docs/pipeline.md advises, or 8,000 clips need 70 GB.
-        sandbox.dvc(box, "checkout", "--relink")
+        sandbox.dvc(box, "checkout", "--relink", stage)
         if stage.startswith("train@"):
             metrics = json.loads((box / "reports/train/run-1.json").read_text())
             figures["epochs"] = metrics["epochs_run"]
