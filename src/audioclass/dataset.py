@@ -168,12 +168,22 @@ def load_data(
 
 
 def write_splits(
-    folder: Path, index: pd.DataFrame, rows: Callable[[list[Path]], np.ndarray], *, root: Path, width: int, chunk: int, jobs: int, desc: str
+    folder: Path,
+    index: pd.DataFrame,
+    rows: Callable[[list[Path]], np.ndarray],
+    *,
+    root: Path,
+    row_shape: tuple[int, ...],
+    dtype: np.dtype | str = np.float32,
+    chunk: int,
+    jobs: int,
+    desc: str,
 ) -> dict[str, int]:
     """Write ``index``'s files (paths relative to ``root``), split by split, in this layout; the files per split.
 
-    ``rows(paths)`` turns files into a ``(len(paths), width)`` array. It runs on
-    fixed chunks of ``chunk`` files, in parallel, so the bytes never depend on ``jobs``.
+    ``rows(paths)`` turns files into a ``(len(paths), *row_shape)`` array. It runs on
+    fixed chunks of ``chunk`` files, in parallel, so the bytes never depend on ``jobs``;
+    each chunk is written as it comes, so memory holds a few chunks, not the split.
     """
     counts = {}
     for name in SPLITS:
@@ -182,10 +192,10 @@ def write_splits(
         chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
         (folder / name).mkdir()
         parts = parallel_imap(rows, chunks, jobs=jobs, desc=f"{desc} {name}", unit="chunk")
-        write_rows(folder / name / "x.npy", parts, len(part), (width,), np.float32)
+        write_rows(folder / name / "x.npy", parts, len(part), row_shape, dtype)
         part.to_csv(folder / name / "index.csv", index=False)
         counts[name] = len(part)
-        log.info("%s: %d files, array (%d, %d)", name, len(part), len(part), width)
+        log.info("%s: %d files, array %s %s", name, len(part), (len(part), *row_shape), np.dtype(dtype))
     return counts
 
 

@@ -217,7 +217,7 @@ def embed(augmented: Path, spectrograms: Path, cfg: EmbedConfig, model: str, out
             index,
             functools.partial(_chunk, model=model),
             root=augmented,
-            width=chosen.dim,
+            row_shape=(chosen.dim,),
             chunk=CHUNK,
             jobs=jobs,
             desc=f"embed {model}",

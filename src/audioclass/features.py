@@ -85,7 +85,14 @@ def features(augmented: Path, split_csv: Path, cfg: FeatureConfig, out: Path, jo
     columns = cfg.columns()
     with atomic_dir(out) as tmp:
         counts = write_splits(
-            tmp, index, functools.partial(_chunk, cfg=cfg), root=augmented, width=len(columns), chunk=CHUNK, jobs=jobs, desc="features"
+            tmp,
+            index,
+            functools.partial(_chunk, cfg=cfg),
+            root=augmented,
+            row_shape=(len(columns),),
+            chunk=CHUNK,
+            jobs=jobs,
+            desc="features",
         )
         columns.to_csv(tmp / "columns.csv", index=False)
     return counts

@@ -60,7 +60,7 @@ def raw_vectors(augmented: Path, split_csv: Path, cfg: RawVectorConfig, out: Pat
             index,
             functools.partial(_chunk, positions=positions),
             root=augmented,
-            width=cfg.length,
+            row_shape=(cfg.length,),
             chunk=CHUNK,
             jobs=jobs,
             desc="raw vectors",

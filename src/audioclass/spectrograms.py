@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,9 +14,8 @@ import pandas as pd
 
 from audioclass import audio
 from audioclass.config import ParamError, require
-from audioclass.dataset import write_rows
+from audioclass.dataset import write_splits
 from audioclass.outputs import atomic_dir, atomic_file
-from audioclass.parallel import parallel_imap
 from audioclass.splits import SPLITS, TestCopies, files_by_split, keep_test_copies
 from audioclass.tables import read_table
 
@@ -132,13 +130,6 @@ def _render_chunk(paths: list[Path], *, cfg: SpectrogramConfig, silence_dbfs: fl
     return render_spectrogram(np.stack([y for y, _ in clips]), sr=sr, cfg=cfg, silence_dbfs=silence_dbfs).astype(cfg.dtype)
 
 
-def render_files(paths: list[Path], cfg: SpectrogramConfig, silence_dbfs: float, jobs: int, desc: str) -> Iterator[np.ndarray]:
-    """Spectrograms of equal-length WAV files, chunk by chunk in input order."""
-    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    render = functools.partial(_render_chunk, cfg=cfg, silence_dbfs=silence_dbfs)
-    return parallel_imap(render, chunks, jobs=jobs, desc=desc, unit="chunk")
-
-
 def choose_preview(index: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
     """Up to ``per_class`` rows per class, from distinct clips where possible, in class order."""
     rng = np.random.default_rng(seed)
@@ -184,19 +175,14 @@ def spectrograms(
     first, sr = audio.read_wav(augmented / index["path"].iloc[0])
     cfg.check_rate(sr)
     shape = render_spectrogram(first, sr=sr, cfg=cfg, silence_dbfs=silence_dbfs).shape  # of one file; an empty split keeps it
-    summary = {"files": {}, "clips": {}, "classes": int(index["label"].nunique()), "shape": list(shape)}
+    render = functools.partial(_render_chunk, cfg=cfg, silence_dbfs=silence_dbfs)
     with atomic_dir(out) as tmp:
-        for name in SPLITS:
-            part = index[index["split"] == name].reset_index(drop=True)
-            (tmp / name).mkdir()
-            chunks = render_files([augmented / p for p in part["path"]], cfg, silence_dbfs, jobs, desc=f"spectrograms {name}")
-            write_rows(tmp / name / "x.npy", chunks, len(part), shape, cfg.dtype)
-            part.to_csv(tmp / name / "index.csv", index=False)
-            summary["files"][name] = len(part)
-            summary["clips"][name] = int(part["clip_id"].nunique())
-            log.info("%s: %d files, array %s %s", name, len(part), (len(part), *shape), cfg.dtype)
+        files = write_splits(
+            tmp, index, render, root=augmented, row_shape=shape, dtype=cfg.dtype, chunk=CHUNK, jobs=jobs, desc="spectrograms"
+        )
         _write_preview(tmp / "train", cfg, preview)
-    return summary
+    clips = {name: int(index.loc[index["split"] == name, "clip_id"].nunique()) for name in SPLITS}
+    return {"files": files, "clips": clips, "classes": int(index["label"].nunique()), "shape": list(shape)}
 
 
 def _write_preview(train_dir: Path, cfg: SpectrogramConfig, preview: Path) -> None:
