@@ -22,7 +22,7 @@ epoch costs the same whatever the epoch count, and the default's 10 epochs
 would take hours at 8,000 clips. Growth exponents are least-squares slopes
 of log cost on log clips: 1 is linear. The sandbox's DVC cache type is
 ``hardlink``, as docs/pipeline.md advises for a big corpus on ext4: repro
-then moves each output into the cache and links it, instead of copying it
+then hard-links each output into the cache instead of copying it
 (8,000 clips' augmented WAVs are 35 GB). Sizes run one at a time, and each
 size's sandbox is deleted once measured.
 """
