@@ -157,7 +157,7 @@ def projection(sizes: dict[int, dict], exponents: dict, target: int = 50_000) ->
 def markdown(report: dict) -> str:
     sizes = {int(k): v for k, v in report["sizes"].items()}
     clips = sorted(sizes)
-    m = report["machine"]
+    m, epochs = report["machine"], report["train_epochs"]
     lines = [
         "# Scaling benchmark",
         "",
@@ -165,8 +165,13 @@ def markdown(report: dict) -> str:
         "",
         "Corpora made from ESC-10 by deterministic transformations (see `benchmarks/scaling.py`): they are for timing, memory and disk. "
         "**Accuracy is not the point here, and none is reported**: copies of one recording are separate sources to the split.",
-        f"Training is one run for {report['train_epochs']} epochs (its cost per epoch is what grows); "
-        f"a default run's {DEFAULT_EPOCHS} epochs cost {DEFAULT_EPOCHS / max(report['train_epochs'], 1):g}× that, and six runs 6× more.",
+        f"Training is one run for {epochs} epoch{'' if epochs == 1 else 's'} (its cost per epoch is what grows); "
+        f"a default run's {DEFAULT_EPOCHS} epochs cost {DEFAULT_EPOCHS / max(epochs, 1):g}× that, and six runs 6× more.",
+        "",
+        "The exponent is the least-squares slope of log figure on log clips: 1 is linear. "
+        "Below 1, a fixed cost (starting Python, importing TensorFlow, DVC's own work) still weighs at these sizes. "
+        "The projection to 50,000 clips scales the largest size's figure by the exponent, "
+        "taken as at least 1 for time and disk: a slope under 1 over a few sizes is no promise.",
         "",
         "Files per split (train / val / test): "
         + "; ".join(f"{sizes[n]['clips']:,} clips: {' / '.join(f'{v:,}' for v in sizes[n]['files'].values())}" for n in clips)
@@ -243,6 +248,7 @@ def main() -> None:
         if clips not in sizes:
             sizes[clips] = measure_size(args.work, args.source, clips, params, args.train_epochs)
             write(args, params, dict(sorted(sizes.items())))  # after each size: a long run keeps what it measured
+    write(args, params, dict(sorted(sizes.items())))  # with --resume and nothing left to measure, this re-renders the report
 
 
 def write(args, params: dict, sizes: dict) -> None:
