@@ -14,6 +14,7 @@ import soundfile as sf
 from audioclass import sandbox
 from audioclass.config import from_mapping, load_params
 from audioclass.layouts import ESC10_CLASSES, ESC10_FOLDERS
+from audioclass.training import FitParams, ModelParams
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_ESC10 = Path(os.environ.get("AUDIOCLASS_ESC10", PROJECT.parent / "shared" / "datasets" / "ESC-10"))
@@ -152,6 +153,23 @@ def esc10_release(tmp_path) -> Path:
 @pytest.fixture
 def esc50_master(tmp_path) -> Path:
     return write_esc50_master(tmp_path / "ESC-50-master", tiny_clips())
+
+
+# A model and fit small enough to train in seconds on band_spectrograms, with no augmentation.
+TINY_MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3, units=8, heads=2)
+TINY_FIT = FitParams(
+    epochs=4,
+    batch_size=8,
+    learning_rate=0.01,
+    patience=4,
+    mixup_alpha=0.0,
+    freq_masks=0,
+    freq_mask_width=0,
+    time_masks=0,
+    time_mask_width=0,
+    ema_momentum=0.0,
+    label_smoothing=0.0,
+)
 
 
 def band_spectrograms(n_clips: int, copies: int, seed: int, n_classes: int = 3):

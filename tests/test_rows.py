@@ -7,8 +7,8 @@ import pytest
 
 from audioclass.dataset import Data, Rows, Split, load_data, write_rows
 from audioclass.errors import DataError
-from audioclass.training import FitParams, ModelParams, _dataset, _training_dataset, fit_run, predict, refit_run
-from conftest import band_spectrograms
+from audioclass.training import _dataset, _training_dataset, fit_run, predict, refit_run
+from conftest import TINY_FIT, TINY_MODEL, band_spectrograms
 
 
 @pytest.mark.parametrize(
@@ -82,11 +82,10 @@ def _saved(tmp_path, data: Data) -> Data:
     return load_data(tmp_path, on_disk=True)
 
 
-MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3, units=8, heads=2)
-FIT = FitParams(
+MODEL = TINY_MODEL
+FIT = dataclasses.replace(  # every augmentation on, so the batches draw random numbers as well as rows
+    TINY_FIT,
     epochs=3,
-    batch_size=8,
-    learning_rate=0.01,
     patience=3,
     mixup_alpha=0.2,
     freq_masks=1,

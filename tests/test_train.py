@@ -11,8 +11,8 @@ from audioclass.dataset import Data
 from audioclass.errors import ConfigError
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
-from audioclass.training import FitParams, ModelParams, Run, TrainConfig, _training_dataset, fit_run, predict, refit_run, train_run
-from conftest import PROJECT, band_spectrograms
+from audioclass.training import Run, TrainConfig, _training_dataset, fit_run, predict, refit_run, train_run
+from conftest import PROJECT, TINY_FIT, TINY_MODEL, band_spectrograms
 
 N_CLASSES = 3
 
@@ -24,20 +24,7 @@ def data() -> Data:
     )
 
 
-MODEL = ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3, units=8, heads=2)
-FIT = FitParams(
-    epochs=4,
-    batch_size=8,
-    learning_rate=0.01,
-    patience=4,
-    mixup_alpha=0.0,
-    freq_masks=0,
-    freq_mask_width=0,
-    time_masks=0,
-    time_mask_width=0,
-    ema_momentum=0.0,
-    label_smoothing=0.0,
-)
+MODEL, FIT = TINY_MODEL, TINY_FIT
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
