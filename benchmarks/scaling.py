@@ -251,11 +251,12 @@ def main() -> None:
         if (kept["train_epochs"], kept["params_overrides"]) != (args.train_epochs, params):
             raise SystemExit(f"--resume: {args.report}.json was run with other --train-epochs or --set")
         sizes = {int(n): figures for n, figures in kept["sizes"].items()}
-    for clips in (int(s) for s in args.sizes.split(",")):
-        if clips not in sizes:
-            sizes[clips] = measure_size(args.work, args.source, clips, params, args.train_epochs)
-            write(args, params, dict(sorted(sizes.items())))  # after each size: a long run keeps what it measured
-    write(args, params, dict(sorted(sizes.items())))  # with --resume and nothing left to measure, this re-renders the report
+    todo = [clips for clips in (int(s) for s in args.sizes.split(",")) if clips not in sizes]
+    for clips in todo:
+        sizes[clips] = measure_size(args.work, args.source, clips, params, args.train_epochs)
+        write(args, params, dict(sorted(sizes.items())))  # after each size: a long run keeps what it measured
+    if not todo:  # --resume with every size measured: render the report again
+        write(args, params, dict(sorted(sizes.items())))
 
 
 def write(args, params: dict, sizes: dict) -> None:
