@@ -17,7 +17,7 @@ import yaml
 from audioclass.config import file_config, load_params
 from audioclass.dataset import load_data
 from audioclass.errors import ConfigError
-from audioclass.training import FitParams, Hyperparameters, ModelParams
+from audioclass.training import Hyperparameters
 from audioclass.tuning import (
     STORAGE_ENV,
     TuneConfig,
@@ -31,7 +31,7 @@ from audioclass.tuning import (
     tune,
 )
 from audioclass.urls import password_of
-from conftest import PROJECT, band_spectrograms, config, write_spectrogram_folder
+from conftest import PROJECT, TINY_FIT, TINY_MODEL, band_spectrograms, config, write_spectrogram_folder
 
 SPACE = {
     "model": {"width": [4, 6], "dropout": {"low": 0.0, "high": 0.5}},
@@ -47,22 +47,7 @@ TINY = {
     "warmup_epochs": 0,
     "space": SPACE,
 }
-BASE = Hyperparameters(
-    ModelParams("compact_cnn", width=4, depth=2, dropout=0.1, first_kernel=3, units=8, heads=2),
-    FitParams(
-        epochs=5,
-        batch_size=8,
-        learning_rate=0.01,
-        patience=3,
-        mixup_alpha=0.0,
-        freq_masks=0,
-        freq_mask_width=0,
-        time_masks=0,
-        time_mask_width=0,
-        ema_momentum=0.0,
-        label_smoothing=0.0,
-    ),
-)
+BASE = Hyperparameters(TINY_MODEL, dataclasses.replace(TINY_FIT, epochs=5, patience=3))
 
 
 @pytest.fixture
