@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from pipeline import GIB, benchmark_parser, machine, measure, write_report
+from pipeline import GIB, PROJECT, benchmark_parser, machine, measure, write_report
 
-COPIES_PER_CLIP = 20  # the default augment.copies: files in data/augmented per clip
+COPIES_PER_CLIP = yaml.safe_load((PROJECT / "params.yaml").read_text())["augment"]["copies"]  # files in data/augmented per clip
 
 
 def project_with_folder(root: Path, files: int) -> Path:
