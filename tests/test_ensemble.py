@@ -11,10 +11,12 @@ from audioclass.ensembling import (
     cross_entropy,
     ensemble,
     every_member,
+    fit_simplex,
     fit_weights,
     markdown,
     member_names,
     normalise,
+    validation_rows,
 )
 from audioclass.errors import ConfigError
 from audioclass.evaluation import accuracy
@@ -22,7 +24,7 @@ from audioclass.swarm import OPTIMISERS
 
 
 def cfg(**overrides) -> EnsembleConfig:
-    base = dict(members="all", optimisers=tuple(OPTIMISERS), population=20, iterations=30, logloss_weight=1e-3, seed=0, chosen="average")
+    base = dict(members="all", optimisers=tuple(OPTIMISERS), population=20, iterations=30, seed=0, chosen="average")
     return EnsembleConfig(**{**base, **overrides})
 
 
@@ -67,17 +69,49 @@ def constructed(n=600, n_classes=10, seed=0):
     return np.stack([useless, strong, partial / partial.sum(1, keepdims=True)]), y
 
 
+def log_loss(probs: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> float:
+    return cross_entropy(combine(probs, "weighted", weights), y)
+
+
+def test_the_simplex_optimum_gives_a_right_and_confident_member_nearly_all_the_weight():
+    rng = np.random.default_rng(0)
+    y = rng.integers(10, size=200)
+    confident = np.full((200, 10), 0.01)
+    confident[np.arange(200), y] = 0.91
+    noise = rng.dirichlet(np.ones(10), size=(2, 200))
+    probs = np.stack([noise[0], confident, noise[1]])
+    weights, calls = fit_simplex(probs, y)
+    assert weights[1] > 0.98 and weights.sum() == pytest.approx(1) and weights.min() >= 0 and calls > 0
+    # An accuracy fitness could not tell these apart: any weight over 0.5 on the confident member is 100 % right.
+    assert accuracy(combine(probs, "weighted", np.array([0.2, 0.6, 0.2])), y) == 1.0
+    assert log_loss(probs, y, weights) < log_loss(probs, y, np.array([0.2, 0.6, 0.2])) - 0.1
+
+
+def test_the_simplex_optimum_is_a_minimum_of_the_log_loss():
+    probs, y = constructed()
+    weights, _ = fit_simplex(probs, y)
+    best = log_loss(probs, y, weights)
+    rng = np.random.default_rng(3)
+    for other in rng.dirichlet(np.ones(3), size=200):  # no point of the simplex does better
+        assert log_loss(probs, y, other) >= best - 1e-6
+    for i in range(3):  # nor does a small step towards any single member
+        nudged = 0.95 * weights + 0.05 * np.eye(3)[i]
+        assert log_loss(probs, y, nudged) >= best - 1e-6
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMISERS))
-def test_every_optimiser_beats_uniform_weights(name):
+def test_every_optimiser_minimises_log_loss_near_the_simplex_optimum(name):
     probs, y = constructed()
     weights, calls = fit_weights(probs, y, cfg(), name)
-    uniform = accuracy(combine(probs, "average"), y)
-    fitted = accuracy(combine(probs, "weighted", weights), y)
-    assert fitted > uniform + 0.02, (name, fitted, uniform, weights)
+    optimum, _ = fit_simplex(probs, y)
+    fitted, uniform = log_loss(probs, y, weights), log_loss(probs, y)
+    assert fitted < uniform - 0.05, (name, fitted, uniform, weights)
+    assert fitted <= log_loss(probs, y, optimum) + 0.02, (name, weights, optimum)
     assert weights[0] < weights[1] and weights.min() >= 0 and weights.sum() == pytest.approx(1)
     assert 20 * 30 * 0.9 <= calls <= 20 * 31  # the shared budget: population × (iterations + 1)
     # The weights generalise: they also beat uniform on fresh data from the same runs' behaviour.
     probs2, y2 = constructed(seed=1)
+    assert log_loss(probs2, y2, weights) < log_loss(probs2, y2)
     assert accuracy(combine(probs2, "weighted", weights), y2) > accuracy(combine(probs2, "average"), y2)
 
 
@@ -89,40 +123,78 @@ def test_optimisers_are_seeded(name):
     np.testing.assert_array_equal(a, b)
 
 
-def test_stage_core_reports_every_method_and_never_reads_test_for_weights():
-    probs, y = constructed(n=400)
-    index = pd.DataFrame({"clip_id": [f"c{i // 4}" for i in range(400)], "copy": [i % 4 for i in range(400)], "label": y})
+def validation_set(n_clips=100, copies=4, seed=0):
+    """(probs (3, n_clips × copies, k), index): each clip's copies in a row, copy 0 its original recording, ids shuffled."""
+    probs, y = constructed(n=n_clips * copies, seed=seed)
+    ids = np.random.default_rng(seed).permutation(n_clips)
+    index = pd.DataFrame({"clip_id": [f"c{ids[i // copies]:03d}" for i in range(len(y))], "copy": np.arange(len(y)) % copies, "label": y})
     index["label"] = index.groupby("clip_id")["label"].transform("first")  # a clip's copies share its label
+    return probs, index
+
+
+def test_validation_rows_are_the_kind_test_scores():
+    probs, index = validation_set()
+    rows, labels = validation_rows(probs, index, "original")
+    originals = index[index["copy"] == 0].sort_values("clip_id")
+    assert rows.shape == (3, 100, 10) and labels.tolist() == originals["label"].tolist()
+    np.testing.assert_array_equal(rows, probs[:, originals.index])
+    means, mean_labels = validation_rows(probs, index, "all")
+    first = index[index["clip_id"] == "c000"].index
+    np.testing.assert_allclose(means[:, 0], probs[:, first].mean(axis=1), rtol=1e-6)
+    assert mean_labels.tolist() == labels.tolist()
+
+
+def test_weights_are_fitted_on_the_rows_test_copies_names():
+    probs, index = validation_set()
+    runs = Runs(["run-1", "run-2", "run-3"], probs, probs, [{"val_file_accuracy": 0, "test_clip_accuracy": 0, "test_file_accuracy": 0}] * 3)
+    copies = (index["copy"] > 0).to_numpy()
+    scrambled = probs.copy()
+    scrambled[:, copies] = np.random.default_rng(9).dirichlet(np.ones(10), size=(3, copies.sum()))
+    other = Runs(runs.names, scrambled, probs, runs.metrics)
+    c = cfg(optimisers=("jaya",))
+    weights = lambda r, copies_: ensemble(r, index, index, c, copies_)[0]["groups"]["from_scratch"]["methods"]  # noqa: E731
+    # Originals: what the augmented copies predict changes nothing; the mean over copies: it does.
+    assert weights(runs, "original")["simplex"]["weights"] == weights(other, "original")["simplex"]["weights"]
+    assert weights(runs, "original")["swarm_jaya"]["weights"] == weights(other, "original")["swarm_jaya"]["weights"]
+    assert weights(runs, "all")["simplex"]["weights"] != weights(other, "all")["simplex"]["weights"]
+
+
+def test_stage_core_chooses_by_validation_log_loss_and_never_reads_test():
+    probs, index = validation_set()
     runs = Runs(
         ["run-1", "run-2", "run-3"],
         probs,
         probs,
         [{"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0} for a in (0.1, 0.7, 0.5)],
     )
-    report, predictions = ensemble(runs, index, index, cfg(optimisers=("de", "jaya")))
+    report, predictions = ensemble(runs, index, index, cfg(optimisers=("de", "jaya")), "original")
     assert list(report["groups"]) == ["from_scratch"]  # no pretrained members: one group
+    assert report["validation_rows"] == {"kind": "originals", "rows": 100}
     methods = report["groups"]["from_scratch"]["methods"]
-    assert list(methods) == ["average", "maximum", "vote", "val_weighted", "swarm_de", "swarm_jaya"]
-    assert methods["val_weighted"]["weights"] == pytest.approx([0.1 / 1.3, 0.7 / 1.3, 0.5 / 1.3], abs=1e-6)
+    assert list(methods) == ["average", "maximum", "vote", "val_weighted", "simplex", "swarm_de", "swarm_jaya"]
+    rows, labels = validation_rows(probs, index, "original")
+    member_accuracy = [accuracy(r, labels) for r in rows]
+    assert methods["val_weighted"]["weights"] == pytest.approx(list(np.array(member_accuracy) / sum(member_accuracy)), abs=1e-6)
+    assert report["single_members"]["val_accuracy"] == member_accuracy
+    assert methods["average"]["val_log_loss"] == pytest.approx(cross_entropy(rows.mean(axis=0), labels), abs=1e-6)
+    assert methods["average"]["val_accuracy"] == accuracy(rows.mean(axis=0), labels)
     assert len(predictions) == 100
-    originals = index["copy"].to_numpy() == 0
-    assert methods["average"]["val_original_accuracy"] == accuracy(probs[:, originals].mean(axis=0), index["label"][originals])
-    best = max(methods, key=lambda m: methods[m]["val_file_accuracy"])
+    best = min(methods, key=lambda m: methods[m]["val_log_loss"])
     assert report["best"] == {"group": "from_scratch", "method": best}
+    assert methods[best]["val_log_loss"] <= methods["simplex"]["val_log_loss"] < methods["average"]["val_log_loss"]
     # Same weights whatever the test predictions are: test never chooses anything.
     shuffled = Runs(runs.names, probs, np.random.default_rng(5).permutation(probs, axis=1), runs.metrics)
-    report2, _ = ensemble(shuffled, index, index, cfg(optimisers=("de", "jaya")))
-    for m in ("swarm_de", "swarm_jaya"):
+    report2, _ = ensemble(shuffled, index, index, cfg(optimisers=("de", "jaya")), "original")
+    for m in ("simplex", "swarm_de", "swarm_jaya"):
         assert report2["groups"]["from_scratch"]["methods"][m]["weights"] == methods[m]["weights"]
+    assert report2["best"] == report["best"]
 
 
 def test_pretrained_heads_form_their_own_group_beside_the_runs_and_all_members():
-    probs, y = constructed(n=400)
-    index = pd.DataFrame({"clip_id": [f"c{i // 4}" for i in range(400)], "copy": [i % 4 for i in range(400)], "label": y})
-    index["label"] = index.groupby("clip_id")["label"].transform("first")
+    probs, index = validation_set()
     metrics = [{"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0} for a in (0.1, 0.7, 0.5)]
     runs = Runs(["run-1", "run-2", "head-birdnet"], probs, probs, metrics)
-    report, _ = ensemble(runs, index, index, cfg(optimisers=("jaya",)))
+    report, _ = ensemble(runs, index, index, cfg(optimisers=("jaya",)), "original")
     groups = report["groups"]
     assert {g: groups[g]["members"] for g in groups} == {
         "from_scratch": ["run-1", "run-2"],
@@ -132,8 +204,8 @@ def test_pretrained_heads_form_their_own_group_beside_the_runs_and_all_members()
     assert list(groups["pretrained"]["methods"]) == ["average"]  # one member: the member itself
     assert groups["pretrained"]["methods"]["average"]["val_file_accuracy"] == accuracy(probs[2], index["label"].to_numpy())
     assert len(groups["all"]["methods"]["swarm_jaya"]["weights"]) == 3 and report["pretrained_members"] == ["head-birdnet"]
-    scores = [(g, m, groups[g]["methods"][m]["val_file_accuracy"]) for g in groups for m in groups[g]["methods"]]
-    assert groups[report["best"]["group"]]["methods"][report["best"]["method"]]["val_file_accuracy"] == max(s for _, _, s in scores)
+    scores = [groups[g]["methods"][m]["val_log_loss"] for g in groups for m in groups[g]["methods"]]
+    assert groups[report["best"]["group"]]["methods"][report["best"]["method"]]["val_log_loss"] == min(scores)
 
 
 def test_members_are_checked_against_the_runs_and_embedding_models():
@@ -149,14 +221,12 @@ def test_members_are_checked_against_the_runs_and_embedding_models():
 
 
 def test_runs_of_several_architectures_are_ensembled_apart_and_mixed():
-    probs, y = constructed(n=400)
-    index = pd.DataFrame({"clip_id": [f"c{i // 4}" for i in range(400)], "copy": [i % 4 for i in range(400)], "label": y})
-    index["label"] = index.groupby("clip_id")["label"].transform("first")
+    probs, index = validation_set()
     metrics = [
         {"val_file_accuracy": a, "test_clip_accuracy": 0, "test_file_accuracy": 0, "architecture": arch}
         for a, arch in ((0.1, "compact_cnn"), (0.7, "crnn"), (0.5, "compact_cnn"))
     ]
-    report, _ = ensemble(Runs(["run-1", "crnn-1", "run-2"], probs, probs, metrics), index, index, cfg(optimisers=("jaya",)))
+    report, _ = ensemble(Runs(["run-1", "crnn-1", "run-2"], probs, probs, metrics), index, index, cfg(optimisers=("jaya",)), "original")
     groups = report["groups"]
     assert {g: groups[g]["members"] for g in groups} == {
         "compact_cnn": ["run-1", "run-2"],
@@ -168,9 +238,8 @@ def test_runs_of_several_architectures_are_ensembled_apart_and_mixed():
     assert "## From scratch: the crnn runs only" in markdown(report) and every_member(report) == "from_scratch"
     # One architecture: no group of its own, as before.
     same = [m | {"architecture": "compact_cnn"} for m in metrics]
-    assert list(ensemble(Runs(["run-1", "run-2", "run-3"], probs, probs, same), index, index, cfg(optimisers=("jaya",)))[0]["groups"]) == [
-        "from_scratch"
-    ]
+    report, _ = ensemble(Runs(["run-1", "run-2", "run-3"], probs, probs, same), index, index, cfg(optimisers=("jaya",)), "original")
+    assert list(report["groups"]) == ["from_scratch"]
 
 
 @pytest.mark.parametrize(

@@ -137,7 +137,7 @@ def test_every_run_reaches_the_server_with_metrics_params_models_and_stage_tags(
     assert len(by_role["tune"]) == 1 and len(by_role["tune_trial"]) == 2
     assert {t.data.tags["dvc_stage"] for t in by_role["tune_trial"]} == {"tune"}
     (ensemble,) = by_role["ensemble"]
-    assert ensemble.data.tags["dvc_stage"] == "ensemble" and "all.swarm_jaya.val_file_accuracy" in ensemble.data.metrics
+    assert ensemble.data.tags["dvc_stage"] == "ensemble" and "all.swarm_jaya.val_log_loss" in ensemble.data.metrics
     (head,) = by_role["head"]
     assert head.data.tags["dvc_stage"] == "head@birdnet" and head.data.tags["licence"].startswith("CC BY-NC-SA 4.0")
     assert sorted(ensemble.data.params["member_mlflow_run_ids"].split(",")) == sorted(r.info.run_id for r in [*by_role["train"], head])

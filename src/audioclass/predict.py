@@ -43,7 +43,7 @@ from audioclass.cli import plain
 from audioclass.clips import ExtractConfig, prepare_clip
 from audioclass.config import load_params, stage_config
 from audioclass.embeddings import EmbedConfig
-from audioclass.ensembling import EnsembleConfig, combine, is_pretrained, member_names
+from audioclass.ensembling import EnsembleConfig, as_probabilities, combine, is_pretrained, member_names
 from audioclass.errors import AudioclassError, ConfigError, DataError, first_line
 from audioclass.heads import LinearHead
 from audioclass.layouts import AUDIO_SUFFIXES, is_hidden
@@ -201,8 +201,7 @@ def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
             for m in ensemble.members
         ]
     )
-    scores = combine(probs, ensemble.method, ensemble.weights)
-    return scores / scores.sum(axis=1, keepdims=True)
+    return as_probabilities(combine(probs, ensemble.method, ensemble.weights))
 
 
 def audio_files(targets: list[Path]) -> list[Path]:

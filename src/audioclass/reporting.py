@@ -179,10 +179,11 @@ def per_class_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
 def weights_markdown(ensemble: dict) -> str:
     group = ensemble["groups"][every_member(ensemble)]
     members = group["members"]
-    lines = ["| method | " + " | ".join(members) + " | validation (files) |", "|---|" + "---:|" * (len(members) + 1)]
+    lines = ["| method | " + " | ".join(members) + " | validation log-loss | validation accuracy |", "|---|" + "---:|" * (len(members) + 2)]
     for method, m in group["methods"].items():
         if m["weights"] is not None:
-            lines.append(f"| {method} | " + " | ".join(f"{w:.3f}" for w in m["weights"]) + f" | {pct(m['val_file_accuracy'])} |")
+            weights = " | ".join(f"{w:.3f}" for w in m["weights"])
+            lines.append(f"| {method} | {weights} | {m['val_log_loss']:.4f} | {pct(m['val_accuracy'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -215,7 +216,8 @@ def figures_markdown(ensemble: dict, chosen: str, predictions: pd.DataFrame) -> 
         f"## The chosen ensemble: {chosen}, over {GROUP_NAMES[group]}",
         "",
         f"Test: {pct(m['test_clip_accuracy'])} of clips, {pct(m['test_file_accuracy'])} of files; validation "
-        f"{pct(m['val_file_accuracy'])}. Best on validation is `{best['method']}` over {GROUP_NAMES[best['group']]} "
+        f"{pct(m['val_accuracy'])}, log-loss {m['val_log_loss']:.4f}. Least validation log-loss is `{best['method']}` over "
+        f"{GROUP_NAMES[best['group']]} "
         "(what `audioclass predict` and the model registry use).",
         "",
         "![Confusion matrix of the chosen ensemble, test clips](figures/confusion.png)",
@@ -245,7 +247,8 @@ def headline_metrics(data: dict, ensemble: dict) -> dict:
     """The few figures ``dvc metrics show`` prints, one row that fits a terminal.
 
     ``ensemble``: the group and method validation chose, with its validation
-    (files) and test (clips) accuracy; ``cnn_runs`` and ``cnn_runs_se``: the CNN
+    log-loss and accuracy (on the rows of the kind test scores) and test (clips)
+    accuracy; ``cnn_runs`` and ``cnn_runs_se``: the CNN
     runs' test accuracy, mean ± SE; ``head_<model>``: each pretrained head's test
     accuracy; ``clips``: train/val/test clips. The detail stays in each stage's
     own file (``dvc metrics show reports/ensemble/ensemble.json``).
@@ -254,7 +257,12 @@ def headline_metrics(data: dict, ensemble: dict) -> dict:
     chosen = ensemble["groups"][best["group"]]["methods"][best["method"]]
     test = dict(zip(ensemble["members"], ensemble["single_members"]["test_clip_accuracy"]))
     runs = [a for name, a in test.items() if not is_pretrained(name)]
-    headline = {"ensemble": f"{best['group']}/{best['method']}", "val": chosen["val_file_accuracy"], "test": chosen["test_clip_accuracy"]}
+    headline = {
+        "ensemble": f"{best['group']}/{best['method']}",
+        "val_log_loss": chosen["val_log_loss"],
+        "val": chosen["val_accuracy"],
+        "test": chosen["test_clip_accuracy"],
+    }
     if runs:
         headline["cnn_runs"], headline["cnn_runs_se"] = mean_se(runs)
     headline |= {name.replace("-", "_"): a for name, a in test.items() if is_pretrained(name)}

@@ -7,8 +7,9 @@ folder's ``val_probs.npy``, ``test_probs.npy`` and ``metrics.json`` (never
 model code), plus the val/test ``index.csv`` of the spectrogram stage for
 labels and clip ids: every member predicts the same files. Writes:
 
-    <out>/ensemble.json         per group of members, every method: test accuracy (clip, file), val accuracy (files,
-                                clips, original recordings), weights, calls, seconds; and the best on validation
+    <out>/ensemble.json         per group of members, every method: validation log-loss and accuracy on the rows below,
+                                accuracy on every validation file (context), test accuracy (clip, file), weights, calls,
+                                seconds; each member's own figures; and the best on validation
     <out>/ensemble.md           a results table in the study's style, one section per group
     <out>/ensemble_predictions.csv   clip-level actual/predicted of ``ensemble.chosen`` over every member (confusion plot)
 
@@ -17,16 +18,21 @@ trained on outside data) and ``all`` (both), each where it has members, so the
 from-scratch figures are always reported apart from those with pretrained help.
 When the runs have several architectures, each architecture's runs are a group
 too (``compact_cnn``, ``crnn``, …), first: a mixed ensemble beside pure ones.
-The group and method best on validation (file level) is what ``predict`` and
-the registered model use.
+The group and method of least validation log-loss is what ``predict`` and the
+registered model use.
+
+Validation rows are of the kind test scores (``spectrograms.test_copies``):
+each validation clip's original recording (``original``), or its mean over its
+augmented copies (``all``). Weights are fitted and the method chosen on them
+only, by log-loss, a proper scoring rule; accuracy is reported beside it.
 
 Methods: ``average``, ``maximum`` (the class of the single largest
 probability), ``vote`` (majority of the members' predictions, ties to the
 highest summed probability), ``val_weighted`` (weights ∝ each member's
-validation accuracy), and ``swarm_<name>`` for each optimiser in
-``ensemble.optimisers``. The swarms minimise ``-(validation accuracy) +
-logloss_weight × validation log-loss``; the small log-loss term breaks ties
-between weightings with equal accuracy. Weights are ≥ 0 and sum to 1.
+validation accuracy), ``simplex`` (the weights of least validation log-loss,
+found by SciPy: the reference) and ``swarm_<name>`` for each optimiser in
+``ensemble.optimisers``, minimising the same log-loss. Weights are ≥ 0 and
+sum to 1.
 
 Clip level applies each method to the members' clip-averaged probabilities; file
 level to the per-file probabilities. Validation clips have every augmented
@@ -50,6 +56,7 @@ from audioclass.config import load_params, stage_config
 from audioclass.embeddings import EmbedConfig
 from audioclass.ensembling import EnsembleConfig, ensemble, is_pretrained, load_runs, markdown, member_names
 from audioclass.outputs import atomic_file, require_inputs
+from audioclass.spectrograms import SpectrogramConfig
 from audioclass.tables import json_text, read_table
 from audioclass.training import TrainConfig
 
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = stage_config(EnsembleConfig, params, "ensemble", args.params)
     runs = stage_config(TrainConfig, params, "train", args.params).runs
     models = stage_config(EmbedConfig, params, "embed", args.params).models
+    test_copies = stage_config(SpectrogramConfig, params, "spectrograms", args.params).test_copies
     names = member_names(cfg, list(runs), list(models), args.params)
     tracking.require_store()
     runs = load_runs([args.models / name for name in names])
@@ -77,12 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     with tracking.run(
         "ensemble", logged, tags={"pipeline_role": "ensemble", "pretrained_members": ",".join(n for n in names if is_pretrained(n))}
     ):
-        report, predictions = ensemble(runs, val_index, test_index, cfg)
+        report, predictions = ensemble(runs, val_index, test_index, cfg, test_copies)
         report["member_mlflow_run_ids"] = members
         for group, g in report["groups"].items():
             for method, r in g["methods"].items():
                 tracking.log_metrics(
-                    {f"{group}.{method}.{k}": r[k] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")}
+                    {f"{group}.{method}.{k}": r[k] for k in ("val_log_loss", "val_accuracy", "test_clip_accuracy", "test_file_accuracy")}
                 )
         names_of = runs.metrics[0]["class_names"]
         outputs = {
@@ -102,16 +110,17 @@ def main(argv: list[str] | None = None) -> None:
             version = bundle.register_ensemble(
                 files,
                 {n: members[names.index(n)] for n in bundled},
-                {"group": best["group"], "method": best["method"], "val_file_accuracy": str(best_scores["val_file_accuracy"])},
+                {"group": best["group"], "method": best["method"], **{k: str(best_scores[k]) for k in ("val_log_loss", "val_accuracy")}},
             )
         for name, text in outputs.items():
             with atomic_file(args.out / name) as tmp:
                 tmp.write_text(text)
             tracking.log_artifact(args.out / name)
     log.info(
-        "best on validation: %s over %s members (test clip %.3f); registered as %s version %s",
+        "best on validation: %s over %s members (validation log-loss %.4f; test clip %.3f); registered as %s version %s",
         best["method"],
         best["group"],
+        best_scores["val_log_loss"],
         best_scores["test_clip_accuracy"],
         bundle.ENSEMBLE_MODEL,
         version,
