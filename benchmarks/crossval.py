@@ -21,6 +21,10 @@ Over folds: mean ± SD of the
 best-on-validation single run, the average ensemble and the swarm-weighted
 ensemble (``ensemble.chosen``), beside the published 5-fold figures.
 
+Each fold's member predictions go to ``benchmarks/work/crossval-members/``,
+where ``benchmarks/ensemble_rules.py`` compares ensemble rules and member sets
+on them without retraining.
+
 A full run takes hours on 2 cores, so nothing is run twice: ``--resume`` keeps
 the folds the report already holds (run with the same params), and
 ``--from-project`` takes the project's own test fold from its finished
@@ -39,6 +43,7 @@ from pathlib import Path
 import yaml
 
 from audioclass import sandbox
+from ensemble_rules import save_members
 from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report
 
 PUBLISHED = [  # ESC-10, official 5-fold protocol, no external pretraining (reference study's table)
@@ -59,7 +64,8 @@ def fold_results(box: Path) -> dict:
     best_run = max(runs, key=lambda name: runs[name]["val_file_accuracy"])  # chosen on validation, never on test
     report = json.loads((box / "reports/ensemble/ensemble.json").read_text())
     tune = json.loads((box / "reports/tune/tune.json").read_text())
-    keys = ("val_file_accuracy", "val_clip_accuracy", "val_original_accuracy", "test_clip_accuracy", "test_file_accuracy")
+    keys = ("val_log_loss", "val_accuracy", "val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")
+    member_keys = ("val_file_accuracy", "test_clip_accuracy", "test_file_accuracy")  # what a run's or head's own report has
     groups = {g: {name: {k: m[k] for k in keys} for name, m in group["methods"].items()} for g, group in report["groups"].items()}
     best = report["best"]
     return {
@@ -75,18 +81,18 @@ def fold_results(box: Path) -> dict:
         # With runs of several architectures, each one's runs (their single figures and their ensembles) apart.
         "architectures": {
             g: {
-                "runs": {k: mean_se([runs[r][k] for r in report["groups"][g]["members"]]) for k in keys[:1] + keys[3:]},
+                "runs": {k: mean_se([runs[r][k] for r in report["groups"][g]["members"]]) for k in member_keys},
                 "ensemble": groups[g],
             }
             for g in groups
             if g not in ("from_scratch", "pretrained", "all")
         },
         "heads": {
-            name: {k: json.loads((box / f"reports/heads/{name.removeprefix('head-')}.json").read_text())[k] for k in keys[:1] + keys[3:]}
+            name: {k: json.loads((box / f"reports/heads/{name.removeprefix('head-')}.json").read_text())[k] for k in member_keys}
             for name in report["pretrained_members"]
         },
         "chosen": params["ensemble"]["chosen"],
-        "best_method_on_validation": max(groups["from_scratch"], key=lambda m: groups["from_scratch"][m]["val_file_accuracy"]),
+        "best_method_on_validation": min(groups["from_scratch"], key=lambda m: groups["from_scratch"][m]["val_log_loss"]),
         "best_on_validation": {**best, **groups[best["group"]][best["method"]]},  # over every group: what predict uses
         "hyperparameters": yaml.safe_load((box / "reports/tune/best_params.yaml").read_text()),
         # tune.timeout_minutes can stop the study early, so a slower machine may finish fewer trials and pick other values
@@ -99,7 +105,7 @@ def effective(overrides: dict) -> dict:
     return sandbox.merged(yaml.safe_load((PROJECT / "params.yaml").read_text()), overrides)
 
 
-def project_fold(source: Path) -> dict:
+def project_fold(source: Path, fold: int) -> dict:
     """The project's own test fold, as its finished ``dvc repro`` left it, if that is what a sandbox would compute."""
     if json.loads(sandbox.dvc(PROJECT, "status", "--json").stdout or "{}"):
         raise SystemExit(f"--from-project: {PROJECT} is not up to date (dvc status lists changes); run dvc repro there first")
@@ -108,6 +114,7 @@ def project_fold(source: Path) -> dict:
     _, differ, missing = filecmp.cmpfiles(source, data, names, shallow=False)
     if differ or missing or sum(1 for p in data.rglob("*") if p.is_file()) != len(names):
         raise SystemExit(f"--from-project: {data} is not the release in {source} (expected the same files, byte for byte)")
+    save_members(PROJECT, fold)
     return {"wall_s": None, "cpu_s": None, "peak_memory_gib": None, "run_by": "the project's dvc repro", **fold_results(PROJECT)}
 
 
@@ -121,13 +128,6 @@ def mean_sd(values: list[float]) -> dict:
         "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
         "folds": [round(v, 4) for v in values],
     }
-
-
-def best_on_originals(fold: dict) -> dict:
-    """The ensemble a rule choosing on validation's original recordings (ties: on every file) would take."""
-    groups = {"from_scratch": fold["ensemble"], **fold["with_pretrained"]}
-    candidates = [m for methods in groups.values() for m in methods.values()]
-    return max(candidates, key=lambda m: (m["val_original_accuracy"], m["val_file_accuracy"]))
 
 
 def summary(folds: dict) -> dict:
@@ -148,7 +148,6 @@ def summary(folds: dict) -> dict:
         pick["pretrained + CNN runs: average"] = lambda f: f["with_pretrained"]["all"]["average"]
         pick[f"pretrained + CNN runs: {chosen}"] = lambda f: f["with_pretrained"]["all"][chosen]
         pick["best group and method on validation"] = lambda f: f["best_on_validation"]
-        pick["best on validation's original recordings (not the rule predict uses)"] = best_on_originals
     return {
         name: {level: mean_sd([get(f)[f"test_{level}_accuracy"] for f in folds.values()]) for level in ("clip", "file")}
         for name, get in pick.items()
@@ -316,7 +315,7 @@ def main() -> None:
             raise SystemExit("--from-project: the project runs params.yaml as it is, so it cannot be combined with a --set that changes it")
         test_fold = effective({})["split"]["test_fold"]
         if test_fold not in results:  # a resumed report may hold it already
-            results[test_fold] = project_fold(args.source)
+            results[test_fold] = project_fold(args.source, test_fold)
     folds = [int(k) for k in args.folds.split(",") if int(k) not in results]
 
     def write() -> None:
@@ -342,6 +341,7 @@ def main() -> None:
             "run_by": command,
             **fold_results(box),
         }
+        save_members(box, k)
         print(
             f"  {timing['wall_s'] / 60:.1f} min; average ensemble "
             f"{results[k]['ensemble']['average']['test_clip_accuracy']:.4f} (test clips)",
