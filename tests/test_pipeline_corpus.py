@@ -25,6 +25,7 @@ PROFILE = {
     "split": {"val_fraction": 0.5},  # 6 actors in 3 folds: 2 test, 2 validation, 2 train
     "tune": {**TINY["tune"], "enabled": False},
     "feature_models": {"cv_folds": 2},
+    "embed": {"models": ["aisfx"]},  # the licence-clean pretrained member
 }
 
 
@@ -106,6 +107,10 @@ def test_predict_prints_labels_as_text_and_marks_silence(workspace, tmp_path):
     heard_there, quiet_there = (json.loads(line) for line in registered.stdout.splitlines())
     assert heard_there["prediction"] == heard["prediction"] and set(heard_there["probabilities"]) == set(EMOTIONS)
     assert quiet_there == quiet
+    # Both ran the aiSFX head: least log-loss lies in the group of every member, whose weights include every other
+    # group's (the log-loss of a weighted mean is convex, and the simplex method finds its minimum).
+    report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
+    assert report["best"]["group"] == "all" and "head-aisfx" in report["groups"]["all"]["members"]
 
 
 def test_training_runs_name_their_data_version_in_mlflow(workspace):

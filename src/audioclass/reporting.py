@@ -19,8 +19,9 @@ PUBLISHED_FOR = "ESC-10"  # the corpus study.py's figures were measured on
 GROUP_NAMES = {SCRATCH: "the trained runs", PRETRAINED: "the pretrained heads", ALL: "every member"}
 KEYS = ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")  # the columns of a scored row
 PRETRAINED_NOTE = (
-    "These rows use a model trained on outside data (`embed.models`; BirdNET's weights are CC BY-NC-SA 4.0, "
-    "non-commercial, and its training data may share recordings with ESC-50). They are not comparable with the "
+    "These rows use models trained on outside data (`embed.models`; BirdNET's weights are CC BY-NC-SA 4.0, "
+    "non-commercial, and its training data may share recordings with ESC-50; aiSFX's are CC BY 4.0, trained on "
+    "sound-effects libraries that may hold Freesound recordings too). They are not comparable with the "
     "from-scratch rows above, nor with the published figures, which use no outside data.\n\n"
 )
 
