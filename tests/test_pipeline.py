@@ -198,11 +198,10 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     assert headline["data"]["ensemble"] == f"{report['best']['group']}/{report['best']['method']}"
     assert headline["data"]["test"] == round(best["test_clip_accuracy"], 4) and set(headline["data"]) == {
         "ensemble",
-        "val_log_loss",
+        "val_loss",
         "val",
         "test",
         "cnn_runs",
-        "cnn_runs_se",
         "head_birdnet",
         "head_aisfx",
         "clips",

@@ -245,14 +245,15 @@ def figures_markdown(ensemble: dict, chosen: str, predictions: pd.DataFrame) -> 
 
 
 def headline_metrics(data: dict, ensemble: dict) -> dict:
-    """The few figures ``dvc metrics show`` prints, one row that fits a terminal.
+    """The few figures ``dvc metrics show`` prints, one row that fits a terminal with two pretrained heads.
 
     ``ensemble``: the group and method validation chose, with its validation
-    log-loss and accuracy (on the rows of the kind test scores) and test (clips)
-    accuracy; ``cnn_runs`` and ``cnn_runs_se``: the CNN
-    runs' test accuracy, mean ± SE; ``head_<model>``: each pretrained head's test
-    accuracy; ``clips``: train/val/test clips. The detail stays in each stage's
-    own file (``dvc metrics show reports/ensemble/ensemble.json``).
+    log-loss (``val_loss``) and accuracy (``val``), on the rows of the kind test
+    scores, and its test accuracy (clips); ``cnn_runs``: the CNN runs' mean test
+    accuracy; ``head_<model>``: each pretrained head's test accuracy;
+    ``clips``: train/val/test clips. The detail, standard errors included,
+    stays in each stage's own file (``dvc metrics show
+    reports/ensemble/ensemble.json``).
     """
     best = ensemble["best"]
     chosen = ensemble["groups"][best["group"]]["methods"][best["method"]]
@@ -260,12 +261,12 @@ def headline_metrics(data: dict, ensemble: dict) -> dict:
     runs = [a for name, a in test.items() if not is_pretrained(name)]
     headline = {
         "ensemble": f"{best['group']}/{best['method']}",
-        "val_log_loss": chosen["val_log_loss"],
+        "val_loss": chosen["val_log_loss"],
         "val": chosen["val_accuracy"],
         "test": chosen["test_clip_accuracy"],
     }
     if runs:
-        headline["cnn_runs"], headline["cnn_runs_se"] = mean_se(runs)
+        headline["cnn_runs"] = mean_se(runs)[0]
     headline |= {name.replace("-", "_"): a for name, a in test.items() if is_pretrained(name)}
     headline["clips"] = "/".join(str(data["clips"][split]) for split in ("train", "val", "test"))
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in headline.items()}
