@@ -220,6 +220,7 @@ def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tm
 def test_the_registered_ensemble_is_the_package_s_code_and_plain_files_with_nothing_pickled(tmp_path, monkeypatch):
     """Models-from-code: anyone who can write to a pickle-loading registry could make ``predict --registered`` run their code."""
     import mlflow
+    import numpy as np
     import yaml
     from mlflow.artifacts import download_artifacts
 
@@ -236,8 +237,11 @@ def test_the_registered_ensemble_is_the_package_s_code_and_plain_files_with_noth
     assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model" and "python_model" not in flavor
     assert (model / "ensemble_model.py").read_bytes() == REGISTERED_MODEL_CODE.read_bytes()
     package, code = Path(audioclass.__file__).parent, model / flavor["code"] / "audioclass"
-    sources = sorted(p.relative_to(package) for p in package.rglob("*.py"))
-    assert sorted(p.relative_to(code) for p in code.rglob("*") if p.is_file()) == sources
+    # The package's source, and its vendored weights as plain arrays (aiSFX's, which an aisfx head embeds with).
+    sources = sorted(p.relative_to(package) for p in [*package.rglob("*.py"), *package.glob("weights/*.npz")])
+    assert sorted(p.relative_to(code) for p in code.rglob("*") if p.is_file()) == sources and Path("weights/aisfx.npz") in sources
+    with np.load(code / "weights/aisfx.npz", allow_pickle=False) as weights:  # arrays only: loading runs no code
+        assert weights["conv_block1.conv1.weight"].shape == (64, 1, 3, 3)
     assert all((code / p).read_bytes() == (package / p).read_bytes() for p in sources)
     for file in (p for p in model.rglob("*") if p.is_file()):
         start = file.read_bytes()[:2]
