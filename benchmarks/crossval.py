@@ -43,6 +43,7 @@ from pathlib import Path
 import yaml
 
 from audioclass import sandbox
+from audioclass.ensembling import SCORES_ONLY
 from ensemble_rules import save_members
 from pipeline import PROJECT, benchmark_parser, machine, mean_se, measure, overrides, write_report
 
@@ -92,7 +93,9 @@ def fold_results(box: Path) -> dict:
             for name in report["pretrained_members"]
         },
         "chosen": params["ensemble"]["chosen"],
-        "best_method_on_validation": min(groups["from_scratch"], key=lambda m: groups["from_scratch"][m]["val_log_loss"]),
+        "best_method_on_validation": min(
+            (m for m in groups["from_scratch"] if m not in SCORES_ONLY), key=lambda m: groups["from_scratch"][m]["val_log_loss"]
+        ),
         "best_on_validation": {**best, **groups[best["group"]][best["method"]]},  # over every group: what predict uses
         "hyperparameters": yaml.safe_load((box / "reports/tune/best_params.yaml").read_text()),
         # tune.timeout_minutes can stop the study early, so a slower machine may finish fewer trials and pick other values

@@ -179,7 +179,7 @@ def test_stage_core_chooses_by_validation_log_loss_and_never_reads_test():
     assert methods["average"]["val_log_loss"] == pytest.approx(cross_entropy(rows.mean(axis=0), labels), abs=1e-6)
     assert methods["average"]["val_accuracy"] == accuracy(rows.mean(axis=0), labels)
     assert len(predictions) == 100
-    best = min(methods, key=lambda m: methods[m]["val_log_loss"])
+    best = min((m for m in methods if m not in ("maximum", "vote")), key=lambda m: methods[m]["val_log_loss"])
     assert report["best"] == {"group": "from_scratch", "method": best}
     assert methods[best]["val_log_loss"] <= methods["simplex"]["val_log_loss"] < methods["average"]["val_log_loss"]
     # Same weights whatever the test predictions are: test never chooses anything.
@@ -188,6 +188,22 @@ def test_stage_core_chooses_by_validation_log_loss_and_never_reads_test():
     for m in ("simplex", "swarm_de", "swarm_jaya"):
         assert report2["groups"]["from_scratch"]["methods"][m]["weights"] == methods[m]["weights"]
     assert report2["best"] == report["best"]
+
+
+def test_a_vote_is_never_chosen_though_its_normalised_scores_can_score_a_lower_log_loss():
+    # Three members, each right but unsure (0.4 on the true class): a weighted mean stays at 0.4, while the vote's
+    # three votes normalise to about 0.8. Its log-loss measures the normalisation, not the members.
+    y = np.arange(60) % 10
+    unsure = np.full((60, 10), 0.6 / 9)
+    unsure[np.arange(60), y] = 0.4
+    probs = np.stack([unsure, unsure, unsure])
+    index = pd.DataFrame({"clip_id": [f"c{i:02d}" for i in range(60)], "copy": 0, "label": y})
+    metrics = [{"val_file_accuracy": 1, "test_clip_accuracy": 1, "test_file_accuracy": 1}] * 3
+    report, _ = ensemble(Runs(["run-1", "run-2", "run-3"], probs, probs, metrics), index, index, cfg(optimisers=("jaya",)), "original")
+    methods = report["groups"]["from_scratch"]["methods"]
+    assert methods["vote"]["val_log_loss"] < methods["average"]["val_log_loss"]
+    assert report["best"]["method"] not in ("vote", "maximum")
+    assert methods[report["best"]["method"]]["val_log_loss"] == pytest.approx(-np.log(0.4), abs=1e-4)
 
 
 def test_pretrained_heads_form_their_own_group_beside_the_runs_and_all_members():

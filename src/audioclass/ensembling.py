@@ -1,7 +1,8 @@
 """Ensembling: members' probabilities combined, with weights fitted on validation only.
 
-Every weight is fitted, and every group and method chosen, by validation
-log-loss (a proper scoring rule) on the rows of the kind test scores
+Every weight is fitted, and the group and method chosen among the weighted
+means, by validation log-loss (a proper scoring rule) on the rows of the kind
+test scores
 (:func:`validation_rows`): each validation clip's original recording when
 ``spectrograms.test_copies`` is ``original``, its mean over its augmented
 copies when it is ``all``. Accuracy is reported beside it; it chooses nothing,
@@ -31,6 +32,10 @@ from audioclass.swarm import OPTIMISERS
 log = logging.getLogger(__name__)
 
 
+# Methods whose scores only rank the classes: normalised to sum to 1 they are no forecast, and their log-loss
+# measures the normalisation (a vote of 7 members in 8 reads as about 0.87, however sure they were), so they are
+# reported but never chosen. Every other method is a weighted mean of the members' probabilities.
+SCORES_ONLY = ("maximum", "vote")
 SCRATCH, PRETRAINED, ALL = "from_scratch", "pretrained", "all"  # the groups, in report order, after one per architecture
 _MEMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -273,8 +278,9 @@ def ensemble(
     for group, members in runs.groups().items():
         methods, predictions = ensemble_group(runs.subset(members), val_index, test_index, cfg, test_copies)
         groups[group] = {"members": [runs.names[i] for i in members], "methods": methods}
-    # The first (group, method) of least validation log-loss: what predict and the registry use.
-    best = min(((g, m) for g in groups for m in groups[g]["methods"]), key=lambda gm: groups[gm[0]]["methods"][gm[1]]["val_log_loss"])
+    # The first (group, method) of least validation log-loss among the forecasts: what predict and the registry use.
+    forecasts = [(g, m) for g in groups for m in groups[g]["methods"] if m not in SCORES_ONLY]
+    best = min(forecasts, key=lambda gm: groups[gm[0]]["methods"][gm[1]]["val_log_loss"])
     rows, y_rows = validation_rows(runs.val, val_index, test_copies)
     single = {k: [m[k] for m in runs.metrics] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")}
     single["val_log_loss"] = [round(cross_entropy(r, y_rows), 6) for r in rows]
@@ -319,7 +325,8 @@ def markdown(report: dict) -> str:
     row = "original recording" if rows["kind"] == "originals" else "mean over its copies"
     sections = [
         f"Validation: {rows['rows']} rows, each validation clip's {row}, the kind of row test scores. Weights are fitted, "
-        "and the group and method chosen, by least validation log-loss."
+        "and the group and method chosen among the weighted means, by least validation log-loss (maximum and vote give "
+        "scores, not probabilities: their log-loss is shown, but they are not chosen)."
     ]
     for group, g in report["groups"].items():
         lines = [

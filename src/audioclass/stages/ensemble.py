@@ -18,7 +18,8 @@ trained on outside data) and ``all`` (both), each where it has members, so the
 from-scratch figures are always reported apart from those with pretrained help.
 When the runs have several architectures, each architecture's runs are a group
 too (``compact_cnn``, ``crnn``, …), first: a mixed ensemble beside pure ones.
-The group and method of least validation log-loss is what ``predict`` and the
+The group and method of least validation log-loss, among the weighted means
+(``maximum`` and ``vote`` only rank the classes), is what ``predict`` and the
 registered model use.
 
 Validation rows are of the kind test scores (``spectrograms.test_copies``):
