@@ -3,7 +3,7 @@
 Run once, in a scratch environment with the reference implementation (PyTorch, Essentia and the aisfx wheel),
 never in the project's own:
 
-    python3 -m venv /tmp/aisfx-ref && /tmp/aisfx-ref/bin/pip install torch==2.13.0 essentia tqdm
+    python3 -m venv /tmp/aisfx-ref && /tmp/aisfx-ref/bin/pip install torch==2.13.0 essentia soundfile tqdm
     /tmp/aisfx-ref/bin/pip install --no-deps aisfx==0.1.2
     /tmp/aisfx-ref/bin/python tools/convert_aisfx.py --esc10 ../shared/datasets/ESC-10
 
