@@ -2,11 +2,10 @@
 
 Every weight is fitted, and the group and method chosen among the weighted
 means, by validation log-loss (a proper scoring rule) on the rows of the kind
-test scores
-(:func:`validation_rows`): each validation clip's original recording when
-``spectrograms.test_copies`` is ``original``, its mean over its augmented
-copies when it is ``all``. Accuracy is reported beside it; it chooses nothing,
-since one clip moves it by a step and most weightings tie.
+test scores (:func:`validation_rows`): each validation clip's original
+recording when ``spectrograms.test_copies`` is ``original``, its mean over its
+augmented copies when it is ``all``. Accuracy is reported beside it; it
+chooses nothing, since one clip moves it by a step and most weightings tie.
 """
 
 from __future__ import annotations
