@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -101,10 +102,23 @@ def environment(sandbox: Path) -> dict[str, str]:
     return {**os.environ, "PATH": path, "PYTHONPATH": python_path}
 
 
-def dvc(sandbox: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``dvc`` with the sandbox's :func:`environment` (plus ``env``) inside the sandbox; output captured."""
+def dvc(
+    sandbox: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    """Run ``dvc`` with the sandbox's :func:`environment` (plus ``env``) inside the sandbox; output captured.
+
+    The output goes to files, not pipes: ``dvc queue start`` leaves daemonised workers behind that inherit
+    its output, and a pipe would keep the caller waiting for the last of them to exit (for ever, if one hangs
+    on its way out). ``timeout`` (seconds) bounds the call all the same.
+    """
     env = {**environment(sandbox), **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=sandbox, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        try:
+            process = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=sandbox, env=env, stdout=out, stderr=err, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"dvc {' '.join(args)} did not finish within {timeout:g} s in {sandbox}") from None
+        out.seek(0), err.seek(0)
+        result = subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
     if check and result.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {sandbox}:\n{result.stdout}\n{result.stderr}")
     return result
