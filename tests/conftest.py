@@ -135,6 +135,12 @@ def write_folders(root: Path, classes: dict[str, list[np.ndarray]], sr: int, *, 
     return root
 
 
+def pytest_collection_modifyitems(items):
+    """The e2e modules first. pytest-xdist (``--dist loadfile``, in pyproject.toml) hands each worker a module
+    at a time in this order; the e2e modules take minutes each, so they start first and the short ones fill in."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: the order within stays
+
+
 @pytest.fixture(autouse=True)
 def local_tracking(monkeypatch):
     """Every test starts with the project-local MLflow store. ``mlflow.set_tracking_uri`` and ``set_experiment`` also
