@@ -317,3 +317,52 @@ print("onednn", _pywrap_util_port.IsMklEnabled())
     assert run.stdout.split() == ["onednn", "True"]
     errors = [line for line in run.stderr.splitlines() if line.startswith("E0000") or "Traceback" in line]
     assert errors == []
+
+
+def test_an_ensemble_s_members_score_new_audio_as_keras_does_without_retracing_warnings():
+    """``Model.predict`` on six models in one process makes TensorFlow warn, twice, about retracing: among the
+    results of ``audioclass predict``. Called eagerly, the members give the same scores and no warning."""
+    import logging
+
+    import keras
+
+    from audioclass.predict import keras_scores
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    inputs = np.random.default_rng(0).normal(size=(70, 8, 16, 1)).astype(np.float32)  # two batches of 64
+    models = []
+    for seed in range(6):
+        keras.utils.set_random_seed(seed)
+        models.append(ARCHITECTURES["compact_cnn"]((8, 16, 1), 3, TINY_MODEL))
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        scores = [keras_scores(model, inputs) for model in models]
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert not [r for r in records if "retracing" in r.getMessage()]
+    assert all(s.shape == (70, 3) for s in scores) and not np.allclose(scores[0], scores[1])
+    np.testing.assert_allclose(scores[0], models[0].predict(inputs, verbose=0), atol=1e-6)
+
+
+def test_loading_tensorflow_prints_none_of_its_native_start_up_info():
+    import subprocess
+    import sys
+
+    code = "import audioclass, keras; print(float(keras.ops.add(1.0, 2.0)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout == "3.0\n"
+    assert "oneDNN" not in result.stderr and "InitializeLog" not in result.stderr, result.stderr
+
+
+def test_only_native_info_lines_are_left_out_of_stderr_while_tensorflow_loads(capfd):
+    import os
+
+    from audioclass import _startup_info_left_out_of_stderr
+
+    with _startup_info_left_out_of_stderr():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"E0000 00:00:1.0 1 cuda.cc:1] a real error\nsomething else\n")
+    assert capfd.readouterr().err == "E0000 00:00:1.0 1 cuda.cc:1] a real error\nsomething else\n"

@@ -21,7 +21,12 @@ against ``pyproject.toml``'s contracts):
   layouts, download, tables).
 """
 
+import contextlib
+import importlib.abc
+import importlib.util
 import os
+import sys
+import tempfile
 
 # Here, because every entry point imports the package before TensorFlow loads.
 # Keep TensorFlow's C++ start-up chatter out of the stages' logs.
@@ -33,3 +38,50 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Imports ``tensorflow`` with the INFO lines its native code writes at start-up left out of stderr.
+
+    Since TensorFlow 2.19 they go through absl's logging before it is set up, so ``TF_CPP_MIN_LOG_LEVEL``
+    no longer hides them: every command that loads a model printed "oneDNN custom operations are on", twice.
+    Anything else written to stderr meanwhile (warnings, errors) is passed on, in order.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once, and so that the real finders answer
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def quiet_exec_module(module):
+                with _startup_info_left_out_of_stderr():
+                    exec_module(module)
+
+            spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+@contextlib.contextmanager
+def _startup_info_left_out_of_stderr():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            chatter = (b"I0000 ", b"WARNING: All log messages before absl::InitializeLog() is called")
+            passed_on = b"".join(line for line in captured.read().splitlines(keepends=True) if not line.startswith(chatter))
+            while passed_on:
+                passed_on = passed_on[os.write(2, passed_on) :]
+
+
+if "tensorflow" not in sys.modules:
+    sys.meta_path.insert(0, _QuietTensorFlowImport())

@@ -196,12 +196,18 @@ def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
     models = {m.embedding for m in ensemble.members if m.head is not None}
     embedded = {name: np.stack([embeddings.embed_clip(c, sr, name) for c in clips]) for name in models}
     probs = np.stack(
-        [
-            m.keras.predict(inputs, verbose=0) if m.keras is not None else m.head.probabilities(embedded[m.embedding])
-            for m in ensemble.members
-        ]
+        [keras_scores(m.keras, inputs) if m.keras is not None else m.head.probabilities(embedded[m.embedding]) for m in ensemble.members]
     )
     return as_probabilities(combine(probs, ensemble.method, ensemble.weights))
+
+
+def keras_scores(model, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """``model``'s outputs for ``inputs``, called eagerly a batch at a time.
+
+    ``Model.predict`` traces a graph for each model and call: a process that runs an ensemble on a few
+    files traces it several times, and TensorFlow then prints a warning about retracing among the results.
+    """
+    return np.concatenate([np.asarray(model(inputs[i : i + batch_size], training=False)) for i in range(0, len(inputs), batch_size)])
 
 
 def audio_files(targets: list[Path]) -> list[Path]:
