@@ -397,6 +397,50 @@ def test_bad_input_is_rejected_with_one_line_and_nothing_lost(make, tmp_path, ca
     assert not list(case.out.parent.glob(f".{case.out.name}.*")), "a temporary was left behind"
 
 
+def three_broken_files(dog: Path) -> None:
+    """A scraped corpus's usual damage: two empty WAVs and a text file named ``.ogg``."""
+    (dog / "dog_1.wav").write_bytes(b"")
+    (dog / "dog_3.wav").write_bytes(b"")
+    (dog / "notes.ogg").write_text("meeting notes, not audio\n" * 20)
+
+
+def test_one_run_names_every_unreadable_file_and_writes_nothing(tmp_path, capsys, caplog):
+    source = folders(tmp_path, three_broken_files)
+    case = extract_case(tmp_path, source, layout="folders")
+    code, stderr = run_cli(case.argv, capsys)
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(errors) == 1 and "3 of 11 files cannot be read" in errors[0] and "on_error: skip" in errors[0], stderr
+    for name, why in (("dog_1.wav", "file is empty"), ("dog_3.wav", "file is empty"), ("notes.ogg", "cannot decode audio")):
+        assert f"{name}: {why}" in caplog.text
+    assert not case.out.exists() and not list(tmp_path.glob(".prepared.*"))
+
+
+def test_on_error_skip_leaves_the_unreadable_files_out_and_lists_them(tmp_path, capsys):
+    source = folders(tmp_path, three_broken_files)
+    case = extract_case(tmp_path, source, layout="folders", on_error="skip")
+    code, stderr = run_cli(case.argv, capsys)
+    assert code == 0, stderr
+    meta = pd.read_csv(case.out / "metadata.csv")
+    assert len(meta) == 8 and not set(meta["original_path"]) & {"dog/dog_1.wav", "dog/dog_3.wav", "dog/notes.ogg"}
+    assert sorted(p.stem for p in (case.out / "clips").iterdir()) == sorted(meta["clip_id"])
+    skipped = pd.read_csv(case.out / "skipped.csv")
+    assert list(skipped["file"].str.rsplit("/", n=1).str[-1]) == ["dog_1.wav", "dog_3.wav", "notes.ogg"]
+    assert list(skipped["error"].str.contains("cannot decode audio")) == [False, False, True]
+    assert set(meta["fold"]) == {1, 2, 3, 4, 5}  # folds are assigned over the files that remain
+
+
+def test_on_error_skip_refuses_to_leave_a_class_empty(tmp_path, capsys):
+    def all_broken(dog: Path) -> None:
+        for wav in dog.glob("*.wav"):
+            wav.write_bytes(b"")
+
+    case = extract_case(tmp_path, folders(tmp_path, all_broken), layout="folders", on_error="skip")
+    code, stderr = run_cli(case.argv, capsys)
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(errors) == 1 and "no readable file in class 'dog'" in errors[0], stderr
+    assert not case.out.exists()
+
+
 HANDLED = {
     # name: (file written into class "dog", what the extracted clip must equal)
     "0.2 s clip: zero-padded to 0.5 s": (
@@ -425,3 +469,20 @@ def test_odd_but_valid_audio_becomes_a_clip_of_the_configured_shape(write, check
     y, sr = sf.read(case.out / "clips" / f"{odd}.wav", dtype="float32")
     assert sr == RATE and y.shape == (int(SECONDS * RATE),)
     assert check(y)
+
+
+@pytest.mark.parametrize(
+    "stage, inputs",
+    [
+        ("split", ["--metadata", "{tmp}/prepared/metadata.csv", "--out", "{tmp}/split.csv"]),
+        ("spectrograms", ["--augmented", "{tmp}/a", "--split", "{tmp}/s", "--out", "{tmp}/o", "--preview", "{tmp}/p", "--summary", "j"]),
+        ("ensemble", ["--models", "{tmp}/models", "--data", "{tmp}/spectrograms", "--out", "{tmp}/ensemble"]),
+    ],
+)
+def test_a_stage_run_by_hand_on_a_missing_input_says_so_in_one_line(stage, inputs, tmp_path, capsys):
+    argv = [stage, "--params", str(PROJECT / "params.yaml"), *(arg.format(tmp=tmp_path) for arg in inputs)]
+    code, stderr = run_cli(argv, capsys)
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert str(tmp_path) in errors[0] and ("no such file or folder" in errors[0] or ": missing; expected" in errors[0])
+    assert list(tmp_path.iterdir()) == []  # nothing written

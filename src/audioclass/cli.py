@@ -78,6 +78,10 @@ def run_stage(main: Callable[[], None]) -> None:
     except AudioclassError as err:
         print(f"error: {masked_text(str(err))}", file=sys.stderr)  # a second guard: no URL's password is ever printed
         sys.exit(1)
+    except (FileNotFoundError, NotADirectoryError) as err:  # an input named on the command line, run by hand
+        name = err.filename if err.filename is not None else str(err)
+        print(f"error: {name}: no such file or folder; expected an input that the stages before it write (dvc repro)", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted; no partial output was kept", file=sys.stderr)
         sys.exit(130)

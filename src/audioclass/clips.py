@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -14,6 +15,7 @@ import pandas as pd
 
 from audioclass import audio
 from audioclass.config import require
+from audioclass.errors import DataError
 from audioclass.grouping import grouped_folds
 from audioclass.layouts import Corpus, Source, SourceClip, read_corpus
 from audioclass.outputs import atomic_dir
@@ -37,6 +39,7 @@ class ExtractConfig:
     crop: audio.CropMode
     n_folds: int  # folders and filename layouts: folds are assigned, grouped and stratified
     silence_dbfs: float  # a clip whose peak is below this is silent: warned about, rendered as the floor
+    on_error: Literal["stop", "skip"]  # a file that cannot be read: stop the stage, or leave it out (listed in skipped.csv)
     seed: int
 
     def __post_init__(self):
@@ -103,9 +106,12 @@ def build_metadata(corpus: Corpus, cfg: ExtractConfig) -> pd.DataFrame:
     return meta
 
 
-def _decode_and_write(clip: SourceClip, *, source: Source, cfg: ExtractConfig, out: Path) -> float:
-    """Write one clip; returns its peak level in dBFS."""
-    y, sr = audio.read_audio_bytes(source.read_bytes(clip.member), source.name(clip.member))
+def _decode_and_write(clip: SourceClip, *, source: Source, cfg: ExtractConfig, out: Path) -> float | DataError:
+    """Write one clip; returns its peak level in dBFS, or, for a file that cannot be read, the error that says why."""
+    try:
+        y, sr = audio.read_audio_bytes(source.read_bytes(clip.member), source.name(clip.member))
+    except DataError as err:
+        return err  # returned, not raised: every file is tried, so that one run names all the unreadable ones
     prepared = prepare_clip(y, sr, cfg)
     audio.write_wav(out / "clips" / f"{clip.clip_id}.wav", prepared, cfg.sample_rate)
     return float(audio.peak_dbfs(prepared / 32768.0))
@@ -129,16 +135,47 @@ def warn_silent(source: Source, clips: tuple[SourceClip, ...], peaks: list[float
 
 
 def extract(cfg: ExtractConfig, out: Path, jobs: int) -> pd.DataFrame:
-    """Run the stage: read ``cfg.source`` and write clips + metadata to ``out`` atomically."""
+    """Run the stage: read ``cfg.source`` and write clips + metadata to ``out`` atomically.
+
+    ``out/skipped.csv`` lists the files that ``on_error: skip`` left out (file, error), if there are any.
+    """
     source = Source(cfg.source)
     corpus = read_corpus(source, layout=cfg.layout, subset=cfg.subset, label_pattern=cfg.label_pattern)
-    meta = build_metadata(corpus, cfg)
-    log.info("%s layout: %d clips in %d classes from %s", corpus.layout, len(meta), len(corpus.classes), cfg.source)
+    log.info("%s layout: %d clips in %d classes from %s", corpus.layout, len(corpus.clips), len(corpus.classes), cfg.source)
     with atomic_dir(out) as tmp:
         (tmp / "clips").mkdir()
         work = functools.partial(_decode_and_write, source=source, cfg=cfg, out=tmp)
-        peaks = parallel_map(work, corpus.clips, jobs=jobs, desc="extract", unit="clip")
+        results = parallel_map(work, corpus.clips, jobs=jobs, desc="extract", unit="clip")
+        unreadable = [(clip, r) for clip, r in zip(corpus.clips, results) if isinstance(r, DataError)]
+        readable = tuple(clip for clip, r in zip(corpus.clips, results) if not isinstance(r, DataError))
+        _refuse_or_skip(unreadable, len(corpus.clips), cfg.on_error, readable, corpus.classes)
+        corpus = dataclasses.replace(corpus, clips=readable)
+        meta = build_metadata(corpus, cfg)
         meta.to_csv(tmp / "metadata.csv", index=False)
+        if unreadable:  # only then, so that a clean corpus's output (and DVC's hash of it) is as before
+            skipped = pd.DataFrame({"file": [source.name(c.member) for c, _ in unreadable], "error": [str(e) for _, e in unreadable]})
+            skipped.to_csv(tmp / "skipped.csv", index=False)
         (tmp / "corpus.json").write_text(json_text({"name": corpus.name, "layout": corpus.layout, "classes": list(corpus.classes)}))
-    warn_silent(source, corpus.clips, peaks, cfg.silence_dbfs)
+    warn_silent(source, corpus.clips, [r for r in results if not isinstance(r, DataError)], cfg.silence_dbfs)
     return meta
+
+
+def _refuse_or_skip(
+    unreadable: list[tuple[SourceClip, DataError]], total: int, on_error: str, readable: tuple[SourceClip, ...], classes: tuple[str, ...]
+) -> None:
+    """Name every unreadable file; then stop (``on_error: stop``) or go on without them (``skip``)."""
+    if not unreadable:
+        return
+    if on_error == "stop" and len(unreadable) == 1:
+        raise DataError(f"{unreadable[0][1]} (or set extract.on_error: skip to leave it out)")
+    for _, err in unreadable:
+        log.warning("%s", err)
+    if on_error == "stop":
+        raise DataError(
+            f"{len(unreadable)} of {total} files cannot be read, listed above; expected audio files: "
+            "fix or remove them, or set extract.on_error: skip to leave them out"
+        )
+    log.warning("left out %d of %d files that cannot be read (extract.on_error: skip); skipped.csv lists them", len(unreadable), total)
+    emptied = sorted(set(classes) - {clip.class_name for clip in readable})
+    if emptied:
+        raise DataError(f"extract.on_error: skip left no readable file in class {emptied[0]!r}; expected at least one per class")

@@ -7,6 +7,8 @@ Reads the dataset named by ``extract.source`` (a folder or zip in any layout of
     <out>/metadata.csv          one row per clip: clip_id, source_id, take, fold, label (class index),
                                 class_name (exactly as in the corpus), path, original_path
     <out>/corpus.json           name ("ESC-10", "ESC-50" or null for another corpus), layout, classes
+    <out>/skipped.csv           with extract.on_error: skip, the files left out because they cannot be
+                                read (file, error); absent when there are none
 
 In the ESC layouts a clip's id, fold and source recording come from its name
 (``{fold}-{source}-{take}``). In the folders and filename layouts the id is the
@@ -14,6 +16,8 @@ file's path below the corpus, escaped to a file name (``cat/000.wav`` is
 ``cat%2F000``); folds are assigned here by a grouped, stratified k-fold
 (``extract.n_folds``) so that one source recording never spans two folds.
 Clips whose peak is below ``extract.silence_dbfs`` are named in a warning.
+Every file that cannot be read is named; then the stage stops, writing
+nothing (``extract.on_error: stop``), or leaves them out (``skip``).
 
 Rerun with ``dvc repro extract``.
 """
