@@ -31,6 +31,7 @@ read the held-out figures only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import statistics
@@ -142,7 +143,9 @@ def held_out(runs: Runs, index: pd.DataFrame, cfg: EnsembleConfig, rule: str) ->
         if rule == "before":
             members, method, weights = old_rule(fit_runs, fit_index, cfg)
         else:
-            report, _ = ensemble(fit_runs, fit_index, out_index, cfg, "all" if rule == "clip_means" else "original")
+            choose = "held_out" if rule == "held_out_choice" else "in_sample"
+            rows = "all" if rule == "clip_means" else "original"
+            report, _ = ensemble(fit_runs, fit_index, out_index, dataclasses.replace(cfg, choose=choose), rows)
             members, method, weights = chosen(report, runs.names)
         probs.append(as_probabilities(combine(runs.val[members][:, out], method, weights)))
         labels.append(out_index["label"].to_numpy())
@@ -171,15 +174,17 @@ def test_clips(runs: Runs, test_index: pd.DataFrame, members: list[int], method:
 
 def analyse(path: Path, cfg: EnsembleConfig) -> dict:
     runs, val_index, test_index = load_members(path)
-    report, _ = ensemble(runs, val_index, test_index, cfg, "original")
+    report, _ = ensemble(runs, val_index, test_index, dataclasses.replace(cfg, choose="in_sample"), "original")
     new = chosen(report, runs.names)
+    held_out_report, _ = ensemble(runs, val_index, test_index, dataclasses.replace(cfg, choose="held_out"), "original")
+    held_out_choice = chosen(held_out_report, runs.names)
     before = old_rule(runs, val_index, cfg)
     single = [test_clips(runs, test_index, [i], "average", None) for i in range(len(runs.names))]
     best_member = int(np.argmax(single))
     sets = {}
     for label, members in member_sets(runs.names).items():
         subset = runs.subset(members)
-        sub_report, _ = ensemble(subset, val_index, test_index, cfg, "original")
+        sub_report, _ = ensemble(subset, val_index, test_index, dataclasses.replace(cfg, choose="in_sample"), "original")
         choice = chosen(sub_report, subset.names)
         sets[label] = {
             "members": [subset.names[i] for i in choice[0]],
@@ -192,8 +197,9 @@ def analyse(path: Path, cfg: EnsembleConfig) -> dict:
         "members": runs.names,
         "before": describe(before),
         "new": describe(new),
+        "held_out_choice": describe(held_out_choice),
         "best_member_on_test": {"member": runs.names[best_member], "test_clip_accuracy": single[best_member]},
-        "held_out": {rule: held_out(runs, val_index, cfg, rule) for rule in ("originals", "clip_means", "before")},
+        "held_out": {rule: held_out(runs, val_index, cfg, rule) for rule in ("originals", "clip_means", "before", "held_out_choice")},
         "member_sets": sets,
     }
 
@@ -206,7 +212,9 @@ def summary(folds: dict) -> dict:
     first = next(iter(folds.values()))
     mean = lambda values: round(statistics.mean(values), 4)
     return {
-        "test_clip_accuracy": {rule: mean([f[rule]["test_clip_accuracy"] for f in folds.values()]) for rule in ("before", "new")},
+        "test_clip_accuracy": {
+            rule: mean([f[rule]["test_clip_accuracy"] for f in folds.values()]) for rule in ("before", "new", "held_out_choice")
+        },
         "best_member_on_test": mean([f["best_member_on_test"]["test_clip_accuracy"] for f in folds.values()]),
         "held_out": {
             rule: {k: mean([f["held_out"][rule][k] for f in folds.values()]) for k in ("log_loss", "accuracy")}
@@ -249,6 +257,19 @@ def markdown(report: dict) -> str:
     lines.append(f"| mean | | {pct(t['before'])} | | **{pct(t['new'])}** | {pct(s['best_member_on_test'])} | |")
     lines += [
         "",
+        "## The group chosen by held-out log-loss (rule 3, `ensemble.choose: held_out`), per fold (test clips, context)",
+        "",
+        "| test fold | choice | test | in-sample choice's test |",
+        "|---|---|---:|---:|",
+        *(
+            f"| {k} | {show(h)} | {pct(h['test_clip_accuracy'])} | {pct(f['new']['test_clip_accuracy'])} |"
+            for k, f in folds.items()
+            for h in [f["held_out_choice"]]
+        ),
+        f"| mean | | **{pct(t['held_out_choice'])}** | {pct(t['new'])} |",
+    ]
+    lines += [
+        "",
         "## Held-out check on validation: each rule's choices scored on unseen validation originals",
         "",
         "| test fold | " + " | ".join(f"{rule}: log-loss | {rule}: accuracy" for rule in s["held_out"]) + " |",
@@ -261,7 +282,8 @@ def markdown(report: dict) -> str:
         "",
         "Rules: `originals` fits and chooses on validation's original recordings (the library's rule while "
         "`spectrograms.test_copies` is `original`); `clip_means` on the mean over each clip's copies; `before` by accuracy on "
-        "every validation file.",
+        "every validation file; `held_out_choice` as `originals`, but the group chosen by its held-out log-loss within the rows "
+        "it is given (rule 3).",
         "",
         "## Member sets under the new rule",
         "",

@@ -195,6 +195,7 @@ def band_spectrograms(n_clips: int, copies: int, seed: int, n_classes: int = 3):
             "class_name": [f"class{c}" for c in labels],
         }
     )
+    index["source_id"] = index["clip_id"]  # each clip its own recording
     return Split(x, index)
 
 

@@ -13,6 +13,7 @@ from audioclass.ensembling import (
     every_member,
     fit_simplex,
     fit_weights,
+    held_out_log_loss,
     markdown,
     member_names,
     normalise,
@@ -24,7 +25,7 @@ from audioclass.swarm import OPTIMISERS
 
 
 def cfg(**overrides) -> EnsembleConfig:
-    base = dict(members="all", optimisers=tuple(OPTIMISERS), population=20, iterations=30, seed=0, chosen="average")
+    base = dict(members="all", optimisers=tuple(OPTIMISERS), population=20, iterations=30, seed=0, chosen="average", choose="in_sample")
     return EnsembleConfig(**{**base, **overrides})
 
 
@@ -180,7 +181,7 @@ def test_stage_core_chooses_by_validation_log_loss_and_never_reads_test():
     assert methods["average"]["val_accuracy"] == accuracy(rows.mean(axis=0), labels)
     assert len(predictions) == 100
     best = min((m for m in methods if m not in ("maximum", "vote")), key=lambda m: methods[m]["val_log_loss"])
-    assert report["best"] == {"group": "from_scratch", "method": best}
+    assert report["best"] == {"group": "from_scratch", "method": best, "chosen_by": "in_sample"}
     assert methods[best]["val_log_loss"] <= methods["simplex"]["val_log_loss"] < methods["average"]["val_log_loss"]
     # Same weights whatever the test predictions are: test never chooses anything.
     shuffled = Runs(runs.names, probs, np.random.default_rng(5).permutation(probs, axis=1), runs.metrics)
@@ -310,3 +311,32 @@ def test_a_registry_failure_leaves_the_previous_outputs_as_they_were(tmp_path, m
         )
     assert sorted(p.name for p in out.iterdir()) == ["ensemble.json"]
     assert (out / "ensemble.json").read_text() == "from an earlier, successful run"
+
+
+def test_held_out_log_loss_scores_each_group_of_sources_with_weights_fitted_on_the_others():
+    probs, y = constructed(n=120)
+    sources = np.array([f"s{i // 2:03d}" for i in range(120)])  # two rows a source: a source never straddles groups
+    got = held_out_log_loss(probs, y, sources, seed=3)
+    order = np.random.default_rng(3).permutation(np.unique(sources))
+    group = np.array([{s: i % 4 for i, s in enumerate(order)}[s] for s in sources])
+    mixed = np.empty(probs.shape[1:])
+    for g in range(4):
+        weights, _ = fit_simplex(probs[:, group != g], y[group != g])
+        mixed[group == g] = combine(probs[:, group == g], "weighted", weights)
+    assert got == pytest.approx(cross_entropy(mixed, y), abs=1e-6)
+    assert got > cross_entropy(combine(probs, "weighted", fit_simplex(probs, y)[0]), y)  # worse than in sample, as it should be
+    assert held_out_log_loss(probs, y, np.array(["a", "b", "c"] * 40), seed=3) is None  # three sources cannot make four groups
+
+
+def test_choose_held_out_ships_the_group_of_least_held_out_log_loss():
+    probs, index = validation_set()
+    index["source_id"] = index["clip_id"]
+    metrics = [{"val_file_accuracy": 0, "test_clip_accuracy": 0, "test_file_accuracy": 0}] * 3
+    runs = Runs(["run-1", "run-2", "head-birdnet"], probs, probs, metrics)
+    report, _ = ensemble(runs, index, index, cfg(optimisers=("jaya",), choose="held_out"), "original")
+    held_out = {g: v["held_out_log_loss"] for g, v in report["groups"].items()}
+    assert set(held_out) == {"from_scratch", "pretrained", "all"} and None not in held_out.values()
+    assert report["best"]["chosen_by"] == "held_out" and report["best"]["group"] == min(held_out, key=held_out.get)
+    in_sample, _ = ensemble(runs, index, index, cfg(optimisers=("jaya",)), "original")
+    assert in_sample["best"]["chosen_by"] == "in_sample"
+    assert all(v["held_out_log_loss"] is None for v in in_sample["groups"].values())

@@ -16,6 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,7 @@ class EnsembleConfig:
     iterations: int
     seed: int
     chosen: str  # the method whose confusion matrix is plotted
+    choose: Literal["in_sample", "held_out"]  # the shipped group: least log-loss on the rows fitted on, or held out
 
     def __post_init__(self):
         if isinstance(self.members, str):
@@ -150,6 +152,34 @@ def validation_rows(probs: np.ndarray, index: pd.DataFrame, test_copies: str) ->
         return _clip_level_runs(probs, index)
     order = index.reset_index(drop=True).query("copy == 0").sort_values("clip_id", kind="stable").index.to_numpy()
     return probs[:, order], index["label"].to_numpy()[order]
+
+
+HELD_OUT_GROUPS = 4  # ensemble.choose: held_out deals validation's sources into this many groups
+
+
+def validation_sources(index: pd.DataFrame) -> np.ndarray:
+    """Each :func:`validation_rows` row's source recording: one per clip, clips sorted by id (both kinds of row)."""
+    return index.drop_duplicates("clip_id").sort_values("clip_id", kind="stable")["source_id"].astype(str).to_numpy()
+
+
+def held_out_log_loss(rows: np.ndarray, labels: np.ndarray, sources: np.ndarray, seed: int) -> float | None:
+    """The log-loss of these members' simplex-weighted mean on rows it was not fitted on: the rows' sources dealt
+    into :data:`HELD_OUT_GROUPS` groups in a seeded order, each group scored with weights fitted on the others,
+    pooled. None when there are too few sources to deal.
+
+    rows : (n_members, n, n_classes); labels, sources : (n,)
+    """
+    distinct = np.random.default_rng(seed).permutation(np.unique(sources))
+    if len(distinct) < HELD_OUT_GROUPS:
+        return None
+    group_of = {s: i % HELD_OUT_GROUPS for i, s in enumerate(distinct)}
+    groups = np.array([group_of[s] for s in sources])
+    mixed = np.empty(rows.shape[1:], dtype=np.float64)
+    for g in range(HELD_OUT_GROUPS):
+        fit, out = groups != g, groups == g
+        weights = fit_simplex(rows[:, fit], labels[fit])[0] if len(rows) > 1 else np.ones(1)
+        mixed[out] = np.tensordot(weights, rows[:, out], axes=1)
+    return round(cross_entropy(mixed, labels), 6)
 
 
 def member_names(cfg: EnsembleConfig, runs: list[str], models: list[str], params_file: str) -> list[str]:
@@ -274,13 +304,19 @@ def ensemble(
     """Every group's methods (module docstring), the best on validation, and the clip-level test predictions of
     every method over every member."""
     groups, predictions = {}, None
+    rows, y_rows = validation_rows(runs.val, val_index, test_copies)
+    sources = validation_sources(val_index) if cfg.choose == "held_out" else None
     for group, members in runs.groups().items():
         methods, predictions = ensemble_group(runs.subset(members), val_index, test_index, cfg, test_copies)
-        groups[group] = {"members": [runs.names[i] for i in members], "methods": methods}
-    # The first (group, method) of least validation log-loss among the forecasts: what predict and the registry use.
-    forecasts = [(g, m) for g in groups for m in groups[g]["methods"] if m not in SCORES_ONLY]
+        held_out = held_out_log_loss(rows[members], y_rows, sources, cfg.seed) if cfg.choose == "held_out" else None
+        groups[group] = {"members": [runs.names[i] for i in members], "methods": methods, "held_out_log_loss": held_out}
+    # What predict and the registry use: the group of least held-out log-loss (ensemble.choose: held_out, when
+    # validation has the sources to deal) or every group's, then the method of least validation log-loss among the
+    # forecasts, the first on ties.
+    chosen_by = "held_out" if all(g["held_out_log_loss"] is not None for g in groups.values()) else "in_sample"
+    candidates = [min(groups, key=lambda g: groups[g]["held_out_log_loss"])] if chosen_by == "held_out" else list(groups)
+    forecasts = [(g, m) for g in candidates for m in groups[g]["methods"] if m not in SCORES_ONLY]
     best = min(forecasts, key=lambda gm: groups[gm[0]]["methods"][gm[1]]["val_log_loss"])
-    rows, y_rows = validation_rows(runs.val, val_index, test_copies)
     single = {k: [m[k] for m in runs.metrics] for k in ("test_clip_accuracy", "test_file_accuracy", "val_file_accuracy")}
     single["val_log_loss"] = [round(cross_entropy(r, y_rows), 6) for r in rows]
     single["val_accuracy"] = [accuracy(r, y_rows) for r in rows]
@@ -290,7 +326,7 @@ def ensemble(
         "validation_rows": {"kind": "clip means" if test_copies == "all" else "originals", "rows": len(y_rows)},
         "single_members": single,
         "groups": groups,
-        "best": {"group": best[0], "method": best[1]},
+        "best": {"group": best[0], "method": best[1], "chosen_by": chosen_by},
     }
     return report, predictions
 
@@ -344,4 +380,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| ensemble: {method} | " + " | ".join(cell(k, r[k]) for k in keys) + " |")
         sections.append("\n".join(lines))
     best = report["best"]
+    held_out = {g: v.get("held_out_log_loss") for g, v in report["groups"].items()}
+    if best.get("chosen_by") == "held_out":
+        scores = ", ".join(f"{g.replace('_', ' ')} {v:.4f}" for g, v in held_out.items())
+        sections.append(f"Groups by held-out validation log-loss (ensemble.choose: held_out): {scores}.")
     return "\n\n".join(sections) + f"\n\nBest on validation: `{best['method']}` over {best['group'].replace('_', ' ')} members.\n"
