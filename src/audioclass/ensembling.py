@@ -6,6 +6,10 @@ test scores (:func:`validation_rows`): each validation clip's original
 recording when ``spectrograms.test_copies`` is ``original``, its mean over its
 augmented copies when it is ``all``. Accuracy is reported beside it; it
 chooses nothing, since one clip moves it by a step and most weightings tie.
+With ``ensemble.choose: held_out`` the group is chosen by its log-loss on rows
+it was not fitted on (:func:`held_out_log_loss`), and the method within it as
+before: chosen in sample, among some forty candidates, the larger groups won
+more often than unseen rows bore out.
 """
 
 from __future__ import annotations
