@@ -44,6 +44,7 @@ import yaml
 
 from audioclass.config import stage_config
 from audioclass.ensembling import (
+    HELD_OUT_GROUPS,
     EnsembleConfig,
     Runs,
     as_probabilities,
@@ -53,13 +54,13 @@ from audioclass.ensembling import (
     is_pretrained,
     load_runs,
     normalise,
+    source_groups,
 )
 from audioclass.evaluation import accuracy, clip_level
 from audioclass.swarm import OPTIMISERS
 from pipeline import PROJECT, machine, write_report
 
 MEMBERS = PROJECT / "benchmarks/work/crossval-members"  # fold-<k>.npz: one fold's member predictions
-HELD_OUT_GROUPS = 4
 OLD_LOGLOSS_WEIGHT = 0.001  # the tie-breaker of the rule before issue 42
 
 
@@ -125,16 +126,9 @@ def score(probs: np.ndarray, labels: np.ndarray, members: list[int], method: str
     return {"log_loss": cross_entropy(mixed, labels), "accuracy": accuracy(mixed, labels), "rows": len(labels)}
 
 
-def held_out_groups(index: pd.DataFrame, seed: int) -> np.ndarray:
-    """Each validation file's group, 0 … HELD_OUT_GROUPS - 1, dealt by source recording in a seeded order."""
-    sources = np.random.default_rng(seed).permutation(np.sort(index["source_id"].astype(str).unique()))
-    group_of = {s: i % HELD_OUT_GROUPS for i, s in enumerate(sources)}
-    return index["source_id"].astype(str).map(group_of).to_numpy()
-
-
 def held_out(runs: Runs, index: pd.DataFrame, cfg: EnsembleConfig, rule: str) -> dict:
     """A rule's choices, each made without one group of validation clips and scored on that group's originals, pooled."""
-    groups = held_out_groups(index, cfg.seed)
+    groups = source_groups(index["source_id"].to_numpy(), cfg.seed)  # per validation file: all copies of a source together
     probs, labels = [], []
     for g in range(HELD_OUT_GROUPS):
         fit, out = groups != g, (groups == g) & (index["copy"].to_numpy() == 0)

@@ -166,18 +166,25 @@ def validation_sources(index: pd.DataFrame) -> np.ndarray:
     return index.drop_duplicates("clip_id").sort_values("clip_id", kind="stable")["source_id"].astype(str).to_numpy()
 
 
-def held_out_log_loss(rows: np.ndarray, labels: np.ndarray, sources: np.ndarray, seed: int) -> float | None:
-    """The log-loss of these members' simplex-weighted mean on rows it was not fitted on: the rows' sources dealt
-    into :data:`HELD_OUT_GROUPS` groups in a seeded order, each group scored with weights fitted on the others,
-    pooled. None when there are too few sources to deal.
-
-    rows : (n_members, n, n_classes); labels, sources : (n,)
-    """
-    distinct = np.random.default_rng(seed).permutation(np.unique(sources))
+def source_groups(sources: np.ndarray, seed: int) -> np.ndarray | None:
+    """Each row's group, 0 … :data:`HELD_OUT_GROUPS` - 1, its source recording's, the sources dealt in a seeded
+    order so that a recording never straddles two groups; None when there are too few sources to deal."""
+    distinct = np.random.default_rng(seed).permutation(np.unique(np.asarray(sources, dtype=str)))
     if len(distinct) < HELD_OUT_GROUPS:
         return None
     group_of = {s: i % HELD_OUT_GROUPS for i, s in enumerate(distinct)}
-    groups = np.array([group_of[s] for s in sources])
+    return np.array([group_of[s] for s in np.asarray(sources, dtype=str)])
+
+
+def held_out_log_loss(rows: np.ndarray, labels: np.ndarray, sources: np.ndarray, seed: int) -> float | None:
+    """The log-loss of these members' simplex-weighted mean on rows it was not fitted on: each of
+    :func:`source_groups` scored with weights fitted on the others, pooled. None when there are too few sources.
+
+    rows : (n_members, n, n_classes); labels, sources : (n,)
+    """
+    groups = source_groups(sources, seed)
+    if groups is None:
+        return None
     mixed = np.empty(rows.shape[1:], dtype=np.float64)
     for g in range(HELD_OUT_GROUPS):
         fit, out = groups != g, groups == g
