@@ -141,20 +141,21 @@ def extract(cfg: ExtractConfig, out: Path, jobs: int) -> pd.DataFrame:
     """
     source = Source(cfg.source)
     corpus = read_corpus(source, layout=cfg.layout, subset=cfg.subset, label_pattern=cfg.label_pattern)
-    log.info("%s layout: %d clips in %d classes from %s", corpus.layout, len(corpus.clips), len(corpus.classes), cfg.source)
+    meta = build_metadata(corpus, cfg)  # before decoding: a layout or fold problem is told in seconds, not after every file
+    log.info("%s layout: %d clips in %d classes from %s", corpus.layout, len(meta), len(corpus.classes), cfg.source)
     with atomic_dir(out) as tmp:
         (tmp / "clips").mkdir()
         work = functools.partial(_decode_and_write, source=source, cfg=cfg, out=tmp)
         results = parallel_map(work, corpus.clips, jobs=jobs, desc="extract", unit="clip")
         unreadable = [(clip, r) for clip, r in zip(corpus.clips, results) if isinstance(r, DataError)]
-        readable = tuple(clip for clip, r in zip(corpus.clips, results) if not isinstance(r, DataError))
-        _refuse_or_skip(unreadable, len(corpus.clips), cfg.on_error, readable, corpus.classes)
-        corpus = dataclasses.replace(corpus, clips=readable)
-        meta = build_metadata(corpus, cfg)
-        meta.to_csv(tmp / "metadata.csv", index=False)
-        if unreadable:  # only then, so that a clean corpus's output (and DVC's hash of it) is as before
+        if unreadable:
+            readable = tuple(clip for clip, r in zip(corpus.clips, results) if not isinstance(r, DataError))
+            _refuse_or_skip(unreadable, len(corpus.clips), cfg.on_error, readable, corpus.classes)
+            corpus = dataclasses.replace(corpus, clips=readable)
+            meta = build_metadata(corpus, cfg)  # folds assigned over the files that remain
             skipped = pd.DataFrame({"file": [source.name(c.member) for c, _ in unreadable], "error": [str(e) for _, e in unreadable]})
-            skipped.to_csv(tmp / "skipped.csv", index=False)
+            skipped.to_csv(tmp / "skipped.csv", index=False)  # only then: a clean corpus's output (and its DVC hash) is as before
+        meta.to_csv(tmp / "metadata.csv", index=False)
         (tmp / "corpus.json").write_text(json_text({"name": corpus.name, "layout": corpus.layout, "classes": list(corpus.classes)}))
     warn_silent(source, corpus.clips, [r for r in results if not isinstance(r, DataError)], cfg.silence_dbfs)
     return meta
@@ -164,8 +165,6 @@ def _refuse_or_skip(
     unreadable: list[tuple[SourceClip, DataError]], total: int, on_error: str, readable: tuple[SourceClip, ...], classes: tuple[str, ...]
 ) -> None:
     """Name every unreadable file; then stop (``on_error: stop``) or go on without them (``skip``)."""
-    if not unreadable:
-        return
     if on_error == "stop" and len(unreadable) == 1:
         raise DataError(f"{unreadable[0][1]} (or set extract.on_error: skip to leave it out)")
     for _, err in unreadable:
