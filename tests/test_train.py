@@ -11,7 +11,7 @@ from audioclass.dataset import Data
 from audioclass.errors import ConfigError
 from audioclass.evaluation import clip_level, summarize
 from audioclass.models import ARCHITECTURES
-from audioclass.training import Run, TrainConfig, _training_dataset, fit_run, predict, refit_run, train_run
+from audioclass.training import Run, TrainConfig, _dataset, _training_dataset, fit_run, predict, refit_run, train_run
 from conftest import PROJECT, TINY_FIT, TINY_MODEL, band_spectrograms
 
 N_CLASSES = 3
@@ -227,6 +227,13 @@ def test_an_epoch_draws_every_float16_row_once_as_exact_float32_with_its_label()
         assert sorted(stored[row.tobytes()] for row in x) == sorted(split.y)  # each row exactly as stored
         assert [stored[row.tobytes()] for row in x] == list(y)  # and beside its own label
         assert len({row.tobytes() for row in x}) == len(stored)  # once each
+
+
+def test_training_and_validation_batches_are_made_without_tf_data_autotuning():
+    # Its tuning thread made ending each epoch's iterator wait up to 9 s on two idle cores.
+    split = band_spectrograms(12, 2, 0)
+    assert _training_dataset(split, FIT, N_CLASSES, seed=4).options().autotune.enabled is False
+    assert _dataset(split, 256, N_CLASSES).options().autotune.enabled is False
 
 
 def test_spec_augment_zeroes_whole_bands_and_frames_repeatably_per_seed():
