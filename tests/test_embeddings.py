@@ -42,6 +42,15 @@ def test_a_tone_embeds_to_the_documented_shape_the_same_every_time():
     assert not np.allclose(other, first)  # it does depend on the sound
 
 
+def test_embedding_prints_nothing_of_litert_s_native_start_up():
+    import subprocess
+    import sys
+
+    code = "import numpy as np; from audioclass import embeddings as e; print(e.embed_clip(np.zeros(22050, 'f4'), 22050, 'birdnet').shape)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout == "(1024,)\n" and "XNNPACK" not in result.stderr, result.stderr
+
+
 def test_windows_cover_the_clip_and_pad_a_short_one():
     b = dataclasses.replace(BIRDNET, sample_rate=10, window_seconds=3.0, hop_seconds=3.0)
     # 5 s: 0–3 s, then one more ending at the clip's end, 2–5 s.

@@ -366,9 +366,9 @@ def test_loading_tensorflow_prints_none_of_its_native_start_up_info():
 def test_only_native_info_lines_are_left_out_of_stderr_while_tensorflow_loads(capfd):
     import os
 
-    from audioclass import _startup_info_left_out_of_stderr
+    from audioclass import native_lines_left_out_of_stderr
 
-    with _startup_info_left_out_of_stderr():
+    with native_lines_left_out_of_stderr(b"I0000 ", b"WARNING: All log messages before absl::InitializeLog() is called"):
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
         os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\n")
         os.write(2, b"E0000 00:00:1.0 1 cuda.cc:1] a real error\nsomething else\n")

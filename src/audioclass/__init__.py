@@ -57,7 +57,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
             exec_module = spec.loader.exec_module
 
             def quiet_exec_module(module):
-                with _startup_info_left_out_of_stderr():
+                with native_lines_left_out_of_stderr(b"I0000 ", b"WARNING: All log messages before absl::InitializeLog() is called"):
                     exec_module(module)
 
             spec.loader.exec_module = quiet_exec_module
@@ -65,7 +65,11 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 
 
 @contextlib.contextmanager
-def _startup_info_left_out_of_stderr():
+def native_lines_left_out_of_stderr(*prefixes: bytes):
+    """While it runs, lines that native code writes to stderr starting with one of ``prefixes`` are dropped.
+
+    Everything else written to stderr meanwhile is passed on, in order, when it ends.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -77,8 +81,7 @@ def _startup_info_left_out_of_stderr():
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            chatter = (b"I0000 ", b"WARNING: All log messages before absl::InitializeLog() is called")
-            passed_on = b"".join(line for line in captured.read().splitlines(keepends=True) if not line.startswith(chatter))
+            passed_on = b"".join(line for line in captured.read().splitlines(keepends=True) if not line.startswith(prefixes))
             while passed_on:
                 passed_on = passed_on[os.write(2, passed_on) :]
 

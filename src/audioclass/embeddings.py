@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audioclass import audio
+from audioclass import audio, native_lines_left_out_of_stderr
 from audioclass.config import require
 from audioclass.dataset import SPLITS, write_splits
 from audioclass.errors import ConfigError, DataError
@@ -93,10 +93,12 @@ def _birdnet(weights: Path) -> Embedder:
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    with warnings.catch_warnings():  # that keeping every tensor is meant for debugging: here it costs ≈ 0.2 GB
+    # Left out: that keeping every tensor is meant for debugging (here it costs ≈ 0.2 GB), and the INFO line
+    # LiteRT's native code writes to stderr about its XNNPACK delegate in every command that embeds.
+    with warnings.catch_warnings(), native_lines_left_out_of_stderr(b"INFO: Created TensorFlow Lite XNNPACK delegate"):
         warnings.filterwarnings("ignore", ".*Enabling `experimental_preserve_all_tensors`", UserWarning)
         interpreter = Interpreter(model_path=str(weights), experimental_preserve_all_tensors=True, num_threads=1)
-    interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]["index"]
     pooled = {t["name"]: t["index"] for t in interpreter.get_tensor_details()}["model/GLOBAL_AVG_POOL/Mean"]
 
