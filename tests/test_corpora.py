@@ -231,7 +231,7 @@ class FakeMember:
 
 
 def test_predict_marks_silence_and_skips_hidden_files(tmp_path):
-    from audioclass.predict import Ensemble, Member, audio_files, model_input, predict_files
+    from audioclass.predict import Ensemble, Member, analyse_files, audio_files, model_input
     from audioclass.spectrograms import SpectrogramConfig
 
     extract_config = extract_cfg(tmp_path)
@@ -247,7 +247,8 @@ def test_predict_marks_silence_and_skips_hidden_files(tmp_path):
         (folder / hidden).write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS resource forks: not audio
     paths = audio_files([folder])
     assert [p.name for p in paths] == ["bark.wav", "empty-room.wav"]
-    bark, silent = predict_files(paths, ensemble)
+    bark, silent = analyse_files(paths, ensemble, hop=extract_config.duration / 2)
     assert bark["prediction"] in ("01", "02") and isinstance(bark["prediction"], str)
-    assert silent == {"file": str(folder / "empty-room.wav"), "silent": True, "prediction": None}
+    assert bark["detections"] == [{"start": 0.0, "end": 0.5, "class": bark["prediction"], "confidence": bark["probability"]}]
+    assert silent == {"file": str(folder / "empty-room.wav"), "silent": True, "prediction": None, "detections": []}
     assert json.loads(json_text(silent, indent=None))["prediction"] is None

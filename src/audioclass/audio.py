@@ -6,8 +6,10 @@ disk that the pipeline writes are mono 16-bit PCM WAV.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -20,8 +22,6 @@ from audioclass.errors import DataError
 PadMode = Literal["zeros", "wrap"]
 CropMode = Literal["start", "center"]
 
-# libsndfile notes truncation in its log rather than failing: a WAV whose data
-# chunk is shorter than its header says, or an Ogg stream with no last page.
 _TRUNCATED_WAV = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _TRUNCATED_OGG = "Last page lacks an end-of-stream bit"
 
@@ -45,22 +45,74 @@ def read_audio(file: str | Path | BinaryIO, name: str | None = None) -> tuple[np
         if the file cannot be decoded, is truncated, is empty or holds NaN/inf.
     """
     name = name or str(file)
+    with _opened(file, name) as f:
+        y = _mono(f.read(dtype="float32", always_2d=True), name)
+        _check_complete(f, name)
+        return y, int(f.samplerate)
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
+    """Where windows ``window`` samples long start, ``hop`` apart, the last one ending at the file's end.
+
+    A file no more than 1 % longer than a window (a codec's padding: ESC-50's
+    5 s Ogg clips decode to 5.001 s) is one window, from 0, read whole.
+    """
+    if n_samples <= window + window // 100:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    if starts[-1] + window < n_samples:
+        starts.append(n_samples - window)
+    return starts
+
+
+def read_windows(path: str | Path, window_seconds: float, hop_seconds: float) -> Iterator[tuple[float, float, np.ndarray, int]]:
+    """Decode a file one window at a time, as (start s, end s, mono float32 samples, sample rate).
+
+    Windows are :func:`window_starts` of the file at its own rate; memory holds
+    one window, so an hours-long recording streams. Raises :class:`DataError`
+    as :func:`read_audio` does.
+    """
+    name = str(path)
+    with _opened(path, name) as f:
+        sr = int(f.samplerate)
+        window, hop = round(window_seconds * sr), max(1, round(hop_seconds * sr))
+        starts = window_starts(f.frames, window, hop)
+        for start in starts:
+            f.seek(start)
+            y = _mono(f.read(window if len(starts) > 1 else -1, dtype="float32", always_2d=True), name)
+            yield start / sr, (start + len(y)) / sr, y, sr
+        _check_complete(f, name)
+
+
+@contextlib.contextmanager
+def _opened(file: str | Path | BinaryIO, name: str) -> Iterator[sf.SoundFile]:
+    """The file open for reading, its header checked; a decoding error while it is read becomes a :class:`DataError`."""
     try:
         with sf.SoundFile(file) as f:
-            y = f.read(dtype="float32", always_2d=True)
-            sr = f.samplerate
-            log = f.extra_info
+            _check_complete(f, name)
+            if f.frames == 0:
+                raise DataError(f"{name}: no audio samples; expected a non-empty clip")
+            yield f
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         reason = str(err).split(": ", 1)[-1] if ": " in str(err) else str(err)
         raise DataError(f"{name}: cannot decode audio ({reason}); expected a WAV, Ogg, FLAC or MP3 file") from None
-    truncated = _TRUNCATED_WAV.search(log)
-    if (truncated and int(truncated.group(1)) > int(truncated.group(2))) or _TRUNCATED_OGG in log:
-        raise DataError(f"{name}: file is truncated; expected a complete audio file")
+
+
+def _mono(y: np.ndarray, name: str) -> np.ndarray:
     if y.shape[0] == 0:
         raise DataError(f"{name}: no audio samples; expected a non-empty clip")
     if not np.isfinite(y).all():
         raise DataError(f"{name}: contains NaN or infinite samples; expected finite audio")
-    return y.mean(axis=1, dtype=np.float32), int(sr)
+    return y.mean(axis=1, dtype=np.float32)
+
+
+def _check_complete(f: sf.SoundFile, name: str) -> None:
+    """libsndfile logs truncation rather than failing: a WAV whose data chunk is shorter than its header says, or an
+    Ogg stream with no last page."""
+    log = f.extra_info
+    truncated = _TRUNCATED_WAV.search(log)
+    if (truncated and int(truncated.group(1)) > int(truncated.group(2))) or _TRUNCATED_OGG in log:
+        raise DataError(f"{name}: file is truncated; expected a complete audio file")
 
 
 def read_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:

@@ -24,7 +24,7 @@ import audioclass
 from audioclass import tracking
 from audioclass.ensembling import is_pretrained
 from audioclass.errors import first_line
-from audioclass.predict import REGISTERED_MODEL_CODE, load_ensemble, predict_files
+from audioclass.predict import REGISTERED_MODEL_CODE, analyse_files, load_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ def bundle_files(params: Path, models: Path, ensemble_json: Path, members: list[
 class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
     """The ensemble as an MLflow model: input a DataFrame with a ``path`` column, output one row per file.
 
+    A row is :func:`audioclass.predict.analyse_files`'s result, with each class's
+    probability as a column of its own; ``detections`` holds a file's timeline.
+
     Its one artifact, ``bundle``, holds ``params.yaml``, ``ensemble.json``, and the
     chosen group's members: ``models/<run>/{model.keras,metrics.json}`` and
     ``models/head-<model>/{head.npz,backend.json,metrics.json}``, what
@@ -129,5 +132,5 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         paths = [Path(p) for p in (model_input["path"] if isinstance(model_input, pd.DataFrame) else model_input)]
-        rows = predict_files(paths, self.ensemble)
+        rows = analyse_files(paths, self.ensemble, hop=self.ensemble.extract.duration / 2)
         return pd.DataFrame([{k: v for k, v in r.items() if k != "probabilities"} | r.get("probabilities", {}) for r in rows])

@@ -1,27 +1,30 @@
-"""``audioclass predict``: classify audio files with the trained ensemble.
+"""``audioclass predict``: classify audio files with the trained ensemble, over time when they are long.
 
-    audioclass predict dog.wav street/*.ogg recordings/            # top class and its probability per file
-    audioclass predict recordings/ --json                           # every class's probability, as JSON lines
+    audioclass predict dog.wav street/*.ogg recordings/            # top classes per clip; a timeline per longer file
+    audioclass predict street-2h.flac --hop 1 --json --windows      # detections, and every window's probabilities
     audioclass predict recordings/ --registered models:/audioclass-ensemble/latest   # the registry's copy
 
-Each file (WAV, Ogg, FLAC, MP3; any sample rate, channels or length) goes
-through the pipeline's own steps with ``params.yaml``'s values: mixed to mono,
-resampled, padded or cropped as ``extract`` does, quantised to 16 bits like the
-pipeline's WAVs, then rendered as ``spectrograms`` does for the trained runs
-(``<models>/<run>``) and embedded as ``embed`` does for the heads on
-pretrained embeddings (``<models>/head-<model>``). The group of members and
-the method best on validation (or ``--method``) combine their probabilities
-with the weights in ``<ensemble>``, fitted on validation by the ensemble
-stage. ``--registered`` runs the same code from a version of the ensemble in
-the MLflow model registry, which bundles the members, the weights and the
-params.
+Each file (WAV, Ogg, FLAC, MP3; any sample rate or channels) is read a window
+of ``extract.duration`` at a time, ``--hop`` seconds apart (default: half a
+window), the last window ending at the file's end; a file no longer than a
+window is one window. Each window goes through the pipeline's own steps with
+``params.yaml``'s values: mixed to mono, resampled, padded as ``extract`` does,
+quantised to 16 bits like the pipeline's WAVs, then rendered as
+``spectrograms`` does for the trained runs (``<models>/<run>``) and embedded
+as ``embed`` does for the heads on pretrained embeddings
+(``<models>/head-<model>``). The group of members and the method best on
+validation (or ``--method``) combine their probabilities with the weights in
+``<ensemble>``, fitted on validation by the ensemble stage. Consecutive
+windows of one class merge into a detection (start, end, class, confidence).
+``--registered`` runs the same code on a version of the ensemble in the MLflow
+model registry, which bundles the members, the weights and the params.
 
 A file that cannot be read gets one error line (or a JSON object with
 ``error``) and the others are still predicted; the exit status is then 1.
-A silent file (its peak below ``extract.silence_dbfs``) gets no class: it is
-shown as silent (``"silent": true`` and ``"prediction": null`` in JSON).
-Hidden files (``.x.wav``, macOS's ``._x.wav``) in a folder are skipped, as
-``extract`` skips them.
+A silent clip or window (its peak below ``extract.silence_dbfs``) gets no
+class: a silent clip is shown as silent (``"silent": true`` and
+``"prediction": null`` in JSON). Hidden files (``.x.wav``, macOS's
+``._x.wav``) in a folder are skipped, as ``extract`` skips them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from audioclass import audio, embeddings
 from audioclass.cli import plain
@@ -225,47 +227,139 @@ def audio_files(targets: list[Path]) -> list[Path]:
     return found
 
 
-def predict_files(paths: list[Path], ensemble: Ensemble) -> list[dict]:
-    """One result per file, in order: its class and probabilities, that it is silent, or the error that stopped it."""
+@dataclass
+class _Timeline:
+    """One file's windows as they are analysed: their spans, and each one's probabilities (None: silent)."""
+
+    spans: list[tuple[float, float]]
+    probs: list[np.ndarray | None]
+
+
+def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float, windows: bool = False, batch: int = 32) -> list[dict]:
+    """One result per file, in order: its detections over time, or the error that stopped it.
+
+    Each file is read a window (``extract.duration``) at a time, ``hop`` seconds
+    apart, the last window ending at the file's end (:func:`audio.read_windows`),
+    and each window becomes a clip as ``extract`` makes one. Windows from every
+    file are classified together, ``batch`` at a time, so memory holds a batch of
+    windows and each file's probabilities. A file no longer than one window is
+    one window, classified as before (``prediction``, ``probability``,
+    ``probabilities``, or ``silent``); with ``windows``, every window's
+    probabilities are kept too.
+    """
     results: list[dict] = [{"file": str(p)} for p in paths]
-    clips, readable = [], []
+    timelines: dict[int, _Timeline] = {}
+    pending: list[tuple[int, int, np.ndarray]] = []  # (file, window, clip)
+
+    def classify_pending() -> None:
+        if pending:
+            for (file, window, _), row in zip(pending, classify([clip for *_, clip in pending], ensemble)):
+                timelines[file].probs[window] = row
+            pending.clear()
+
     for i, path in enumerate(paths):
+        timeline = _Timeline([], [])
         try:
             if not path.is_file():
                 raise DataError(f"{path}: no such file; expected an audio file or a folder")
-            clip = model_clip(*audio.read_audio(path), ensemble)  # resampled once, for both the check and the input
-            if audio.peak_dbfs(clip) < ensemble.extract.silence_dbfs:
-                results[i].update(silent=True, prediction=None)
-                continue
-            clips.append(clip)
-            readable.append(i)
+            for start, end, y, sr in audio.read_windows(path, ensemble.extract.duration, hop):
+                clip = model_clip(y, sr, ensemble)
+                timeline.spans.append((round(start, 3), round(end, 3)))
+                timeline.probs.append(None)
+                if audio.peak_dbfs(clip) >= ensemble.extract.silence_dbfs:
+                    pending.append((i, len(timeline.spans) - 1, clip))
+                if len(pending) >= batch:
+                    timelines[i] = timeline
+                    classify_pending()
+            timelines[i] = timeline
         except AudioclassError as err:
             results[i]["error"] = str(err)
-    if clips:
-        scores = classify(clips, ensemble)
-        for i, row in zip(readable, scores):
-            results[i].update(
-                prediction=ensemble.class_names[int(row.argmax())],
-                probability=round(float(row.max()), 4),
-                probabilities={name: round(float(p), 4) for name, p in zip(ensemble.class_names, row)},
-            )
+            pending[:] = [p for p in pending if p[0] != i]
+            timelines.pop(i, None)
+    classify_pending()
+    for i, timeline in timelines.items():
+        results[i].update(_described(timeline, ensemble.class_names, hop=hop, windows=windows))
     return results
 
 
-def _from_registry(uri: str, paths: list[Path]) -> list[dict]:
+def _described(timeline: _Timeline, class_names: list[str], *, hop: float, windows: bool) -> dict:
+    found = detections(timeline.spans, timeline.probs, class_names)
+    if len(timeline.spans) == 1:
+        [row] = timeline.probs
+        if row is None:
+            out = {"silent": True, "prediction": None}
+        else:
+            out = {
+                "prediction": class_names[int(row.argmax())],
+                "probability": round(float(row.max()), 4),
+                "probabilities": {name: round(float(p), 4) for name, p in zip(class_names, row)},
+            }
+        return out | {"detections": found}
+    out = {"duration": timeline.spans[-1][1], "windows_analysed": len(timeline.spans), "hop": hop, "detections": found}
+    if windows:
+        out["windows"] = [
+            {"start": start, "end": end}
+            | ({"silent": True} if row is None else {"probabilities": {n: round(float(p), 4) for n, p in zip(class_names, row)}})
+            for (start, end), row in zip(timeline.spans, timeline.probs)
+        ]
+    return out
+
+
+def detections(spans: list[tuple[float, float]], probs: list[np.ndarray | None], class_names: list[str]) -> list[dict]:
+    """Windows' top classes as a timeline: overlapping or touching windows of one class merge into one detection.
+
+    A detection's confidence is the highest top-class probability among its
+    windows. Silent windows (None) have no class and end a detection.
+    """
+    found: list[dict] = []
+    last = None  # the class of the previous window, if it had one
+    for (start, end), row in zip(spans, probs):
+        if row is None:
+            last = None
+            continue
+        k, confidence = int(row.argmax()), round(float(row.max()), 4)
+        if k == last and start <= found[-1]["end"]:
+            found[-1]["end"] = end
+            found[-1]["confidence"] = max(found[-1]["confidence"], confidence)
+        else:
+            found.append({"start": start, "end": end, "class": class_names[k], "confidence": confidence})
+        last = k
+    return found
+
+
+def _registered_ensemble(uri: str) -> Ensemble:
+    """The :class:`Ensemble` a registered model bundles, loaded through MLflow as a client of the registry would."""
     from audioclass import tracking
 
-    frame = tracking.load_model(uri, REGISTERED_MODEL_CODE).predict(pd.DataFrame({"path": [str(p) for p in paths]}))
-    fixed = ("file", "error", "silent", "prediction", "probability")
-    results = []
-    for row in frame.to_dict("records"):
-        r = {k: row[k] for k in fixed if k in row and not pd.isna(row[k])}
-        if r.get("silent"):
-            r["prediction"] = None
-        elif "prediction" in r:
-            r["probabilities"] = {k: v for k, v in row.items() if k not in fixed}
-        results.append(r)
-    return results
+    return tracking.load_model(uri, REGISTERED_MODEL_CODE).unwrap_python_model().ensemble
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"{text}: expected seconds in (0, 600]")
+    return value
+
+
+def _print_result(r: dict, top: int) -> None:
+    if "error" in r:
+        print(f"error: {r['error']}", file=sys.stderr)
+    elif r.get("silent"):
+        print(f"{r['file']}: silent (peak below extract.silence_dbfs); no class predicted")
+    elif "prediction" in r:
+        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:top]
+        print(
+            f"{r['file']}: {r['prediction']} ({100 * r['probability']:.1f} %)  " + ", ".join(f"{n} {100 * p:.1f} %" for n, p in ranked[1:])
+        )
+    else:
+        print(f"{r['file']}: {r['duration']:.1f} s, {r['windows_analysed']} windows {r['hop']:g} s apart")
+        for d in r["detections"]:
+            print(f"  {d['start']:8.1f} – {d['end']:8.1f} s  {d['class']} ({100 * d['confidence']:.1f} %)")
+        if not r["detections"]:
+            print("  silent throughout (peak below extract.silence_dbfs); no class predicted")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -279,7 +373,13 @@ def main(argv: list[str] | None = None) -> None:
         help="ensemble method (default: the best on validation), e.g. average, or "
         "<group>/<method>, e.g. from_scratch/average (groups: from_scratch, pretrained, all)",
     )
-    parser.add_argument("--top", type=int, default=3, help="classes shown per file without --json (default 3)")
+    parser.add_argument("--top", type=int, default=3, help="classes shown per clip without --json (default 3)")
+    parser.add_argument(
+        "--hop",
+        type=_seconds,
+        help="seconds between the windows a file longer than a clip is analysed in (default: half of extract.duration)",
+    )
+    parser.add_argument("--windows", action="store_true", help="with --json: every window's probabilities, beside the detections")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params the models were trained with")
     parser.add_argument("--models", type=Path, default=Path("models"), help="folder of train runs (default: models)")
     parser.add_argument("--ensemble", type=Path, default=Path("reports/ensemble/ensemble.json"), help="the ensemble stage's report")
@@ -293,20 +393,15 @@ def main(argv: list[str] | None = None) -> None:
     if not paths:
         raise DataError(f"{', '.join(map(str, args.targets))}: no audio files; expected files ending in {', '.join(AUDIO_SUFFIXES)}")
     if args.registered:
-        results = _from_registry(args.registered, paths)
+        ensemble = _registered_ensemble(args.registered)
     else:
-        results = predict_files(paths, load_ensemble(args.params, args.models, args.ensemble, args.method))
+        ensemble = load_ensemble(args.params, args.models, args.ensemble, args.method)
+    hop = args.hop or ensemble.extract.duration / 2
+    results = analyse_files(paths, ensemble, hop=hop, windows=args.windows)
     for r in results:
         if args.json:
             print(json_text(r, indent=None))
-        elif "error" in r:
-            print(f"error: {r['error']}", file=sys.stderr)
-        elif r.get("silent"):
-            print(f"{r['file']}: silent (peak below extract.silence_dbfs); no class predicted")
         else:
-            top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[: args.top]
-            print(
-                f"{r['file']}: {r['prediction']} ({100 * r['probability']:.1f} %)  " + ", ".join(f"{n} {100 * p:.1f} %" for n, p in top[1:])
-            )
+            _print_result(r, args.top)
     if any("error" in r for r in results):
         sys.exit(1)

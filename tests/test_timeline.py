@@ -1,0 +1,151 @@
+"""Long recordings: read a window at a time, classified window by window, and told as a timeline of detections."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioclass import audio
+from audioclass.clips import ExtractConfig
+from audioclass.errors import DataError
+from audioclass.predict import Ensemble, Member, _print_result, analyse_files, detections, model_input
+from audioclass.spectrograms import SpectrogramConfig
+from audioclass.tables import json_text
+from conftest import config, tone
+
+RATE = 8000
+
+
+@pytest.mark.parametrize(
+    "n, window, hop, starts",
+    [
+        (500, 1000, 250, [0]),  # shorter than a window: one window, padded as extract pads
+        (1000, 1000, 250, [0]),
+        (1010, 1000, 250, [0]),  # up to 1 % over a window is still one clip (ESC's Ogg clips decode to 5.001 s)
+        (1011, 1000, 250, [0, 11]),
+        (2000, 1000, 500, [0, 500, 1000]),  # windows fit exactly
+        (2300, 1000, 500, [0, 500, 1000, 1300]),  # the last window ends at the file's end
+        (3000, 1000, 1500, [0, 1500, 2000]),  # a hop longer than a window leaves gaps, and still ends at the end
+    ],
+)
+def test_windows_start_hop_apart_and_the_last_ends_at_the_end(n, window, hop, starts):
+    assert audio.window_starts(n, window, hop) == starts
+
+
+def test_a_recording_is_read_a_window_at_a_time_each_window_as_read_whole(tmp_path, monkeypatch):
+    y = np.random.default_rng(0).uniform(-0.5, 0.5, RATE * 3 + 123).astype(np.float32)
+    sf.write(tmp_path / "long.wav", np.stack([y, -y / 2], axis=1), RATE, subtype="FLOAT")  # stereo: mixed to mono
+    whole, _ = audio.read_audio(tmp_path / "long.wav")
+    asked: list[int] = []
+    read = sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, frames=-1, **kw: asked.append(frames) or read(self, frames, **kw))
+    windows = list(audio.read_windows(tmp_path / "long.wav", 1.0, 0.5))
+    assert asked and all(0 < frames <= RATE for frames in asked)  # never the whole file
+    assert len(list(audio.read_windows(tmp_path / "long.wav", 3.0, 1.0))) == 1  # 3.015 s: one 3 s clip
+    assert [(start, end) for start, end, _, _ in windows] == [
+        (0.0, 1.0),
+        (0.5, 1.5),
+        (1.0, 2.0),
+        (1.5, 2.5),
+        (2.0, 3.0),
+        (2.015375, 3.015375),
+    ]
+    for start, _, samples, sr in windows:
+        first = round(start * sr)
+        assert sr == RATE and np.array_equal(samples, whole[first : first + RATE])
+
+
+def test_a_window_of_bad_audio_fails_as_a_whole_file_does(tmp_path):
+    y = np.zeros(RATE * 2, np.float32)
+    y[RATE + 10] = np.nan
+    sf.write(tmp_path / "nan.wav", y, RATE, subtype="FLOAT")
+    (tmp_path / "text.wav").write_text("not audio")
+    for name in ("nan.wav", "text.wav"):
+        with pytest.raises(DataError) as whole:
+            audio.read_audio(tmp_path / name)
+        with pytest.raises(DataError) as windowed:
+            list(audio.read_windows(tmp_path / name, 0.5, 0.25))
+        assert str(windowed.value) == str(whole.value)
+
+
+def probs(*rows):
+    return [None if r is None else np.array(r, np.float32) for r in rows]
+
+
+def test_windows_of_one_class_merge_and_silence_or_another_class_ends_a_detection():
+    spans = [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5), (2.0, 3.0), (2.5, 3.5), (5.0, 6.0)]
+    rows = probs([0.9, 0.1], [0.6, 0.4], [0.2, 0.8], None, [0.3, 0.7], [0.1, 0.9], [0.05, 0.95])
+    assert detections(spans, rows, ["dog", "rain"]) == [
+        {"start": 0.0, "end": 1.5, "class": "dog", "confidence": 0.9},  # the highest of its windows
+        {"start": 1.0, "end": 2.0, "class": "rain", "confidence": 0.8},
+        {"start": 2.0, "end": 3.5, "class": "rain", "confidence": 0.9},  # after silence, a new detection
+        {"start": 5.0, "end": 6.0, "class": "rain", "confidence": 0.95},  # not touching: apart
+    ]
+
+
+class BandMember:
+    """Stands in for a Keras model: 'low' when the lower half of the bands holds more energy, else 'high'."""
+
+    def __init__(self, input_shape: tuple):
+        self.input_shape = (None, *input_shape)
+
+    def __call__(self, x, training=False):
+        bands = x.shape[1]
+        low = np.asarray(x)[:, : bands // 2].mean(axis=(1, 2, 3)) > np.asarray(x)[:, bands // 2 :].mean(axis=(1, 2, 3))
+        return np.where(low[:, None], [[0.9, 0.1]], [[0.2, 0.8]]).astype(np.float32)
+
+
+@pytest.fixture
+def band_ensemble(tmp_path):
+    extract = config(ExtractConfig, "extract", source=str(tmp_path), sample_rate=RATE, duration=0.5)
+    spectrograms = config(SpectrogramConfig, "spectrograms", n_fft=256, hop_length=64, n_mels=16)
+    probe = Ensemble([], "average", None, ["low", "high"], extract, spectrograms)
+    shape = model_input(np.zeros(4000, np.float32), RATE, probe).shape
+    return Ensemble([Member("run-1", keras=BandMember(shape))], "average", None, ["low", "high"], extract, spectrograms)
+
+
+def test_a_long_recording_becomes_a_timeline_of_what_sounds_when(tmp_path, band_ensemble, capsys):
+    recording = np.concatenate([tone(300, 1.5, RATE), np.zeros(RATE // 2, np.float32), tone(3000, 1.5, RATE)])
+    sf.write(tmp_path / "street.wav", recording, RATE)
+    sf.write(tmp_path / "clip.wav", tone(300, 0.4, RATE), RATE)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF")
+    street, broken, clip = analyse_files(
+        [tmp_path / "street.wav", tmp_path / "broken.wav", tmp_path / "clip.wav"], band_ensemble, hop=0.25, windows=True, batch=4
+    )
+    assert street["duration"] == 3.5 and street["windows_analysed"] == 13 and street["hop"] == 0.25
+    first, second = street["detections"]
+    assert (first["class"], first["start"], second["class"], second["end"]) == ("low", 0.0, "high", 3.5)
+    assert 1.25 <= first["end"] <= 1.75 <= second["start"] + 0.25 and first["confidence"] == 0.9
+    assert [w["start"] for w in street["windows"]] == [0.25 * k for k in range(13)]
+    assert {"start": 1.5, "end": 2.0, "silent": True} in street["windows"]  # the gap between the sounds has no class
+    assert "cannot decode audio" in broken["error"] and set(broken) == {"file", "error"}
+    assert clip["prediction"] == "low" and clip["detections"] == [{"start": 0.0, "end": 0.4, "class": "low", "confidence": 0.9}]
+    assert json.loads(json_text(street, indent=None)) == street
+    _print_result(street, top=3)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{tmp_path / 'street.wav'}: 3.5 s, 13 windows 0.25 s apart"
+    assert lines[1].split() == ["0.0", "–", f"{first['end']:.1f}", "s", "low", "(90.0", "%)"] and lines[2].split()[-3:] == [
+        "high",
+        "(80.0",
+        "%)",
+    ]
+
+
+def test_batches_do_not_change_a_window_s_probabilities(tmp_path, band_ensemble):
+    sf.write(tmp_path / "a.wav", np.concatenate([tone(300, 1.0, RATE), tone(3000, 1.2, RATE)]), RATE)
+    sf.write(tmp_path / "b.wav", tone(3000, 0.9, RATE), RATE)
+    paths = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    assert analyse_files(paths, band_ensemble, hop=0.2, windows=True, batch=1) == analyse_files(
+        paths, band_ensemble, hop=0.2, windows=True, batch=64
+    )
+
+
+@pytest.mark.parametrize("hop", ["0", "-1", "soon", "601"])
+def test_a_hop_that_is_not_seconds_is_named_in_one_line(hop, capsys):
+    from audioclass.predict import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["clip.wav", "--hop", hop])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument --hop: {hop}: expected seconds in (0, 600]")
