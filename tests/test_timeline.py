@@ -149,3 +149,51 @@ def test_a_hop_that_is_not_seconds_is_named_in_one_line(hop, capsys):
         main(["clip.wav", "--hop", hop])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument --hop: {hop}: expected seconds in (0, 600]")
+
+
+FOUND = [
+    {"start": 0.0, "end": 7.5, "class": "rooster", "confidence": 0.9875},
+    {"start": 5.0, "end": 10.0, "class": "dog", "confidence": 0.5},
+]
+
+
+def test_detections_as_an_audacity_label_track_and_a_raven_selection_table():
+    from audioclass.predict import RAVEN_COLUMNS, audacity_labels, raven_selections
+
+    assert audacity_labels(FOUND) == "0.000\t7.500\trooster (98.8 %)\n5.000\t10.000\tdog (50.0 %)\n"
+    header, first, second = (line.split("\t") for line in raven_selections(FOUND, 22050).splitlines())
+    assert tuple(header) == RAVEN_COLUMNS
+    assert first == ["1", "Spectrogram 1", "1", "0.000", "7.500", "0", "11025.0", "rooster", "0.9875"]
+    assert second[0] == "2" and second[3:5] == ["5.000", "10.000"] and second[7] == "dog"
+    assert raven_selections([], 22050) == "\t".join(RAVEN_COLUMNS) + "\n"  # a silent recording: a table with no selections
+
+
+def test_the_command_writes_csv_rows_and_a_raven_and_audacity_file_per_recording(tmp_path, band_ensemble, monkeypatch, capsys):
+    from audioclass import predict
+
+    monkeypatch.setattr(predict, "load_ensemble", lambda *args: band_ensemble)
+    sf.write(tmp_path / "street.wav", np.concatenate([tone(300, 1.5, RATE), tone(3000, 1.5, RATE)]), RATE)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF")
+    with pytest.raises(SystemExit) as stopped:
+        predict.main(
+            [str(tmp_path / "street.wav"), str(tmp_path / "broken.wav"), "--csv", "--hop", "0.25", "--out-dir", str(tmp_path / "labels")]
+        )
+    assert stopped.value.code == 1  # a file could not be read
+    out, err = capsys.readouterr()
+    rows = out.splitlines()
+    assert rows[0] == "file,start,end,class,confidence" and [r.split(",")[3] for r in rows[1:]] == ["low", "high"]
+    assert err.splitlines()[-1].startswith(f"error: {tmp_path / 'broken.wav'}: cannot decode audio")
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["street.wav.audacity.txt", "street.wav.raven.txt"]
+    assert [line.split("\t")[2] for line in (tmp_path / "labels/street.wav.audacity.txt").read_text().splitlines()] == [
+        "low (90.0 %)",
+        "high (80.0 %)",
+    ]
+
+
+def test_recordings_that_share_a_name_are_refused_before_any_file_is_written(tmp_path):
+    from audioclass.predict import write_detection_files
+
+    results = [{"file": f"{folder}/take.wav", "detections": FOUND} for folder in ("monday", "tuesday")]
+    with pytest.raises(DataError, match=r"^take\.wav: more than one file of that name"):
+        write_detection_files(results, tmp_path / "labels", 22050)
+    assert not (tmp_path / "labels").exists()

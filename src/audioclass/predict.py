@@ -2,6 +2,7 @@
 
     audioclass predict dog.wav street/*.ogg recordings/            # top classes per clip; a timeline per longer file
     audioclass predict street-2h.flac --hop 1 --json --windows      # detections, and every window's probabilities
+    audioclass predict field/ --csv --out-dir labels/               # a CSV row per detection; Raven and Audacity files
     audioclass predict recordings/ --registered models:/audioclass-ensemble/latest   # the registry's copy
 
 Each file (WAV, Ogg, FLAC, MP3; any sample rate or channels) is read a window
@@ -30,6 +31,7 @@ class: a silent clip is shown as silent (``"silent": true`` and
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.metadata
 import json
 import logging
@@ -49,7 +51,7 @@ from audioclass.ensembling import EnsembleConfig, as_probabilities, combine, is_
 from audioclass.errors import AudioclassError, ConfigError, DataError, first_line
 from audioclass.heads import LinearHead
 from audioclass.layouts import AUDIO_SUFFIXES, is_hidden
-from audioclass.outputs import require_inputs
+from audioclass.outputs import atomic_file, require_inputs
 from audioclass.spectrograms import SpectrogramConfig, render_spectrogram
 from audioclass.tables import json_text
 from audioclass.training import TrainConfig
@@ -362,12 +364,50 @@ def _print_result(r: dict, top: int) -> None:
             print("  silent throughout (peak below extract.silence_dbfs); no class predicted")
 
 
+RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)", "Class", "Confidence")
+
+
+def audacity_labels(found: list[dict]) -> str:
+    """An Audacity label track (File > Import > Labels): start, end and label, tab-separated, a detection a line."""
+    return "".join(f"{d['start']:.3f}\t{d['end']:.3f}\t{d['class']} ({100 * d['confidence']:.1f} %)\n" for d in found)
+
+
+def raven_selections(found: list[dict], sample_rate: int) -> str:
+    """A Raven selection table: a detection a selection, over the whole band the models see (0 to Nyquist)."""
+    rows = [
+        (i, "Spectrogram 1", 1, f"{d['start']:.3f}", f"{d['end']:.3f}", 0, sample_rate / 2, d["class"], f"{d['confidence']:.4f}")
+        for i, d in enumerate(found, start=1)
+    ]
+    return "".join("\t".join(map(str, row)) + "\n" for row in [RAVEN_COLUMNS, *rows])
+
+
+def write_detection_files(results: list[dict], out_dir: Path, sample_rate: int) -> list[Path]:
+    """``<name>.raven.txt`` and ``<name>.audacity.txt`` in ``out_dir`` for each file analysed, each written whole or not at all."""
+    analysed = [r for r in results if "detections" in r]
+    names = [Path(r["file"]).name for r in analysed]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise DataError(f"{clash[0]}: more than one file of that name; --out-dir names its files after the recordings'")
+    written = []
+    for name, r in zip(names, analysed):
+        for suffix, text in (
+            (".raven.txt", raven_selections(r["detections"], sample_rate)),
+            (".audacity.txt", audacity_labels(r["detections"])),
+        ):
+            with atomic_file(out_dir / f"{name}{suffix}") as tmp:
+                tmp.write_text(text)
+            written.append(out_dir / f"{name}{suffix}")
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="audioclass predict", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("targets", nargs="+", type=Path, help="audio files or folders (searched recursively)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file, with every class's probability")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per file, with every class's probability")
+    output.add_argument("--csv", action="store_true", help="one CSV row per detection: file, start, end, class, confidence")
     parser.add_argument(
         "--method",
         help="ensemble method (default: the best on validation), e.g. average, or "
@@ -380,6 +420,9 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds between the windows a file longer than a clip is analysed in (default: half of extract.duration)",
     )
     parser.add_argument("--windows", action="store_true", help="with --json: every window's probabilities, beside the detections")
+    parser.add_argument(
+        "--out-dir", type=Path, help="also write a Raven selection table and an Audacity label track per recording into this folder"
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params the models were trained with")
     parser.add_argument("--models", type=Path, default=Path("models"), help="folder of train runs (default: models)")
     parser.add_argument("--ensemble", type=Path, default=Path("reports/ensemble/ensemble.json"), help="the ensemble stage's report")
@@ -398,10 +441,19 @@ def main(argv: list[str] | None = None) -> None:
         ensemble = load_ensemble(args.params, args.models, args.ensemble, args.method)
     hop = args.hop or ensemble.extract.duration / 2
     results = analyse_files(paths, ensemble, hop=hop, windows=args.windows)
+    if args.out_dir:
+        write_detection_files(results, args.out_dir, ensemble.extract.sample_rate)
+    if args.csv:
+        rows = csv.writer(sys.stdout, lineterminator="\n")
+        rows.writerow(("file", "start", "end", "class", "confidence"))
     for r in results:
         if args.json:
             print(json_text(r, indent=None))
-        else:
+        elif args.csv and "detections" in r:
+            rows.writerows((r["file"], d["start"], d["end"], d["class"], d["confidence"]) for d in r["detections"])
+        elif args.csv and "error" in r:
+            print(f"error: {r['error']}", file=sys.stderr)
+        elif not args.csv:
             _print_result(r, args.top)
     if any("error" in r for r in results):
         sys.exit(1)
