@@ -232,15 +232,23 @@ def test_predict_classifies_real_clips_as_training_saw_them(workspace, tmp_path)
     sf.write(stereo, np.stack([y, y], axis=1)[: 3 * sr], sr, format="FLAC")  # 3 s, two channels
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wav")
+    recording = tmp_path / "three-clips.wav"  # three test clips end to end: a timeline, not one answer
+    sf.write(recording, np.concatenate([y, y[::-1], y]), sr)
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "audioclass"), "predict", str(original), str(stereo), str(broken), "--json"],
+        [str(Path(sys.executable).parent / "audioclass"), "predict", str(original), str(stereo), str(broken), str(recording), "--json"],
         cwd=workspace,
         capture_output=True,
         text=True,
     )
     assert result.returncode == 1, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["file"] for r in lines] == [str(original), str(stereo), str(broken)]
+    assert [r["file"] for r in lines] == [str(original), str(stereo), str(broken), str(recording)]
+    timeline = lines[3]
+    windows = len(audio.window_starts(3 * len(y), 5 * sr, sr * 5 // 2))  # 5 s windows, 2.5 s apart, one ending at the end
+    assert timeline["windows_analysed"] == windows >= 5 and timeline["hop"] == 2.5 and "prediction" not in timeline
+    assert timeline["duration"] == round(3 * len(y) / sr, 3)
+    assert timeline["detections"][0]["start"] == 0 and timeline["detections"][-1]["end"] == timeline["duration"]
+    assert {d["class"] for d in timeline["detections"]} <= set(ensemble.class_names)
     assert broken.name in lines[2]["error"] and "cannot decode audio" in lines[2]["error"]
     for r in lines[:2]:
         assert r["prediction"] in ensemble.class_names and abs(sum(r["probabilities"].values()) - 1) < 1e-3
