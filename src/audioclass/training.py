@@ -356,6 +356,7 @@ def fit_cell(cfg: Cnn1dConfig, architecture: str, kernel: int, data: Data) -> tu
         validation_data=_without_autotuning(validation.prefetch(2)),
         epochs=cfg.epochs,
         callbacks=[best, tracking.epoch_logger()],
+        shuffle=False,  # the dataset shuffles, seeded; Keras warns that its own shuffle would be ignored
         verbose=2,
     )
     curve = pd.DataFrame(history.history)
