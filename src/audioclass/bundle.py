@@ -132,5 +132,5 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         paths = [Path(p) for p in (model_input["path"] if isinstance(model_input, pd.DataFrame) else model_input)]
-        rows = analyse_files(paths, self.ensemble, hop=self.ensemble.extract.duration / 2)
+        rows = analyse_files(paths, self.ensemble)
         return pd.DataFrame([{k: v for k, v in r.items() if k != "probabilities"} | r.get("probabilities", {}) for r in rows])

@@ -237,11 +237,11 @@ class _Timeline:
     probs: list[np.ndarray | None]
 
 
-def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float, windows: bool = False, batch: int = 32) -> list[dict]:
+def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float | None = None, windows: bool = False, batch: int = 32) -> list[dict]:
     """One result per file, in order: its detections over time, or the error that stopped it.
 
     Each file is read a window (``extract.duration``) at a time, ``hop`` seconds
-    apart, the last window ending at the file's end (:func:`audio.read_windows`),
+    apart (default: half a window), the last window ending at the file's end (:func:`audio.read_windows`),
     and each window becomes a clip as ``extract`` makes one. Windows from every
     file are classified together, ``batch`` at a time, so memory holds a batch of
     windows and each file's probabilities. A file no longer than one window is
@@ -249,6 +249,7 @@ def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float, windows:
     ``probabilities``, or ``silent``); with ``windows``, every window's
     probabilities are kept too.
     """
+    hop = hop or ensemble.extract.duration / 2
     results: list[dict] = [{"file": str(p)} for p in paths]
     timelines: dict[int, _Timeline] = {}
     pending: list[tuple[int, int, np.ndarray]] = []  # (file, window, clip)
@@ -260,7 +261,7 @@ def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float, windows:
             pending.clear()
 
     for i, path in enumerate(paths):
-        timeline = _Timeline([], [])
+        timeline = timelines[i] = _Timeline([], [])
         try:
             if not path.is_file():
                 raise DataError(f"{path}: no such file; expected an audio file or a folder")
@@ -271,13 +272,11 @@ def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float, windows:
                 if audio.peak_dbfs(clip) >= ensemble.extract.silence_dbfs:
                     pending.append((i, len(timeline.spans) - 1, clip))
                 if len(pending) >= batch:
-                    timelines[i] = timeline
                     classify_pending()
-            timelines[i] = timeline
         except AudioclassError as err:
             results[i]["error"] = str(err)
             pending[:] = [p for p in pending if p[0] != i]
-            timelines.pop(i, None)
+            del timelines[i]
     classify_pending()
     for i, timeline in timelines.items():
         results[i].update(_described(timeline, ensemble.class_names, hop=hop, windows=windows))
@@ -294,17 +293,20 @@ def _described(timeline: _Timeline, class_names: list[str], *, hop: float, windo
             out = {
                 "prediction": class_names[int(row.argmax())],
                 "probability": round(float(row.max()), 4),
-                "probabilities": {name: round(float(p), 4) for name, p in zip(class_names, row)},
+                "probabilities": _probabilities(row, class_names),
             }
         return out | {"detections": found}
     out = {"duration": timeline.spans[-1][1], "windows_analysed": len(timeline.spans), "hop": hop, "detections": found}
     if windows:
         out["windows"] = [
-            {"start": start, "end": end}
-            | ({"silent": True} if row is None else {"probabilities": {n: round(float(p), 4) for n, p in zip(class_names, row)}})
+            {"start": start, "end": end} | ({"silent": True} if row is None else {"probabilities": _probabilities(row, class_names)})
             for (start, end), row in zip(timeline.spans, timeline.probs)
         ]
     return out
+
+
+def _probabilities(row: np.ndarray, class_names: list[str]) -> dict[str, float]:
+    return {name: round(float(p), 4) for name, p in zip(class_names, row)}
 
 
 def detections(spans: list[tuple[float, float]], probs: list[np.ndarray | None], class_names: list[str]) -> list[dict]:
@@ -439,8 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         ensemble = _registered_ensemble(args.registered)
     else:
         ensemble = load_ensemble(args.params, args.models, args.ensemble, args.method)
-    hop = args.hop or ensemble.extract.duration / 2
-    results = analyse_files(paths, ensemble, hop=hop, windows=args.windows)
+    results = analyse_files(paths, ensemble, hop=args.hop, windows=args.windows)
     if args.out_dir:
         write_detection_files(results, args.out_dir, ensemble.extract.sample_rate)
     if args.csv:
@@ -449,11 +450,9 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         if args.json:
             print(json_text(r, indent=None))
-        elif args.csv and "detections" in r:
+        elif args.csv and "error" not in r:
             rows.writerows((r["file"], d["start"], d["end"], d["class"], d["confidence"]) for d in r["detections"])
-        elif args.csv and "error" in r:
-            print(f"error: {r['error']}", file=sys.stderr)
-        elif not args.csv:
-            _print_result(r, args.top)
+        else:
+            _print_result(r, args.top)  # with --csv, only errors get here: one line on stderr
     if any("error" in r for r in results):
         sys.exit(1)
