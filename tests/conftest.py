@@ -228,3 +228,32 @@ def shared_esc10() -> Path:
     if not SHARED_ESC10.is_dir():
         pytest.skip(f"real ESC-10 release not found at {SHARED_ESC10} (set AUDIOCLASS_ESC10)")
     return SHARED_ESC10
+
+
+BAND_RATE = 8000
+
+
+class BandMember:
+    """Stands in for a Keras model: 'low' when the lower half of the bands holds more energy, else 'high'."""
+
+    def __init__(self, input_shape: tuple):
+        self.input_shape = (None, *input_shape)
+
+    def __call__(self, x, training=False):
+        bands = x.shape[1]
+        low = np.asarray(x)[:, : bands // 2].mean(axis=(1, 2, 3)) > np.asarray(x)[:, bands // 2 :].mean(axis=(1, 2, 3))
+        return np.where(low[:, None], [[0.9, 0.1]], [[0.2, 0.8]]).astype(np.float32)
+
+
+@pytest.fixture
+def band_ensemble(tmp_path):
+    """An ensemble of one :class:`BandMember` over 0.5 s clips at :data:`BAND_RATE` Hz, classes 'low' and 'high'."""
+    from audioclass.clips import ExtractConfig
+    from audioclass.predict import Ensemble, Member, model_input
+    from audioclass.spectrograms import SpectrogramConfig
+
+    extract = config(ExtractConfig, "extract", source=str(tmp_path), sample_rate=BAND_RATE, duration=0.5)
+    spectrograms = config(SpectrogramConfig, "spectrograms", n_fft=256, hop_length=64, n_mels=16)
+    probe = Ensemble([], "average", None, ["low", "high"], extract, spectrograms)
+    shape = model_input(np.zeros(4000, np.float32), BAND_RATE, probe).shape
+    return Ensemble([Member("run-1", keras=BandMember(shape))], "average", None, ["low", "high"], extract, spectrograms)

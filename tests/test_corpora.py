@@ -250,5 +250,5 @@ def test_predict_marks_silence_and_skips_hidden_files(tmp_path):
     bark, silent = analyse_files(paths, ensemble, hop=extract_config.duration / 2)
     assert bark["prediction"] in ("01", "02") and isinstance(bark["prediction"], str)
     assert bark["detections"] == [{"start": 0.0, "end": 0.5, "class": bark["prediction"], "confidence": bark["probability"]}]
-    assert silent == {"file": str(folder / "empty-room.wav"), "silent": True, "prediction": None, "detections": []}
+    assert silent == {"file": str(folder / "empty-room.wav"), "silent": True, "prediction": None, "min_confidence": 0.0, "detections": []}
     assert json.loads(json_text(silent, indent=None))["prediction"] is None

@@ -25,7 +25,16 @@ from audioclass.swarm import OPTIMISERS
 
 
 def cfg(**overrides) -> EnsembleConfig:
-    base = dict(members="all", optimisers=tuple(OPTIMISERS), population=20, iterations=30, seed=0, chosen="average", choose="in_sample")
+    base = dict(
+        members="all",
+        optimisers=tuple(OPTIMISERS),
+        population=20,
+        iterations=30,
+        seed=0,
+        chosen="average",
+        choose="in_sample",
+        target_precision=0.95,
+    )
     return EnsembleConfig(**{**base, **overrides})
 
 
@@ -189,6 +198,11 @@ def test_stage_core_chooses_by_validation_log_loss_and_never_reads_test():
     for m in ("simplex", "swarm_de", "swarm_jaya"):
         assert report2["groups"]["from_scratch"]["methods"][m]["weights"] == methods[m]["weights"]
     assert report2["best"] == report["best"]
+    # Each method is calibrated on the same rows: its temperature and minimum confidence are validation's too.
+    for m in methods:
+        first, again = (r["groups"]["from_scratch"]["methods"][m]["calibration"] for r in (report, report2))
+        assert (first["temperature"], first["min_confidence"]) == (again["temperature"], again["min_confidence"])
+    assert "Calibration: temperature" in markdown(report) and "Expected calibration error (10 bins) on test clips" in markdown(report)
 
 
 def test_a_vote_is_never_chosen_though_its_normalised_scores_can_score_a_lower_log_loss():

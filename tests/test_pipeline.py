@@ -1,10 +1,16 @@
 """The real ``dvc repro`` on a tiny profile, in a temporary copy of the project."""
 
+import base64
 import hashlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -235,7 +241,8 @@ def test_predict_classifies_real_clips_as_training_saw_them(workspace, tmp_path)
     recording = tmp_path / "three-clips.wav"  # three test clips end to end: a timeline, not one answer
     sf.write(recording, np.concatenate([y, y[::-1], y]), sr)
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "audioclass"), "predict", str(original), str(stereo), str(broken), str(recording), "--json"],
+        [str(Path(sys.executable).parent / "audioclass"), "predict", str(original), str(stereo), str(broken), str(recording), "--json"]
+        + ["--min-confidence", "0"],  # every window a class, however unsure the tiny models are
         cwd=workspace,
         capture_output=True,
         text=True,
@@ -266,6 +273,7 @@ def test_predict_classifies_real_clips_as_training_saw_them(workspace, tmp_path)
 def test_predict_with_a_pretrained_member_gives_what_the_stages_gave_on_test(workspace):
     """The CNN runs and the head over every member: new audio goes through the embed stage's own code."""
     from audioclass import audio
+    from audioclass.calibration import tempered
     from audioclass.predict import classify, load_ensemble, model_clip
 
     ensemble = load_ensemble(workspace / "params.yaml", workspace / "models", workspace / "reports/ensemble/ensemble.json", "all/average")
@@ -276,7 +284,96 @@ def test_predict_with_a_pretrained_member_gives_what_the_stages_gave_on_test(wor
     rows = test.index[:3]
     clips = [model_clip(*audio.read_audio(shared_esc10() / meta.loc[test.loc[i, "clip_id"], "original_path"]), ensemble) for i in rows]
     stored = np.mean([np.load(workspace / f"models/{m}/test_probs.npy")[rows] for m in members], axis=0)
-    np.testing.assert_allclose(classify(clips, ensemble), stored / stored.sum(axis=1, keepdims=True), atol=1e-4)
+    calibrated = tempered(stored / stored.sum(axis=1, keepdims=True), ensemble.temperature)  # the ensemble stage's temperature
+    np.testing.assert_allclose(classify(clips, ensemble), calibrated, atol=1e-4)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    """A plain HTTP client's POST of a JSON body: the status and the decoded answer, whatever the status."""
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def test_the_registered_ensemble_served_over_http_classifies_a_wav_s_bytes_as_predict_does(workspace, tmp_path):
+    """``mlflow models serve`` on loopback, as the docs show it; the client sends audio, not a path on the server."""
+    import soundfile as sf
+    from mlflow import MlflowClient
+    from mlflow.models import get_model_info
+
+    from audioclass.predict import _registered_ensemble, analyse_files
+
+    store = f"sqlite:///{workspace / 'mlflow.db'}"
+    version = max(int(v.version) for v in MlflowClient(store).search_model_versions("name = 'audioclass-ensemble'"))
+    uri = f"models:/audioclass-ensemble/{version}"
+    env = sandbox.environment(workspace) | {"MLFLOW_TRACKING_URI": store}
+    test = pd.read_csv(workspace / "data/spectrograms/test/index.csv").query("copy == 0")
+    meta = pd.read_csv(workspace / "data/prepared/metadata.csv").set_index("clip_id")
+    clips = [sf.read(shared_esc10() / meta.loc[c, "original_path"], dtype="float32") for c in test["clip_id"][:3]]
+    recording = tmp_path / "three-clips.wav"
+    sf.write(recording, np.concatenate([y for y, _ in clips]), clips[0][1])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", store)
+        assert get_model_info(uri).signature.inputs.input_names() == ["path", "audio"]
+        [expected] = analyse_files([recording], _registered_ensemble(uri))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local"]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            cwd=workspace,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for _ in range(240):  # loading TensorFlow and the members takes a while on two cores
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as ping:
+                    if ping.status == 200:
+                        break
+            except OSError:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"the server did not answer /ping:\n{log.read_text()}")
+        wav = base64.b64encode(recording.read_bytes()).decode()
+        request = lambda audio: json.dumps({"dataframe_split": {"columns": ["audio"], "data": [[audio]]}}).encode()  # noqa: E731
+        status, answer = post(f"{url}/invocations", request(wav))
+        assert status == 200, answer
+        [served] = answer["predictions"]
+        assert served["file"] == "audio[0]" and served["windows_analysed"] == expected["windows_analysed"] >= 3
+        assert [(d["start"], d["end"], d["class"]) for d in served["detections"]] == [
+            (d["start"], d["end"], d["class"]) for d in expected["detections"]
+        ]
+        malformed = {
+            "an empty body": b"",
+            "not base64": request("this is not base64!"),
+            "not audio": request(base64.b64encode(b"hello, not a sound").decode()),
+        }
+        for what, body in malformed.items():
+            status, answer = post(f"{url}/invocations", body)
+            assert 400 <= status < 500 and answer["message"], (what, status, answer)
+            assert "stack_trace" not in answer and "Traceback" not in answer["message"], what
+        assert "audio[0]: cannot decode audio" in post(f"{url}/invocations", malformed["not audio"])[1]["message"]
+        with ThreadPoolExecutor(2) as clients:  # requests in flight together, as real clients send them
+            together = list(clients.map(lambda _: post(f"{url}/invocations", request(wav)), range(2)))
+        assert [status for status, _ in together] == [200, 200] and together[0][1] == together[1][1]  # and it keeps serving
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def mlflow_runs(workspace, role: str) -> list:

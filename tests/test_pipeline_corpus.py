@@ -94,7 +94,8 @@ def test_predict_prints_labels_as_text_and_marks_silence(workspace, tmp_path):
     assert result.returncode == 0, result.stderr
     heard, quiet = (json.loads(line) for line in result.stdout.splitlines())
     assert isinstance(heard["prediction"], str) and heard["prediction"] in EMOTIONS and set(heard["probabilities"]) == set(EMOTIONS)
-    assert quiet == {"file": str(silent), "silent": True, "prediction": None, "detections": []}
+    assert quiet == {"file": str(silent), "silent": True, "prediction": None, "min_confidence": heard["min_confidence"], "detections": []}
+    assert 0 <= heard["min_confidence"] <= 1  # the ensemble stage's, chosen on validation
     # The registry's copy of the ensemble answers the same, through MLflow's pyfunc.
     registered = subprocess.run(
         [*predict, "--registered", "models:/audioclass-ensemble/latest"],

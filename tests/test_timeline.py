@@ -1,5 +1,6 @@
 """Long recordings: read a window at a time, classified window by window, and told as a timeline of detections."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -7,14 +8,11 @@ import pytest
 import soundfile as sf
 
 from audioclass import audio
-from audioclass.clips import ExtractConfig
 from audioclass.errors import DataError
-from audioclass.predict import Ensemble, Member, _print_result, analyse_files, detections, model_input
-from audioclass.spectrograms import SpectrogramConfig
+from audioclass.predict import _print_result, analyse_files, detections
 from audioclass.tables import json_text
-from conftest import config, tone
-
-RATE = 8000
+from conftest import BAND_RATE as RATE
+from conftest import tone
 
 
 @pytest.mark.parametrize(
@@ -84,25 +82,15 @@ def test_windows_of_one_class_merge_and_silence_or_another_class_ends_a_detectio
     ]
 
 
-class BandMember:
-    """Stands in for a Keras model: 'low' when the lower half of the bands holds more energy, else 'high'."""
-
-    def __init__(self, input_shape: tuple):
-        self.input_shape = (None, *input_shape)
-
-    def __call__(self, x, training=False):
-        bands = x.shape[1]
-        low = np.asarray(x)[:, : bands // 2].mean(axis=(1, 2, 3)) > np.asarray(x)[:, bands // 2 :].mean(axis=(1, 2, 3))
-        return np.where(low[:, None], [[0.9, 0.1]], [[0.2, 0.8]]).astype(np.float32)
-
-
-@pytest.fixture
-def band_ensemble(tmp_path):
-    extract = config(ExtractConfig, "extract", source=str(tmp_path), sample_rate=RATE, duration=0.5)
-    spectrograms = config(SpectrogramConfig, "spectrograms", n_fft=256, hop_length=64, n_mels=16)
-    probe = Ensemble([], "average", None, ["low", "high"], extract, spectrograms)
-    shape = model_input(np.zeros(4000, np.float32), RATE, probe).shape
-    return Ensemble([Member("run-1", keras=BandMember(shape))], "average", None, ["low", "high"], extract, spectrograms)
+def test_a_window_below_the_minimum_confidence_has_no_class_and_joins_nothing_it_does_not_touch():
+    spans = [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5), (2.0, 3.0), (2.5, 3.5), (3.0, 4.0)]
+    rows = probs([0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.55, 0.45], [0.9, 0.1])
+    assert detections(spans, rows, ["dog", "rain"], min_confidence=0.65) == [
+        {"start": 0.0, "end": 2.0, "class": "dog", "confidence": 0.9},  # its windows touch across the unsure one
+        {"start": 1.5, "end": 2.5, "class": "rain", "confidence": 0.7},
+        {"start": 3.0, "end": 4.0, "class": "dog", "confidence": 0.9},  # 2.0 to 3.0 has no sure window: apart
+    ]
+    assert detections(spans, rows, ["dog", "rain"], min_confidence=0.95) == []
 
 
 def test_a_long_recording_becomes_a_timeline_of_what_sounds_when(tmp_path, band_ensemble, capsys):
@@ -124,7 +112,7 @@ def test_a_long_recording_becomes_a_timeline_of_what_sounds_when(tmp_path, band_
     assert json.loads(json_text(street, indent=None)) == street
     _print_result(street, top=3)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"{tmp_path / 'street.wav'}: 3.5 s, 13 windows 0.25 s apart"
+    assert lines[0] == f"{tmp_path / 'street.wav'}: 3.5 s, 13 windows 0.25 s apart, minimum confidence 0.0 %"
     assert lines[1].split() == ["0.0", "–", f"{first['end']:.1f}", "s", "low", "(90.0", "%)"] and lines[2].split()[-3:] == [
         "high",
         "(80.0",
@@ -139,6 +127,52 @@ def test_batches_do_not_change_a_window_s_probabilities(tmp_path, band_ensemble)
     assert analyse_files(paths, band_ensemble, hop=0.2, windows=True, batch=1) == analyse_files(
         paths, band_ensemble, hop=0.2, windows=True, batch=64
     )
+
+
+def test_the_minimum_confidence_drops_unsure_windows_and_marks_an_unsure_clip(tmp_path, band_ensemble, capsys):
+    sf.write(tmp_path / "street.wav", np.concatenate([tone(300, 1.5, RATE), tone(3000, 1.5, RATE)]), RATE)
+    sf.write(tmp_path / "clip.wav", tone(3000, 0.4, RATE), RATE)
+    street, clip = analyse_files([tmp_path / "street.wav", tmp_path / "clip.wav"], band_ensemble, hop=0.25, min_confidence=0.85)
+    assert [d["class"] for d in street["detections"]] == ["low"] and street["min_confidence"] == 0.85  # 'high' windows: 0.8
+    assert clip["prediction"] == "high" and clip["probability"] == 0.8 and clip["detections"] == []  # the same answer, marked
+    _print_result(clip, top=2)
+    assert capsys.readouterr().out == f"{tmp_path / 'clip.wav'}: high (80.0 %, below the minimum confidence 85.0 %)  low 20.0 %\n"
+    sure = dataclasses.replace(band_ensemble, min_confidence=0.85)  # the ensemble's own, chosen on validation: the default
+    assert analyse_files([tmp_path / "clip.wav"], sure)[0]["detections"] == []
+    assert analyse_files([tmp_path / "clip.wav"], sure, min_confidence=0)[0]["detections"][0]["class"] == "high"
+
+
+def test_the_ensemble_s_temperature_calibrates_without_changing_a_class(tmp_path, band_ensemble):
+    sf.write(tmp_path / "clip.wav", tone(300, 0.4, RATE), RATE)
+    softer = dataclasses.replace(band_ensemble, temperature=2.0)
+    [plain], [tempered] = analyse_files([tmp_path / "clip.wav"], band_ensemble), analyse_files([tmp_path / "clip.wav"], softer)
+    assert tempered["prediction"] == plain["prediction"] == "low"
+    assert tempered["probability"] == pytest.approx(0.75, abs=1e-4)  # 0.9 ** 0.5 / (0.9 ** 0.5 + 0.1 ** 0.5)
+
+
+def test_a_file_s_bytes_are_analysed_as_the_file_is(tmp_path, band_ensemble):
+    from audioclass.predict import InMemory
+
+    sf.write(tmp_path / "street.flac", np.concatenate([tone(300, 1.5, RATE), tone(3000, 1.5, RATE)]), RATE, format="FLAC")
+    data = (tmp_path / "street.flac").read_bytes()
+    on_disk, in_memory, empty, junk = analyse_files(
+        [tmp_path / "street.flac", InMemory("audio[0]", data), InMemory("audio[1]", b""), InMemory("audio[2]", b"hello")],
+        band_ensemble,
+        hop=0.25,
+    )
+    assert in_memory == on_disk | {"file": "audio[0]"}
+    assert empty["error"] == "audio[1]: no bytes; expected an audio file's content"
+    assert junk["error"].startswith("audio[2]: cannot decode audio")
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5", "sure"])
+def test_a_minimum_confidence_that_is_not_a_share_is_named_in_one_line(share, capsys):
+    from audioclass.predict import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["clip.wav", "--min-confidence", share])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument --min-confidence: {share}: expected a share in [0, 1], e.g. 0.7")
 
 
 @pytest.mark.parametrize("hop", ["0", "-1", "soon", "601"])

@@ -1,5 +1,6 @@
 """Where MLflow runs go: the project's store, even from DVC's temporary experiment workspaces."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,7 @@ def test_a_stage_fails_fast_on_an_unreachable_server_and_writes_nothing(tmp_path
 
 WRITER = """
 import sys
+import json
 from pathlib import Path
 
 from audioclass import tracking
@@ -210,7 +212,10 @@ def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tm
     elsewhere = "0" * 32
     with mlflow.start_run(), caplog.at_level("WARNING"):
         version = bundle.register_ensemble(
-            {"weights.txt": tmp_path / "weights.txt"}, {"run-1": here.info.run_id, "run-2": elsewhere}, {"method": "average"}
+            {"weights.txt": tmp_path / "weights.txt"},
+            {"run-1": here.info.run_id, "run-2": elsewhere},
+            {"method": "average"},
+            bundle.signature(2.5, 0.7),
         )
     registered = mlflow.MlflowClient().get_model_version(bundle.ENSEMBLE_MODEL, version)
     assert registered.tags["member_versions"] == "1,-" and registered.tags["method"] == "average"
@@ -231,9 +236,11 @@ def test_the_registered_ensemble_is_the_package_s_code_and_plain_files_with_noth
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "weights.txt").write_text("bundled")
     with mlflow.start_run():
-        version = bundle.register_ensemble({"weights.txt": tmp_path / "weights.txt"}, {}, {"method": "average"})
+        version = bundle.register_ensemble({"weights.txt": tmp_path / "weights.txt"}, {}, {"method": "average"}, bundle.signature(2.5, 0.7))
     model = Path(download_artifacts(f"models:/{bundle.ENSEMBLE_MODEL}/{version}", dst_path=str(tmp_path / "model")))
-    flavor = yaml.safe_load((model / "MLmodel").read_text())["flavors"]["python_function"]
+    logged = yaml.safe_load((model / "MLmodel").read_text())
+    assert [c["name"] for c in json.loads(logged["signature"]["inputs"])] == ["path", "audio"]  # a client knows what to send
+    flavor = logged["flavors"]["python_function"]
     assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model" and "python_model" not in flavor
     assert (model / "ensemble_model.py").read_bytes() == REGISTERED_MODEL_CODE.read_bytes()
     package, code = Path(audioclass.__file__).parent, model / flavor["code"] / "audioclass"
@@ -250,6 +257,7 @@ def test_the_registered_ensemble_is_the_package_s_code_and_plain_files_with_noth
 
 
 PLANTED_CODE = """
+import json
 from pathlib import Path
 
 import mlflow

@@ -151,6 +151,7 @@ def test_every_run_reaches_the_server_with_metrics_params_models_and_stage_tags(
 def test_the_ensemble_and_its_members_are_registered_and_serve_predictions(signed_in, served):
     import mlflow
     import pandas as pd
+    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient(signed_in)
     (version,) = client.search_model_versions("name = 'audioclass-ensemble'")
@@ -168,9 +169,12 @@ def test_the_ensemble_and_its_members_are_registered_and_serve_predictions(signe
     mlflow.set_tracking_uri(signed_in)
     model = mlflow.pyfunc.load_model("models:/audioclass-ensemble/1")
     clips = sorted((served.work / "data/raw/ESC-10").rglob("*.ogg"))[:2]
-    frame = model.predict(pd.DataFrame({"path": [str(c) for c in clips] + [str(served.work / "params.yaml")]}))
-    assert list(frame["file"]) == [str(c) for c in clips] + [str(served.work / "params.yaml")]
-    assert frame["prediction"].iloc[:2].notna().all() and "cannot decode audio" in frame["error"].iloc[2]
+    results = model.predict(pd.DataFrame({"path": [str(clips[0]), None], "audio": [None, clips[1].read_bytes()]}))
+    assert [r["file"] for r in results] == [str(clips[0]), "audio[1]"]
+    [by_path] = model.predict(pd.DataFrame({"path": [str(clips[1])]}))
+    assert results[0]["prediction"] and results[1]["probabilities"] == by_path["probabilities"]  # bytes or path: one answer
+    with pytest.raises(MlflowException, match=r"audio\[0\]: cannot decode audio"):
+        model.predict(pd.DataFrame({"audio": [(served.work / "params.yaml").read_bytes()]}))
 
 
 def stage_without_the_right_credentials(served: Served, server: Server, credentials: dict[str, str]) -> subprocess.CompletedProcess:

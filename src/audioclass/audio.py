@@ -65,15 +65,17 @@ def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-def read_windows(path: str | Path, window_seconds: float, hop_seconds: float) -> Iterator[tuple[float, float, np.ndarray, int]]:
+def read_windows(
+    file: str | Path | BinaryIO, window_seconds: float, hop_seconds: float, name: str | None = None
+) -> Iterator[tuple[float, float, np.ndarray, int]]:
     """Decode a file one window at a time, as (start s, end s, mono float32 samples, sample rate).
 
     Windows are :func:`window_starts` of the file at its own rate; memory holds
-    one window, so an hours-long recording streams. Raises :class:`DataError`
-    as :func:`read_audio` does.
+    one window, so an hours-long recording streams. ``file`` and ``name`` are as
+    :func:`read_audio`'s, and so are the errors.
     """
-    name = str(path)
-    with _opened(path, name) as f:
+    name = name or str(file)
+    with _opened(file, name) as f:
         sr = int(f.samplerate)
         window, hop = round(window_seconds * sr), max(1, round(hop_seconds * sr))
         starts = window_starts(f.frames, window, hop)

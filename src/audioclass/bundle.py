@@ -13,20 +13,29 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 import audioclass
 from audioclass import tracking
 from audioclass.ensembling import is_pretrained
 from audioclass.errors import first_line
-from audioclass.predict import REGISTERED_MODEL_CODE, analyse_files, load_ensemble
+from audioclass.predict import REGISTERED_MODEL_CODE, InMemory, analyse_files, load_ensemble
 
 log = logging.getLogger(__name__)
+
+# The scoring server calls predict from a pool of threads; a pretrained member's LiteRT interpreter is one per process
+# and not thread-safe, so requests in flight together are analysed in turn (more workers: more processes).
+_ONE_ANALYSIS_AT_A_TIME = threading.Lock()
 
 ENSEMBLE_MODEL = "audioclass-ensemble"  # registered model names
 MEMBER_MODEL = "audioclass-cnn"
@@ -47,7 +56,24 @@ REQUIREMENTS = (
 )
 
 
-def register_ensemble(files: Mapping[str, Path], member_run_ids: Mapping[str, str | None], tags: Mapping[str, str]) -> str | None:
+def signature(hop: float, min_confidence: float) -> ModelSignature:
+    """What the served model takes: a ``path`` on the server's disk or an ``audio`` file's bytes (base64 in JSON) per
+    row, and the analysis's options as params, with the bundle's defaults."""
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "path", required=False), ColSpec("binary", "audio", required=False)]),
+        params=ParamSchema(
+            [
+                ParamSpec("hop", "double", hop),
+                ParamSpec("min_confidence", "double", min_confidence),
+                ParamSpec("windows", "boolean", False),
+            ]
+        ),
+    )
+
+
+def register_ensemble(
+    files: Mapping[str, Path], member_run_ids: Mapping[str, str | None], tags: Mapping[str, str], model_signature: ModelSignature
+) -> str | None:
     """Log the ensemble as a pyfunc model of the active run and register it, and its members, in the model registry.
 
     ``files`` maps paths inside the model's bundle to local files
@@ -67,6 +93,7 @@ def register_ensemble(files: Mapping[str, Path], member_run_ids: Mapping[str, st
             artifacts={"bundle": str(bundle)},
             code_paths=[str(Path(audioclass.__file__).parent)],
             pip_requirements=tracking.pinned(REQUIREMENTS),
+            signature=model_signature,
         )
     try:
         members = [
@@ -113,10 +140,16 @@ def bundle_files(params: Path, models: Path, ensemble_json: Path, members: list[
 
 
 class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
-    """The ensemble as an MLflow model: input a DataFrame with a ``path`` column, output one row per file.
+    """The ensemble as an MLflow model: input a DataFrame with a ``path`` or an ``audio`` column, output a result per row.
 
-    A row is :func:`audioclass.predict.analyse_files`'s result, with each class's
-    probability as a column of its own; ``detections`` holds a file's timeline.
+    A row's ``path`` is a file on the model's own disk; its ``audio``, a whole
+    file's bytes, in any format soundfile reads (base64 in a JSON request, as
+    MLflow sends binary columns). Params ``hop``, ``min_confidence`` and
+    ``windows`` are ``audioclass predict``'s options. A result is
+    :func:`audioclass.predict.analyse_files`'s, as ``audioclass predict --json``
+    prints it, ``file`` naming the path or ``audio[<row>]``. A row that is not
+    audio fails the request with an error naming it: the scoring server answers
+    400 with that line.
 
     Its one artifact, ``bundle``, holds ``params.yaml``, ``ensemble.json``, and the
     chosen group's members: ``models/<run>/{model.keras,metrics.json}`` and
@@ -130,7 +163,39 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
         bundle = Path(context.artifacts["bundle"])
         self.ensemble = load_ensemble(bundle / "params.yaml", bundle / "models", bundle / "ensemble.json")
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        paths = [Path(p) for p in (model_input["path"] if isinstance(model_input, pd.DataFrame) else model_input)]
-        rows = analyse_files(paths, self.ensemble)
-        return pd.DataFrame([{k: v for k, v in r.items() if k != "probabilities"} | r.get("probabilities", {}) for r in rows])
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
+        options = params or {}
+        with _ONE_ANALYSIS_AT_A_TIME:
+            results = analyse_files(
+                recordings(model_input),
+                self.ensemble,
+                hop=options.get("hop"),
+                min_confidence=options.get("min_confidence"),
+                windows=bool(options.get("windows", False)),
+            )
+        failed = [r["error"] for r in results if "error" in r]
+        if failed:
+            raise MlflowException(f"{len(failed)} of {len(results)} rows not analysed; the first: {failed[0]}", INVALID_PARAMETER_VALUE)
+        return results
+
+
+def recordings(model_input: pd.DataFrame) -> list[Path | InMemory]:
+    """Each row's recording: its ``path``, or its ``audio`` bytes; a row with neither or both is refused."""
+    if isinstance(model_input, dict):  # the "inputs" JSON format: a column per key
+        frame = pd.DataFrame(model_input)
+    else:
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame({"path": list(model_input)})
+    found: list[Path | InMemory] = []
+    for row, (path, data) in enumerate(zip(_column(frame, "path"), _column(frame, "audio"))):
+        if (path is None) == (data is None):
+            got = "both" if path is not None else "neither"
+            raise MlflowException(f"row {row}: expected a 'path' or an 'audio' value, got {got}", INVALID_PARAMETER_VALUE)
+        found.append(Path(path) if path is not None else InMemory(f"audio[{row}]", bytes(data)))
+    return found
+
+
+def _column(frame: pd.DataFrame, name: str) -> list:
+    """A column's values with None for missing ones (NaN or an absent column)."""
+    if name not in frame:
+        return [None] * len(frame)
+    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in frame[name]]

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import softmax
 
+from audioclass.calibration import EPS, calibrate, cross_entropy
 from audioclass.config import require
 from audioclass.errors import ConfigError, DataError
 from audioclass.evaluation import accuracy, clip_level
@@ -53,6 +54,7 @@ class EnsembleConfig:
     seed: int
     chosen: str  # the method whose confusion matrix is plotted
     choose: Literal["in_sample", "held_out"]  # the shipped group: least log-loss on the rows fitted on, or held out
+    target_precision: float  # each method's minimum confidence: the lowest at which validation's rows are this precise
 
     def __post_init__(self):
         if isinstance(self.members, str):
@@ -64,6 +66,7 @@ class EnsembleConfig:
             require(name in OPTIMISERS, "optimisers", f"names from {sorted(OPTIMISERS)}", name)
         require(self.population >= 4, "population", "an integer >= 4", self.population)
         require(self.iterations >= 1, "iterations", "an integer >= 1", self.iterations)
+        require(0 < self.target_precision <= 1, "target_precision", "a share in (0, 1]", self.target_precision)
         methods = ["average", "maximum", "vote", "val_weighted", "simplex", *(f"swarm_{o}" for o in self.optimisers)]
         require(self.chosen in methods, "chosen", f"one of {methods}", self.chosen)
 
@@ -90,14 +93,6 @@ def normalise(x: np.ndarray) -> np.ndarray:
     x = np.maximum(x, 0)
     total = x.sum()
     return x / total if total > 0 else np.full_like(x, 1 / len(x))
-
-
-EPS = 1e-7  # the least probability a log-loss counts: a sure miss costs -log(1e-7) ≈ 16, not infinity
-
-
-def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-probability of each row's true class (log-loss), clipped at ``EPS``."""
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], EPS, 1))))
 
 
 def as_probabilities(scores: np.ndarray) -> np.ndarray:
@@ -296,6 +291,7 @@ def ensemble_group(
         scores = combine(clip_test, kind, weights)
         predictions[method] = scores.argmax(axis=1)
         on_rows = as_probabilities(combine(rows, kind, weights))
+        test_probs = as_probabilities(scores)
         results[method] = {
             "val_log_loss": round(cross_entropy(on_rows, y_rows), 6),
             "val_accuracy": accuracy(on_rows, y_rows),
@@ -305,6 +301,7 @@ def ensemble_group(
             "weights": None if weights is None else [round(float(w), 6) for w in weights],
             "calls": calls,
             "seconds": round(seconds, 3),
+            "calibration": calibrate(on_rows, y_rows, test_probs, y_test_clip, cfg.target_precision),
         }
     return results, predictions
 
@@ -395,4 +392,23 @@ def markdown(report: dict) -> str:
     if best.get("chosen_by") == "held_out":
         scores = ", ".join(f"{g.replace('_', ' ')} {v:.4f}" for g, v in held_out.items())
         sections.append(f"Groups by held-out validation log-loss (ensemble.choose: held_out): {scores}.")
-    return "\n\n".join(sections) + f"\n\nBest on validation: `{best['method']}` over {best['group'].replace('_', ' ')} members.\n"
+    sections.append(f"Best on validation: `{best['method']}` over {best['group'].replace('_', ' ')} members.")
+    sections.append(calibration_text(report["groups"][best["group"]]["methods"][best["method"]]["calibration"]))
+    return "\n\n".join(sections) + "\n"
+
+
+def calibration_text(c: dict) -> str:
+    """What calibrating the shipped method did, in a sentence or three."""
+    rule = f"the lowest at which validation's rows are {100 * c['target_precision']:g} % precise"
+    if c["min_confidence"] is None:
+        threshold = f"No minimum confidence reaches {rule[len('the lowest at which ') :]}: none is applied."
+    else:
+        precision = "none kept" if c["test_precision"] is None else f"{100 * c['test_precision']:.1f} % of them right"
+        threshold = (
+            f"Minimum confidence {c['min_confidence']:.4f} ({rule}): it keeps {100 * c['test_kept']:.1f} % of test clips, {precision}."
+        )
+    return (
+        f"Calibration: temperature {c['temperature']:.3f}, fitted on validation's rows by log-loss. Expected calibration "
+        f"error (10 bins) on test clips {c['test_ece'][0]:.3f} before, {c['test_ece'][1]:.3f} after; on validation "
+        f"{c['val_ece'][0]:.3f} → {c['val_ece'][1]:.3f}. {threshold}"
+    )

@@ -15,8 +15,12 @@ quantised to 16 bits like the pipeline's WAVs, then rendered as
 as ``embed`` does for the heads on pretrained embeddings
 (``<models>/head-<model>``). The group of members and the method best on
 validation (or ``--method``) combine their probabilities with the weights in
-``<ensemble>``, fitted on validation by the ensemble stage. Consecutive
-windows of one class merge into a detection (start, end, class, confidence).
+``<ensemble>``, fitted on validation by the ensemble stage, and calibrated by
+the temperature it fitted there. Consecutive windows of one class merge into a
+detection (start, end, class, confidence); a window whose top probability is
+below ``--min-confidence`` (default: the ensemble stage's, the lowest at which
+validation's clips were ``ensemble.target_precision`` precise) is none. A clip
+still gets its most likely class, marked when it is below that confidence.
 ``--registered`` runs the same code on a version of the ensemble in the MLflow
 model registry, which bundles the members, the weights and the params.
 
@@ -33,9 +37,11 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.metadata
+import io
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from audioclass import audio, embeddings
+from audioclass.calibration import tempered
 from audioclass.cli import plain
 from audioclass.clips import ExtractConfig, prepare_clip
 from audioclass.config import load_params, stage_config
@@ -79,6 +86,8 @@ class Ensemble:
     class_names: list[str]
     extract: ExtractConfig
     spectrograms: SpectrogramConfig
+    temperature: float = 1.0  # fitted on validation by the ensemble stage (audioclass.calibration)
+    min_confidence: float = 0.0  # windows less sure than this get no class; chosen on validation
 
 
 def _load_keras(path: Path) -> Any:
@@ -144,6 +153,7 @@ def load_ensemble(params_path: Path, models: Path, ensemble_json: Path, method: 
         "a trained pipeline (dvc repro, or dvc pull)",
     )
     weights = report["groups"][group]["methods"][method]["weights"]
+    calibration = report["groups"][group]["methods"][method].get("calibration") or {}  # none before calibration existed
     members = [_load_head(f) if is_pretrained(f.name) else Member(f.name, keras=_load_keras(f / "model.keras")) for f in folders]
     class_names = json.loads((folders[0] / "metrics.json").read_text())["class_names"]
     ensemble = Ensemble(
@@ -153,6 +163,8 @@ def load_ensemble(params_path: Path, models: Path, ensemble_json: Path, method: 
         class_names,
         stage_config(ExtractConfig, params, "extract", str(params_path)),
         stage_config(SpectrogramConfig, params, "spectrograms", str(params_path)),
+        calibration.get("temperature", 1.0),
+        calibration.get("min_confidence") or 0.0,
     )
     cnns = [m.keras for m in members if m.keras is not None]
     if cnns:
@@ -186,7 +198,7 @@ def render_input(clip: np.ndarray, ensemble: Ensemble) -> np.ndarray:
 
 
 def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
-    """:func:`model_clip` clips → (n, n_classes) ensemble scores, normalised to sum to 1.
+    """:func:`model_clip` clips → (n, n_classes) ensemble probabilities, calibrated by the ensemble's temperature.
 
     CNN runs see the clips' spectrograms; heads see their embeddings, made by the
     embed stage's code.
@@ -202,7 +214,7 @@ def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
     probs = np.stack(
         [keras_scores(m.keras, inputs) if m.keras is not None else m.head.probabilities(embedded[m.embedding]) for m in ensemble.members]
     )
-    return as_probabilities(combine(probs, ensemble.method, ensemble.weights))
+    return tempered(as_probabilities(combine(probs, ensemble.method, ensemble.weights)), ensemble.temperature)
 
 
 def keras_scores(model, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -229,6 +241,25 @@ def audio_files(targets: list[Path]) -> list[Path]:
     return found
 
 
+@dataclass(frozen=True)
+class InMemory:
+    """A whole audio file's bytes, as a client sends them, and the name its result and errors go by."""
+
+    name: str
+    data: bytes
+
+
+def _windows(source: Path | InMemory, window: float, hop: float) -> Iterator[tuple[float, float, np.ndarray, int]]:
+    """:func:`audio.read_windows` of a file on disk or in memory."""
+    if isinstance(source, InMemory):
+        if not source.data:
+            raise DataError(f"{source.name}: no bytes; expected an audio file's content")
+        return audio.read_windows(io.BytesIO(source.data), window, hop, name=source.name)
+    if not source.is_file():
+        raise DataError(f"{source}: no such file; expected an audio file or a folder")
+    return audio.read_windows(source, window, hop)
+
+
 @dataclass
 class _Timeline:
     """One file's windows as they are analysed: their spans, and each one's probabilities (None: silent)."""
@@ -237,8 +268,17 @@ class _Timeline:
     probs: list[np.ndarray | None]
 
 
-def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float | None = None, windows: bool = False, batch: int = 32) -> list[dict]:
-    """One result per file, in order: its detections over time, or the error that stopped it.
+def analyse_files(
+    recordings: list[Path | InMemory],
+    ensemble: Ensemble,
+    *,
+    hop: float | None = None,
+    min_confidence: float | None = None,
+    windows: bool = False,
+    batch: int = 32,
+) -> list[dict]:
+    """One result per recording (a file's path, or its bytes), in order: its detections over time, or the error that
+    stopped it.
 
     Each file is read a window (``extract.duration``) at a time, ``hop`` seconds
     apart (default: half a window), the last window ending at the file's end (:func:`audio.read_windows`),
@@ -247,10 +287,12 @@ def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float | None = 
     windows and each file's probabilities. A file no longer than one window is
     one window, classified as before (``prediction``, ``probability``,
     ``probabilities``, or ``silent``); with ``windows``, every window's
-    probabilities are kept too.
+    probabilities are kept too. A window less sure than ``min_confidence``
+    (default: the ensemble's, chosen on validation) is no detection.
     """
     hop = hop or ensemble.extract.duration / 2
-    results: list[dict] = [{"file": str(p)} for p in paths]
+    min_confidence = ensemble.min_confidence if min_confidence is None else min_confidence
+    results: list[dict] = [{"file": p.name if isinstance(p, InMemory) else str(p)} for p in recordings]
     timelines: dict[int, _Timeline] = {}
     pending: list[tuple[int, int, np.ndarray]] = []  # (file, window, clip)
 
@@ -260,12 +302,10 @@ def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float | None = 
                 timelines[file].probs[window] = row
             pending.clear()
 
-    for i, path in enumerate(paths):
+    for i, recording in enumerate(recordings):
         timeline = timelines[i] = _Timeline([], [])
         try:
-            if not path.is_file():
-                raise DataError(f"{path}: no such file; expected an audio file or a folder")
-            for start, end, y, sr in audio.read_windows(path, ensemble.extract.duration, hop):
+            for start, end, y, sr in _windows(recording, ensemble.extract.duration, hop):
                 clip = model_clip(y, sr, ensemble)
                 timeline.spans.append((round(start, 3), round(end, 3)))
                 timeline.probs.append(None)
@@ -279,12 +319,12 @@ def analyse_files(paths: list[Path], ensemble: Ensemble, *, hop: float | None = 
             del timelines[i]
     classify_pending()
     for i, timeline in timelines.items():
-        results[i].update(_described(timeline, ensemble.class_names, hop=hop, windows=windows))
+        results[i].update(_described(timeline, ensemble.class_names, hop=hop, min_confidence=min_confidence, windows=windows))
     return results
 
 
-def _described(timeline: _Timeline, class_names: list[str], *, hop: float, windows: bool) -> dict:
-    found = detections(timeline.spans, timeline.probs, class_names)
+def _described(timeline: _Timeline, class_names: list[str], *, hop: float, min_confidence: float, windows: bool) -> dict:
+    found = detections(timeline.spans, timeline.probs, class_names, min_confidence)
     if len(timeline.spans) == 1:
         [row] = timeline.probs
         if row is None:
@@ -295,8 +335,14 @@ def _described(timeline: _Timeline, class_names: list[str], *, hop: float, windo
                 "probability": round(float(row.max()), 4),
                 "probabilities": _probabilities(row, class_names),
             }
-        return out | {"detections": found}
-    out = {"duration": timeline.spans[-1][1], "windows_analysed": len(timeline.spans), "hop": hop, "detections": found}
+        return out | {"min_confidence": min_confidence, "detections": found}
+    out = {
+        "duration": timeline.spans[-1][1],
+        "windows_analysed": len(timeline.spans),
+        "hop": hop,
+        "min_confidence": min_confidence,
+        "detections": found,
+    }
     if windows:
         out["windows"] = [
             {"start": start, "end": end} | ({"silent": True} if row is None else {"probabilities": _probabilities(row, class_names)})
@@ -309,17 +355,24 @@ def _probabilities(row: np.ndarray, class_names: list[str]) -> dict[str, float]:
     return {name: round(float(p), 4) for name, p in zip(class_names, row)}
 
 
-def detections(spans: list[tuple[float, float]], probs: list[np.ndarray | None], class_names: list[str]) -> list[dict]:
+def detections(
+    spans: list[tuple[float, float]], probs: list[np.ndarray | None], class_names: list[str], min_confidence: float = 0.0
+) -> list[dict]:
     """Windows' top classes as a timeline: overlapping or touching windows of one class merge into one detection.
 
     A detection's confidence is the highest top-class probability among its
-    windows. Silent windows (None) have no class and end a detection.
+    windows. Silent windows (None) have no class and end a detection. Windows
+    whose top probability is below ``min_confidence`` have no class either,
+    but the sound goes on: a window of the detection's class that still
+    overlaps or touches it joins it across them.
     """
     found: list[dict] = []
     last = None  # the class of the previous window, if it had one
     for (start, end), row in zip(spans, probs):
         if row is None:
             last = None
+            continue
+        if row.max() < min_confidence:
             continue
         k, confidence = int(row.argmax()), round(float(row.max()), 4)
         if k == last and start <= found[-1]["end"]:
@@ -338,14 +391,19 @@ def _registered_ensemble(uri: str) -> Ensemble:
     return tracking.load_model(uri, REGISTERED_MODEL_CODE).unwrap_python_model().ensemble
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 600:
-        raise argparse.ArgumentTypeError(f"{text}: expected seconds in (0, 600]")
-    return value
+def _number(within: Callable[[float], bool], expected: str) -> Callable[[str], float]:
+    """An argparse type: a float for which ``within`` holds, or one line saying what was expected."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not within(value):
+            raise argparse.ArgumentTypeError(f"{text}: expected {expected}")
+        return value
+
+    return parse
 
 
 def _print_result(r: dict, top: int) -> None:
@@ -355,15 +413,20 @@ def _print_result(r: dict, top: int) -> None:
         print(f"{r['file']}: silent (peak below extract.silence_dbfs); no class predicted")
     elif "prediction" in r:
         ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:top]
+        unsure = "" if r["detections"] else f", below the minimum confidence {100 * r['min_confidence']:.1f} %"
         print(
-            f"{r['file']}: {r['prediction']} ({100 * r['probability']:.1f} %)  " + ", ".join(f"{n} {100 * p:.1f} %" for n, p in ranked[1:])
+            f"{r['file']}: {r['prediction']} ({100 * r['probability']:.1f} %{unsure})  "
+            + ", ".join(f"{n} {100 * p:.1f} %" for n, p in ranked[1:])
         )
     else:
-        print(f"{r['file']}: {r['duration']:.1f} s, {r['windows_analysed']} windows {r['hop']:g} s apart")
+        print(
+            f"{r['file']}: {r['duration']:.1f} s, {r['windows_analysed']} windows {r['hop']:g} s apart, "
+            f"minimum confidence {100 * r['min_confidence']:.1f} %"
+        )
         for d in r["detections"]:
             print(f"  {d['start']:8.1f} – {d['end']:8.1f} s  {d['class']} ({100 * d['confidence']:.1f} %)")
         if not r["detections"]:
-            print("  silent throughout (peak below extract.silence_dbfs); no class predicted")
+            print("  no detection: every window silent (peak below extract.silence_dbfs) or below the minimum confidence")
 
 
 RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)", "Class", "Confidence")
@@ -392,14 +455,16 @@ def write_detection_files(results: list[dict], out_dir: Path, sample_rate: int) 
         raise DataError(f"{clash[0]}: more than one file of that name; --out-dir names its files after the recordings'")
     written = []
     for name, r in zip(names, analysed):
-        for suffix, text in (
-            (".raven.txt", raven_selections(r["detections"], sample_rate)),
-            (".audacity.txt", audacity_labels(r["detections"])),
-        ):
+        for suffix, text in detection_files(r, sample_rate).items():
             with atomic_file(out_dir / f"{name}{suffix}") as tmp:
                 tmp.write_text(text)
             written.append(out_dir / f"{name}{suffix}")
     return written
+
+
+def detection_files(result: dict, sample_rate: int) -> dict[str, str]:
+    """A recording's detections as the files other programs open, by suffix: a Raven selection table, an Audacity label track."""
+    return {".raven.txt": raven_selections(result["detections"], sample_rate), ".audacity.txt": audacity_labels(result["detections"])}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -418,8 +483,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=3, help="classes shown per clip without --json (default 3)")
     parser.add_argument(
         "--hop",
-        type=_seconds,
+        type=_number(lambda v: 0 < v <= 600, "seconds in (0, 600]"),
         help="seconds between the windows a file longer than a clip is analysed in (default: half of extract.duration)",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=_number(lambda v: 0 <= v <= 1, "a share in [0, 1], e.g. 0.7"),
+        help="windows whose top probability is below this share get no class (default: the ensemble's, chosen on "
+        "validation as the lowest at which validation's clips are ensemble.target_precision precise; 0 keeps every window)",
     )
     parser.add_argument("--windows", action="store_true", help="with --json: every window's probabilities, beside the detections")
     parser.add_argument(
@@ -441,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
         ensemble = _registered_ensemble(args.registered)
     else:
         ensemble = load_ensemble(args.params, args.models, args.ensemble, args.method)
-    results = analyse_files(paths, ensemble, hop=args.hop, windows=args.windows)
+    results = analyse_files(paths, ensemble, hop=args.hop, min_confidence=args.min_confidence, windows=args.windows)
     if args.out_dir:
         write_detection_files(results, args.out_dir, ensemble.extract.sample_rate)
     if args.csv:

@@ -25,7 +25,11 @@ registered model use.
 Validation rows are of the kind test scores (``spectrograms.test_copies``):
 each validation clip's original recording (``original``), or its mean over its
 augmented copies (``all``). Weights are fitted and the method chosen on them
-only, by log-loss, a proper scoring rule; accuracy is reported beside it.
+only, by log-loss, a proper scoring rule; accuracy is reported beside it. Each
+method is then calibrated on them (:mod:`audioclass.calibration`): a
+temperature, and a minimum confidence for ``predict``, the lowest at which
+those rows are ``ensemble.target_precision`` precise; its expected
+calibration error on test before and after is reported, never used.
 
 Methods: ``average``, ``maximum`` (the class of the single largest
 probability), ``vote`` (majority of the members' predictions, ties to the
@@ -53,6 +57,7 @@ import pandas as pd
 
 from audioclass import bundle, tracking
 from audioclass.cli import run_stage, stage_parser
+from audioclass.clips import ExtractConfig
 from audioclass.config import load_params, stage_config
 from audioclass.embeddings import EmbedConfig
 from audioclass.ensembling import EnsembleConfig, ensemble, is_pretrained, load_runs, markdown, member_names
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = stage_config(TrainConfig, params, "train", args.params).runs
     models = stage_config(EmbedConfig, params, "embed", args.params).models
     test_copies = stage_config(SpectrogramConfig, params, "spectrograms", args.params).test_copies
+    extract = stage_config(ExtractConfig, params, "extract", args.params)
     names = member_names(cfg, list(runs), list(models), args.params)
     tracking.require_store()
     runs = load_runs([args.models / name for name in names])
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             for method, r in g["methods"].items():
                 tracking.log_metrics(
                     {f"{group}.{method}.{k}": r[k] for k in ("val_log_loss", "val_accuracy", "test_clip_accuracy", "test_file_accuracy")}
+                    | {f"{group}.{method}.test_ece_{when}": e for when, e in zip(("before", "after"), r["calibration"]["test_ece"])}
                 )
         names_of = runs.metrics[0]["class_names"]
         outputs = {
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                 files,
                 {n: members[names.index(n)] for n in bundled},
                 {"group": best["group"], "method": best["method"], **{k: str(best_scores[k]) for k in ("val_log_loss", "val_accuracy")}},
+                bundle.signature(hop=extract.duration / 2, min_confidence=best_scores["calibration"]["min_confidence"] or 0.0),
             )
         for name, text in outputs.items():
             with atomic_file(args.out / name) as tmp:
