@@ -376,6 +376,42 @@ def test_the_registered_ensemble_served_over_http_classifies_a_wav_s_bytes_as_pr
         server.wait(timeout=60)
 
 
+def test_recordings_named_in_params_are_analysed_by_dvc_repro_and_none_by_default(workspace):
+    import soundfile as sf
+
+    from audioclass.predict import analyse_files, load_ensemble
+
+    assert not [line for line in sandbox.dvc(workspace, "stage", "list").stdout.splitlines() if line.startswith("analyse")]
+    test = pd.read_csv(workspace / "data/spectrograms/test/index.csv").query("copy == 0")
+    meta = pd.read_csv(workspace / "data/prepared/metadata.csv").set_index("clip_id")
+    clips = [sf.read(shared_esc10() / meta.loc[c, "original_path"], dtype="float32") for c in test["clip_id"][:2]]
+    (workspace / "recordings").mkdir()
+    sf.write(workspace / "recordings/street.wav", np.concatenate([y for y, _ in clips]), clips[0][1])
+    sandbox.set_params(workspace, {"analyse": {"recordings": {"street": "recordings/street.wav"}, "min_confidence": 0.0}})
+    try:
+        first = sandbox.dvc(workspace, "repro")
+        assert stages_run(first.stdout) == [*CHECK, "analyse@street"], first.stdout  # nothing else: the models are as they were
+        written = json.loads((workspace / "reports/analyse/street.json").read_text())
+        ensemble = load_ensemble(workspace / "params.yaml", workspace / "models", workspace / "reports/ensemble/ensemble.json")
+        [expected] = analyse_files([workspace / "recordings/street.wav"], ensemble, min_confidence=0.0, windows=True)
+        assert written == json.loads(json.dumps(expected | {"file": "recordings/street.wav"}))  # as params.yaml names it
+        assert len(written["windows"]) == written["windows_analysed"] >= 3
+        raven = (workspace / "reports/analyse/street.raven.txt").read_text().splitlines()
+        audacity = (workspace / "reports/analyse/street.audacity.txt").read_text().splitlines()
+        assert raven[0].startswith("Selection\tView\tChannel") and len(raven) - 1 == len(audacity) == len(written["detections"]) >= 1
+        assert stages_run(sandbox.dvc(workspace, "repro").stdout) == []
+        sandbox.set_params(workspace, {"analyse": {"recordings": {"gone": "recordings/gone.wav"}}})
+        missing = sandbox.dvc(workspace, "repro", check=False)
+        assert missing.returncode != 0
+        assert "error: params.yaml: analyse.recordings.gone: recordings/gone.wav not found; expected the path of an audio file" in (
+            missing.stderr + missing.stdout
+        )
+    finally:
+        sandbox.set_params(workspace, {"analyse": sandbox.Replace(recordings={}, hop=None, min_confidence=None)})
+    assert set(stages_run(sandbox.dvc(workspace, "repro").stdout)) <= set(CHECK)  # check, unless DVC's run cache restores it
+    assert not [line for line in sandbox.dvc(workspace, "stage", "list").stdout.splitlines() if line.startswith("analyse")]
+
+
 def mlflow_runs(workspace, role: str) -> list:
     from mlflow.tracking import MlflowClient
 

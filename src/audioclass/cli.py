@@ -38,6 +38,7 @@ COMMANDS = {
     "features": ("audioclass.stages.features", "baseline stage: chroma / mel / MFCC (+ deltas) vectors per file"),
     "feature_models": ("audioclass.stages.feature_models", "baseline stage: MLP, forest, SVM by grouped CV on the vectors"),
     "report": ("audioclass.stages.report", "stage: one results table beside the published figures"),
+    "analyse": ("audioclass.stages.analyse", "stage: one recording of analyse.recordings, detections over time (off by default)"),
 }
 
 

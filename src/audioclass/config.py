@@ -41,6 +41,7 @@ SECTIONS = (
     "embed",
     "head",
     "ensemble",
+    "analyse",
 )
 
 

@@ -40,6 +40,7 @@ import importlib.metadata
 import io
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from audioclass import audio, embeddings
 from audioclass.calibration import tempered
 from audioclass.cli import plain
 from audioclass.clips import ExtractConfig, prepare_clip
-from audioclass.config import load_params, stage_config
+from audioclass.config import load_params, require, stage_config
 from audioclass.embeddings import EmbedConfig
 from audioclass.ensembling import EnsembleConfig, as_probabilities, combine, is_pretrained, member_names
 from audioclass.errors import AudioclassError, ConfigError, DataError, first_line
@@ -239,6 +240,26 @@ def audio_files(targets: list[Path]) -> list[Path]:
         else:
             found.append(target)
     return found
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class AnalyseConfig:
+    """``params.yaml``'s ``analyse``: recordings ``dvc repro`` analyses with the shipped ensemble (the analyse stage)."""
+
+    recordings: dict  # {name: path}; each name becomes reports/analyse/<name>.*
+    hop: float | None  # seconds; None: half of extract.duration
+    min_confidence: float | None  # share; None: the ensemble stage's
+
+    def __post_init__(self):
+        for name, path in self.recordings.items():
+            require(isinstance(name, str) and bool(_NAME.fullmatch(name)), "recordings", "names of letters, digits, _ . -", name)
+            require(isinstance(path, str) and bool(path), f"recordings.{name}", "the path of an audio file", path)
+        require(self.hop is None or 0 < self.hop <= 600, "hop", "seconds in (0, 600], or null", self.hop)
+        sure = self.min_confidence
+        require(sure is None or 0 <= sure <= 1, "min_confidence", "a share in [0, 1], or null", sure)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ the project's one line instead, before anything is removed:
 
     error: params.yaml: extract.source: data/raw/ESC-1 not found; expected a folder or .zip ...
     error: params.yaml: augmnet: unknown section; did you mean 'augment'? ...
+    error: params.yaml: analyse.recordings.street: street.flac not found; expected the path of an audio file
 
 It writes ``<out>`` (e.g. ``data/source.json``: the source's path and whether
 it is a folder or a zip). That changes only when the source path does, so
@@ -44,12 +45,22 @@ def check_source(location: object) -> dict:
     return {"source": location, "kind": "zip" if source.is_zip else "folder"}
 
 
+def check_recordings(recordings: object) -> None:
+    """Each recording ``analyse.recordings`` names is a file; a ParamError naming the first that is not."""
+    if not isinstance(recordings, dict):
+        raise ParamError("analyse.recordings", f"expected names of audio files, e.g. {{street: street.flac}}, got {recordings!r}")
+    for name, path in recordings.items():
+        if not isinstance(path, str) or not Path(path).is_file():
+            raise ParamError(f"analyse.recordings.{name}", f"{path} not found; expected the path of an audio file")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("check", __doc__)
     parser.add_argument("--out", type=Path, required=True, help="the checked source, e.g. data/source.json")
     args = parser.parse_args(argv)
     params = load_params(args.params)  # rejects a section that no stage reads
     checked = check_source(params.get("extract", {}).get("source"))
+    check_recordings(params.get("analyse", {}).get("recordings") or {})
     with atomic_file(args.out) as tmp:
         tmp.write_text(json_text(checked))
     log.info("%s: every section known; dataset source %s (%s)", args.params, checked["source"], checked["kind"])
