@@ -120,6 +120,25 @@ def test_a_long_recording_becomes_a_timeline_of_what_sounds_when(tmp_path, band_
     ]
 
 
+def test_a_ten_minute_recording_is_analysed_in_the_memory_of_a_few_windows(tmp_path, band_ensemble):
+    import tracemalloc
+
+    minutes = 10
+    with sf.SoundFile(tmp_path / "ten-minutes.wav", "w", samplerate=RATE, channels=1, subtype="PCM_16") as out:
+        for minute in range(minutes):  # written a minute at a time: the test itself never holds the whole file
+            out.write(tone(300 if minute % 2 else 3000, 60.0, RATE, seed=minute))
+    whole_decoded = minutes * 60 * RATE * 4  # bytes of the file as float32: 19 MB
+    tracemalloc.start()
+    try:
+        [result] = analyse_files([tmp_path / "ten-minutes.wav"], band_ensemble, hop=0.5)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result["duration"] == minutes * 60 and result["windows_analysed"] == minutes * 120
+    assert [d["class"] for d in result["detections"]] == ["high", "low"] * (minutes // 2)  # a detection per minute
+    assert peak < whole_decoded / 8, f"peak {peak / 1e6:.1f} MB"  # windows and a batch, never the recording
+
+
 def test_batches_do_not_change_a_window_s_probabilities(tmp_path, band_ensemble):
     sf.write(tmp_path / "a.wav", np.concatenate([tone(300, 1.0, RATE), tone(3000, 1.2, RATE)]), RATE)
     sf.write(tmp_path / "b.wav", tone(3000, 0.9, RATE), RATE)
