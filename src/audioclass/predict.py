@@ -19,8 +19,8 @@ validation (or ``--method``) combine their probabilities with the weights in
 the temperature it fitted there. Consecutive windows of one class merge into a
 detection (start, end, class, confidence); a window whose top probability is
 below ``--min-confidence`` (default: the ensemble stage's, the lowest at which
-validation's clips were ``ensemble.target_precision`` precise) is none. A clip
-still gets its most likely class, marked when it is below that confidence.
+validation's clips were ``ensemble.target_precision`` precise) has no class. A
+clip still gets its most likely class, marked when it is below that confidence.
 ``--registered`` runs the same code on a version of the ensemble in the MLflow
 model registry, which bundles the members, the weights and the params.
 
