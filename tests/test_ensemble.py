@@ -354,3 +354,12 @@ def test_choose_held_out_ships_the_group_of_least_held_out_log_loss():
     in_sample, _ = ensemble(runs, index, index, cfg(optimisers=("jaya",)), "original")
     assert in_sample["best"]["chosen_by"] == "in_sample"
     assert all(v["held_out_log_loss"] is None for v in in_sample["groups"].values())
+
+
+def test_the_report_says_when_no_threshold_reaches_the_target_precision():
+    from audioclass.ensembling import calibration_text
+
+    unreached = {"temperature": 1.2, "val_ece": [0.1, 0.05], "test_ece": [0.2, 0.1], "min_confidence": None, "target_precision": 0.95}
+    assert calibration_text(unreached | {"test_kept": 1.0, "test_precision": 0.6}).endswith(
+        "No threshold makes validation's rows 95 % precise: no minimum confidence is applied."
+    )

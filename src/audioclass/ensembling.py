@@ -399,13 +399,14 @@ def markdown(report: dict) -> str:
 
 def calibration_text(c: dict) -> str:
     """What calibrating the shipped method did, in a sentence or three."""
-    rule = f"the lowest at which validation's rows are {100 * c['target_precision']:g} % precise"
+    precise = f"{100 * c['target_precision']:g} % precise"
     if c["min_confidence"] is None:
-        threshold = f"No minimum confidence reaches {rule[len('the lowest at which ') :]}: none is applied."
+        threshold = f"No threshold makes validation's rows {precise}: no minimum confidence is applied."
     else:
         precision = "none kept" if c["test_precision"] is None else f"{100 * c['test_precision']:.1f} % of them right"
         threshold = (
-            f"Minimum confidence {c['min_confidence']:.4f} ({rule}): it keeps {100 * c['test_kept']:.1f} % of test clips, {precision}."
+            f"Minimum confidence {c['min_confidence']:.4f} (the lowest at which validation's rows are {precise}): "
+            f"it keeps {100 * c['test_kept']:.1f} % of test clips, {precision}."
         )
     return (
         f"Calibration: temperature {c['temperature']:.3f}, fitted on validation's rows by log-loss. Expected calibration "
