@@ -35,16 +35,9 @@ import pandas as pd
 import soundfile as sf
 import yaml
 
-from pipeline import PROJECT, machine, measure, write_report
+from pipeline import PROJECT, machine, measure, test_clips, write_report
 
 STEP = 0.1  # seconds between the instants labelled
-
-
-def test_clips(project: Path) -> pd.DataFrame:
-    meta = pd.read_csv(project / "data/prepared/metadata.csv")
-    split = pd.read_csv(project / "data/split.csv")
-    test = meta[meta["clip_id"].isin(split.loc[split["split"] == "test", "clip_id"])]
-    return test.reset_index(drop=True)
 
 
 def build(clips: pd.DataFrame, project: Path, passes: int, seed: int, path: Path) -> pd.DataFrame:

@@ -20,15 +20,13 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
+from pipeline import PROJECT, free_port, wait_for
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -58,23 +56,6 @@ def scratch_store(folder: Path) -> tuple[Path, list[str]]:
     finally:
         os.chdir(here)
     return folder / "mlflow.db", names
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(1)
-    raise SystemExit(f"error: {url}: the MLflow server did not answer within {seconds:.0f} s")
 
 
 def chromium(url: str, profile: Path, *args: str) -> str:

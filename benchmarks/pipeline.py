@@ -25,12 +25,14 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -364,6 +366,35 @@ def benchmark_parser(doc: str | None, name: str) -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, default=PROJECT / "benchmarks/reports" / name, help="report path without suffix")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param, e.g. split.strategy=holdout")
     return parser
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float, process: subprocess.Popen | None = None) -> None:
+    """Until ``url`` answers 200; a one-line exit if it does not within ``seconds``, or ``process`` ends first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:  # not listening yet, or an error status
+            if process is not None and process.poll() is not None:
+                break
+            time.sleep(0.25)
+    raise SystemExit(f"error: {url}: the server did not answer within {seconds:.0f} s")
+
+
+def test_clips(project: Path) -> pd.DataFrame:
+    """The prepared clips of ``data/split.csv``'s test rows, as ``data/prepared/metadata.csv`` has them."""
+    meta = pd.read_csv(project / "data/prepared/metadata.csv")
+    split = pd.read_csv(project / "data/split.csv")
+    test = meta[meta["clip_id"].isin(split.loc[split["split"] == "test", "clip_id"])]
+    return test.reset_index(drop=True)
 
 
 def machine() -> dict:

@@ -23,7 +23,6 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,10 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import soundfile as sf
 
-from pipeline import PROJECT, machine, write_report
+from pipeline import PROJECT, free_port, machine, test_clips, wait_for, write_report
 
 ENSEMBLE = "audioclass-ensemble"
 
@@ -49,9 +47,7 @@ def latest_version(store: str) -> int:
 
 def test_clip_wav(project: Path) -> tuple[str, bytes]:
     """The first test clip's original recording as WAV bytes, and its class."""
-    meta = pd.read_csv(project / "data/prepared/metadata.csv")
-    split = pd.read_csv(project / "data/split.csv")
-    first = meta[meta["clip_id"].isin(split.loc[split["split"] == "test", "clip_id"])].iloc[0]
+    first = test_clips(project).iloc[0]
     source = project / json.loads((project / "data/source.json").read_text())["source"]
     y, sr = sf.read(source / first["original_path"], dtype="float32")
     wav = io.BytesIO()
@@ -59,14 +55,8 @@ def test_clip_wav(project: Path) -> tuple[str, bytes]:
     return first["class_name"], wav.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def serve(uri: str, store: str, workers: int, log: Path) -> tuple[subprocess.Popen, str, float]:
-    """The scoring server, started and answering /ping; its URL and the seconds it took to start."""
+    """The scoring server, started and answering /ping; its URL and the seconds it took to start (see ``log`` if it did not)."""
     port = free_port()
     command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", uri, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
@@ -77,14 +67,8 @@ def serve(uri: str, store: str, workers: int, log: Path) -> tuple[subprocess.Pop
     with log.open("w") as output:
         server = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                return server, url, time.perf_counter() - start
-        except OSError:
-            if server.poll() is not None or time.perf_counter() - start > 300:
-                raise SystemExit(f"the server did not start; see {log}") from None
-            time.sleep(0.25)
+    wait_for(f"{url}/ping", 300, server)
+    return server, url, time.perf_counter() - start
 
 
 def invoke(url: str, body: bytes) -> tuple[float, dict]:

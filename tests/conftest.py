@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,13 @@ def shared_esc10() -> Path:
     if not SHARED_ESC10.is_dir():
         pytest.skip(f"real ESC-10 release not found at {SHARED_ESC10} (set AUDIOCLASS_ESC10)")
     return SHARED_ESC10
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 BAND_RATE = 8000

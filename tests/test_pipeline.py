@@ -4,7 +4,6 @@ import base64
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from audioclass import sandbox
-from conftest import PROJECT, TINY, shared_esc10
+from conftest import PROJECT, TINY, free_port, shared_esc10
 
 pytestmark = pytest.mark.e2e
 
@@ -286,12 +285,6 @@ def test_predict_with_a_pretrained_member_gives_what_the_stages_gave_on_test(wor
     stored = np.mean([np.load(workspace / f"models/{m}/test_probs.npy")[rows] for m in members], axis=0)
     calibrated = tempered(stored / stored.sum(axis=1, keepdims=True), ensemble.temperature)  # the ensemble stage's temperature
     np.testing.assert_allclose(classify(clips, ensemble), calibrated, atol=1e-4)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:

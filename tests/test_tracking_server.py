@@ -5,7 +5,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,10 @@ import pytest
 from mlflow.server import get_app_client
 
 from audioclass import sandbox
-from conftest import PROJECT, shared_esc10
+from conftest import PROJECT, free_port, shared_esc10
 from test_pipeline import PER_CLASS, TINY, stages_run
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
