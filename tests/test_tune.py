@@ -1,11 +1,14 @@
 """Stage tune: the search space from params, study naming and resuming, pruning, MLflow nesting, concurrent workers."""
 
+import concurrent.futures
 import dataclasses
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import mlflow
@@ -14,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from audioclass import tracking
 from audioclass.config import file_config, load_params
 from audioclass.dataset import load_data
 from audioclass.errors import ConfigError
@@ -273,6 +277,44 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(kind, sp
     if password:  # .ci/run's database has a fresh random one: it reaches no output, MLflow param or tag, nor the study
         recorded = [*outputs, runs(tmp_path).to_csv(), json.dumps([t.user_attrs for t in study.trials]), json.dumps(study.user_attrs)]
         assert not [text for text in recorded if password in text]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_workers_starting_together_on_an_empty_database_all_open_it(kind, tmp_path):
+    # Unlocked, three of every ten such starts lost the race to create Optuna's tables ("already exists").
+    for attempt in range(4):
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path / f'optuna-{attempt}.db'}"
+        else:  # a fresh, empty schema of the test database for each attempt
+            import sqlalchemy
+
+            schema = f"race_{uuid.uuid4().hex[:8]}"
+            with sqlalchemy.create_engine(postgres_url()).begin() as connection:
+                connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+            url = f"{postgres_url()}?options=-csearch_path%3D{schema}"
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            storages = list(pool.map(open_storage, [url] * 4, ["test"] * 4))
+        assert {s.get_current_version() for s in storages} == {storages[0].get_head_version()}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_one_process_at_a_time_holds_the_creation_lock(kind, tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "sqlite" else postgres_url()
+    held, spans = threading.Event(), {}
+
+    def hold(name, seconds):
+        with tracking.creation_lock(url):
+            start = time.monotonic()
+            held.set()
+            time.sleep(seconds)
+            spans[name] = (start, time.monotonic())
+
+    first = threading.Thread(target=hold, args=("first", 1.0))
+    first.start()
+    assert held.wait(30)
+    hold("second", 0.0)
+    first.join()
+    assert spans["second"][0] >= spans["first"][1]
 
 
 @pytest.mark.parametrize("url", ["postgresql+psycopg://nobody@127.0.0.1:9/none", "nonsense://somewhere"])

@@ -16,8 +16,8 @@ Several processes may share a SQLite store on one machine (``dvc queue start
 --jobs 2``): SQLite serialises their writes, and MLflow waits up to 20 s for
 its lock. Creating the store is the exception, since two processes that find
 no tables would both run MLflow's schema migrations and one would fail; a file
-lock beside the database (``mlflow.db.lock``) lets one create it while the
-others wait. Writers on several machines need a tracking server.
+lock beside the database (``mlflow.db.lock``, see ``creation_lock``) lets one
+create it while the others wait. Writers on several machines need a tracking server.
 
 Runs are tagged with the DVC stage (``DVC_STAGE``), the DVC experiment
 (``DVC_EXP_NAME``) when there is one, and the git commit, so one pipeline
@@ -140,15 +140,38 @@ def run_tags() -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
-def _creation_lock(uri: str) -> contextlib.AbstractContextManager:
-    """An inter-process lock around the first use of a SQLite store (see the module's docstring)."""
-    if not uri.startswith("sqlite:///"):
-        return contextlib.nullcontext()
-    from filelock import FileLock
+@contextlib.contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """An inter-process lock around the first use of a database that creates its tables.
 
-    database = Path(uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(f"{database}.lock")
+    Processes that find no tables all create them, and all but one fail ("table
+    already exists"); with this lock one creates them while the others wait and
+    then find them made. SQLite: a file lock beside the database. PostgreSQL: a
+    session advisory lock, held until its connection closes. Other stores: none.
+    """
+    if uri.startswith("sqlite:///"):
+        from filelock import FileLock
+
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{database}.lock"):
+            yield
+    elif uri.startswith("postgresql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+                yield
+        finally:
+            engine.dispose()
+    else:
+        yield
+
+
+# Any fixed 64-bit number: what matters is that every audioclass process asks for the same one.
+_ADVISORY_LOCK_KEY = 0x617564696F636C61  # "audiocla"
 
 
 def _configure() -> None:
@@ -159,7 +182,7 @@ def _configure() -> None:
     require_answering(uri)
     mlflow.set_tracking_uri(uri)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    with _creation_lock(uri):
+    with creation_lock(uri):
         if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
             # Pin artifacts to the project root; MLflow's default (./mlruns of whichever
             # folder made the experiment) could be a temporary DVC experiment workspace.

@@ -195,7 +195,6 @@ def storage_url(cfg: TuneConfig) -> tuple[str, str]:
 
 def open_storage(url: str, source: str) -> Any:
     import optuna
-    import sqlalchemy.exc
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     try:
@@ -204,15 +203,8 @@ def open_storage(url: str, source: str) -> Any:
             return JournalStorage(JournalFileBackend(str(path if path.is_absolute() else tracking.project_root() / path)))
         # Several local workers can share one SQLite file: wait for its write lock rather than fail.
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
-        for attempt in range(3):
-            try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-            except sqlalchemy.exc.IntegrityError:
-                # Workers starting together on an empty database race to create Optuna's
-                # tables; the losers find them made on a second look.
-                if attempt == 2:
-                    raise
-                time.sleep(1.0 + attempt)
+        with tracking.creation_lock(url):
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as err:  # noqa: BLE001 - any driver's failure becomes one line naming the setting
         raise ConfigError(f"{source}: cannot open Optuna storage {masked(url)!r}: {masked_text(first_line(err), url)}") from None
 
