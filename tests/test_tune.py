@@ -281,7 +281,7 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(kind, sp
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_workers_starting_together_on_an_empty_database_all_open_it(kind, tmp_path):
-    # Unlocked, three of every ten such starts lost the race to create Optuna's tables ("already exists").
+    # Unlocked, SQLite lost the race to create Optuna's tables ("already exists") in most runs of this test.
     for attempt in range(4):
         if kind == "sqlite":
             url = f"sqlite:///{tmp_path / f'optuna-{attempt}.db'}"
