@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audioclass import embeddings
+from audioclass import embeddings, heads
 from audioclass.dataset import Data, Split, load_data
 from audioclass.errors import ConfigError, DataError
 from audioclass.heads import LinearHead, fit_head
@@ -79,15 +79,19 @@ def test_a_missing_package_is_one_line_naming_what_to_install(monkeypatch):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"models": ("yamnet",)}, "embed.models: expected names from ['aisfx', 'birdnet']"),
+        ({"models": ("yamnet",)}, "embed.models: expected names from ['aisfx', 'birdnet'], or several joined by +"),
+        ({"models": ("birdnet+yamnet",)}, "embed.models: expected names from ['aisfx', 'birdnet'], or several joined by +"),
         ({"models": ("birdnet", "birdnet")}, "embed.models: expected distinct names"),
+        ({"models": ("aisfx+aisfx",)}, "embed.models: expected each backend once in a name joined by +"),
         ({"copies": 0}, "embed.copies: expected an integer >= 1"),
+        ({"pooling": "max"}, "embed.pooling: expected one of ['mean', 'mean_std']"),
     ],
 )
 def test_bad_embed_params_are_named(change, message):
     from audioclass.config import stage_config
 
-    raw = {"embed": {"models": ["birdnet"], "copies": 2} | {k: list(v) if isinstance(v, tuple) else v for k, v in change.items()}}
+    change = {k: list(v) if isinstance(v, tuple) else v for k, v in change.items()}
+    raw = {"embed": {"models": ["birdnet"], "copies": 2, "pooling": "mean"} | change}
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         stage_config(embeddings.EmbedConfig, raw, "embed")
 
@@ -161,18 +165,58 @@ def test_the_stored_head_predicts_what_scikit_learn_predicts(n_classes, tmp_path
     assert (head.final.probabilities(data.test.x).argmax(1) == data.test.y).mean() > 0.8
 
 
-def test_validation_chooses_c_and_test_never_does():
+def test_training_chooses_c_by_held_out_log_loss_and_neither_validation_nor_test_does():
     data = Data(separable(30, 3, 0), separable(10, 3, 1), separable(10, 3, 2), ("c0", "c1", "c2"))
     head = fit_head(data, (0.001, 0.1, 10.0), refit=False)
-    assert head.val_accuracy_by_c[head.c] == max(head.val_accuracy_by_c.values())
-    # Any test set gives the same choice and the same validation predictions.
-    other = dataclasses.replace(data, test=separable(10, 3, 9))
+    assert head.cv_log_loss_by_c[head.c] == min(head.cv_log_loss_by_c.values()) and head.c != 0.001  # 0.001 barely fits
+    # Any validation or test set gives the same choice and the same head.
+    other = dataclasses.replace(data, val=separable(10, 3, 8), test=separable(10, 3, 9))
     again = fit_head(other, (0.001, 0.1, 10.0), refit=False)
     assert again.c == head.c
-    np.testing.assert_array_equal(again.validated.probabilities(data.val.x), head.validated.probabilities(data.val.x))
+    np.testing.assert_array_equal(again.validated.coef, head.validated.coef)
     refitted = fit_head(data, (0.001, 0.1, 10.0), refit=True)
     np.testing.assert_array_equal(refitted.validated.coef, head.validated.coef)  # validation figures come from the unrefitted head
     assert not np.array_equal(refitted.final.coef, head.final.coef)
+
+
+def test_c_is_scored_on_held_out_sources_originals_only():
+    """Copies train the heads but are never scored: scored, this set's noise copies would nearly double the log-loss."""
+    train = separable(24, 2, 0)
+    n = len(train.y)
+    rng = np.random.default_rng(1)
+    copies = Split(rng.normal(0, 0.5, train.x.shape).astype(np.float32), train.index.assign(label=rng.integers(0, 2, n)))
+    index = pd.concat([train.index.assign(copy=0), copies.index.assign(copy=1)], ignore_index=True)
+    both = Split(np.concatenate([train.x, copies.x]), index.assign(source_id=np.tile(np.arange(n), 2)))
+    losses = heads.cross_validated_log_loss(both, (0.1,), 2)
+    assert losses[0.1] < 0.4, losses
+    scored_as_originals = Split(both.x, both.index.assign(copy=0))
+    assert heads.cross_validated_log_loss(scored_as_originals, (0.1,), 2)[0.1] > 1.5 * losses[0.1]
+
+
+def test_a_training_split_of_one_source_cannot_choose_c():
+    train = separable(4, 2, 0)
+    with pytest.raises(DataError, match="1 source recording"):
+        heads.cross_validated_log_loss(Split(train.x, train.index.assign(source_id=7)), (1.0,), 2)
+
+
+def test_pooling_takes_the_mean_or_the_mean_and_spread_of_a_clip_s_vectors():
+    vectors = np.array([[1.0, 2.0], [3.0, 6.0]], np.float32)
+    assert embeddings.pool(vectors, "mean").tolist() == [2.0, 4.0]
+    assert embeddings.pool(vectors, "mean_std").tolist() == [2.0, 4.0, 1.0, 2.0]
+
+
+def test_a_joint_name_embeds_both_models_side_by_side_each_pooled_alike():
+    y = tone(660, 5.0, 22_050)
+    joint = embeddings.embed_clip(y, 22_050, "birdnet+aisfx", "mean_std")
+    parts = [embeddings.embed_clip(y, 22_050, name, "mean_std") for name in ("birdnet", "aisfx")]
+    assert joint.shape == (2 * 1024 + 2 * 512,) == (embeddings.dimension("birdnet+aisfx", "mean_std"),)
+    np.testing.assert_array_equal(joint, np.concatenate(parts))
+    # BirdNET's two windows and aiSFX's three blocks differ, so the spread is not zero.
+    assert (parts[0][1024:] > 0).any() and (parts[1][512:] > 0).any()
+    np.testing.assert_array_equal(embeddings.embed_clip(y, 22_050, "birdnet", "mean"), parts[0][:1024])
+    recorded = embeddings.describe("birdnet+aisfx", "mean_std")
+    assert recorded["dim"] == 3072 and recorded["pooling"] == "mean_std" and list(recorded["parts"]) == ["birdnet", "aisfx"]
+    assert "CC BY-NC-SA 4.0" in recorded["licence"] and "CC BY 4.0" in recorded["licence"]
 
 
 def test_a_damaged_head_file_is_one_line(tmp_path):

@@ -132,7 +132,7 @@ def test_every_run_reaches_the_server_with_metrics_params_models_and_stage_tags(
     (ensemble,) = by_role["ensemble"]
     assert ensemble.data.tags["dvc_stage"] == "ensemble" and "all.swarm_jaya.val_log_loss" in ensemble.data.metrics
     (head,) = by_role["head"]
-    assert head.data.tags["dvc_stage"] == "head@birdnet" and head.data.tags["licence"].startswith("CC BY-NC-SA 4.0")
+    assert head.data.tags["dvc_stage"] == "head@birdnet+aisfx" and "birdnet: CC BY-NC-SA 4.0" in head.data.tags["licence"]
     assert sorted(ensemble.data.params["member_mlflow_run_ids"].split(",")) == sorted(r.info.run_id for r in [*by_role["train"], head])
     for run in by_role["train"]:
         assert "test_clip_accuracy" in run.data.metrics and run.data.params["seed"] == "1"

@@ -8,11 +8,17 @@ package's own (aiSFX's, converted to plain arrays, :mod:`audioclass.aisfx`);
 nothing here downloads. A backend whose package is missing stops with one
 line naming what to install.
 
-A clip is embedded as the mean, over its windows, of one vector per window.
-Windows are ``window_seconds`` long, ``hop_seconds`` apart, and one more
-ends at the clip's end when the hop leaves a tail uncovered. A clip shorter
-than a window is zero-padded to one window. So a 5 s clip at BirdNET's 3 s
-windows and 3 s hop is embedded from 0–3 s and 2–5 s.
+A clip is cut into windows ``window_seconds`` long, ``hop_seconds`` apart,
+and one more ends at the clip's end when the hop leaves a tail uncovered; a
+clip shorter than a window is zero-padded to one window. So a 5 s clip at
+BirdNET's 3 s windows and 3 s hop is embedded from 0–3 s and 2–5 s. The
+model gives vectors for each window (BirdNET one, aiSFX one per 2.3 s block
+inside it), and ``embed.pooling`` makes the clip's embedding of them: their
+mean, or their mean and standard deviation side by side (``mean_std``).
+
+A name of several backends joined by ``+`` (``birdnet+aisfx``) is one
+embedding of them side by side, each pooled alike, for one head that reads
+them all.
 
 Every figure a pretrained member takes part in is reported apart from the
 from-scratch figures, labelled as pretrained on outside data: BirdNET's
@@ -29,6 +35,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -40,8 +47,10 @@ from audioclass.errors import ConfigError, DataError
 from audioclass.outputs import atomic_dir, require_inputs
 from audioclass.tables import json_text, read_table
 
-# Windows of audio at the backend's rate, (n_windows, window samples) float32 → (n_windows, dim) float32.
+# Windows of audio at the backend's rate, (n_windows, window samples) float32 → (n_vectors, dim) float32,
+# every vector the windows give (one per window, or several per window, in order).
 Embedder = Callable[[np.ndarray], np.ndarray]
+POOLINGS = ("mean", "mean_std")
 
 
 @dataclass(frozen=True)
@@ -114,12 +123,12 @@ def _birdnet(weights: Path) -> Embedder:
 
 
 def _aisfx(weights: Path) -> Embedder:
-    """aiSFX's 512 values per block of 2.3 s, averaged over the blocks of each window (:mod:`audioclass.aisfx`)."""
+    """aiSFX's 512 values per block of 2.3 s, every block of every window (:mod:`audioclass.aisfx`)."""
     from audioclass import aisfx
 
     arrays = aisfx.load_arrays(weights)
     model = aisfx.network(arrays)
-    return lambda windows: np.stack([aisfx.block_embeddings(w, arrays, model).mean(axis=0) for w in windows])
+    return lambda windows: np.concatenate([aisfx.block_embeddings(w, arrays, model) for w in windows])
 
 
 BACKENDS: dict[str, Backend] = {
@@ -158,20 +167,50 @@ BACKENDS: dict[str, Backend] = {
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    models: tuple[str, ...]  # names in BACKENDS; () = no pretrained members
+    models: tuple[str, ...]  # names in BACKENDS, or several joined by "+"; () = no pretrained members
     copies: int  # copies of each training clip embedded: 1 = its original recording only
+    pooling: Literal["mean", "mean_std"] = "mean"  # a clip's vectors → its embedding (module docstring)
 
     def __post_init__(self):
         for name in self.models:
-            require(name in BACKENDS, "models", f"names from {sorted(BACKENDS)}", name)
+            parts = name.split("+")
+            require(all(p in BACKENDS for p in parts), "models", f"names from {sorted(BACKENDS)}, or several joined by +", name)
+            require(len(set(parts)) == len(parts), "models", "each backend once in a name joined by +", name)
         require(len(set(self.models)) == len(self.models), "models", "distinct names", list(self.models))
         require(self.copies >= 1, "copies", "an integer >= 1 (1 = the original recordings only)", self.copies)
 
 
 def backend(name: str, key: str = "embed.models") -> Backend:
     if name not in BACKENDS:
-        raise ConfigError(f"{key}: {name!r}: unknown embedding model; expected one of {sorted(BACKENDS)}")
+        raise ConfigError(f"{key}: {name!r}: unknown embedding model; expected one of {sorted(BACKENDS)}, or several joined by +")
     return BACKENDS[name]
+
+
+def backends(name: str, key: str = "embed.models") -> list[Backend]:
+    """The backends of ``name``: one, or those joined by ``+``, each once."""
+    parts = name.split("+")
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"{key}: {name!r}: a backend twice; expected each of {sorted(BACKENDS)} at most once")
+    return [backend(part, key) for part in parts]
+
+
+def dimension(name: str, pooling: str) -> int:
+    """Values per embedding of ``name`` pooled by ``pooling``."""
+    return sum(b.dim for b in backends(name)) * (2 if pooling == "mean_std" else 1)
+
+
+def describe(name: str, pooling: str) -> dict:
+    """What the embed stage records (``backend.json``): a backend's description, or the parts' of a joint one."""
+    parts = [b.describe() for b in backends(name)]
+    if len(parts) == 1:
+        return parts[0] | {"dim": dimension(name, pooling), "pooling": pooling}
+    return {
+        "name": name,
+        "dim": dimension(name, pooling),
+        "pooling": pooling,
+        "licence": "; ".join(f"{p['name']}: {p['licence']}" for p in parts),
+        "parts": {p["name"]: p for p in parts},
+    }
 
 
 def weights_file(b: Backend) -> Path:
@@ -210,20 +249,27 @@ def windows(y: np.ndarray, b: Backend) -> np.ndarray:
     return np.stack([y[s : s + b.window] for s in starts]).astype(np.float32)
 
 
-def embed_clip(y: np.ndarray, sr: int, name: str) -> np.ndarray:
-    """y : (n_samples,) float32 mono in [-1, 1] at ``sr`` Hz → (dim,) float32, the mean over its windows."""
-    b = backend(name)
-    return embedder(name)(windows(audio.resample(y, sr, b.sample_rate), b)).mean(axis=0).astype(np.float32)
+def pool(vectors: np.ndarray, pooling: str) -> np.ndarray:
+    """(n_vectors, dim) → (dim,) their mean, or (2 dim,) their mean and standard deviation."""
+    if pooling == "mean_std":
+        return np.concatenate([vectors.mean(axis=0), vectors.std(axis=0)])
+    return vectors.mean(axis=0)
+
+
+def embed_clip(y: np.ndarray, sr: int, name: str, pooling: str = "mean") -> np.ndarray:
+    """y : (n_samples,) float32 mono in [-1, 1] at ``sr`` Hz → (dimension(name, pooling),) float32."""
+    parts = [pool(embedder(b.name)(windows(audio.resample(y, sr, b.sample_rate), b)), pooling) for b in backends(name)]
+    return np.concatenate(parts).astype(np.float32)
 
 
 CHUNK = 32  # files per task: each worker opens the model once, so chunks stay small enough to share the work
 
 
-def _chunk(paths: list[Path], model: str) -> np.ndarray:
+def _chunk(paths: list[Path], model: str, pooling: str) -> np.ndarray:
     rows = []
     for path in paths:
         y, sr = audio.read_wav(path)
-        rows.append(embed_clip(y, sr, model))
+        rows.append(embed_clip(y, sr, model, pooling))
     return np.stack(rows)
 
 
@@ -235,20 +281,20 @@ def files_to_embed(spectrograms: Path, copies: int) -> pd.DataFrame:
 
 
 def embed(augmented: Path, spectrograms: Path, cfg: EmbedConfig, model: str, out: Path, jobs: int) -> dict[str, int]:
-    """Run the stage for one model; returns the number of files per split."""
-    chosen = backend(model, key="--model")
-    weights_file(chosen)  # a missing package stops here, before any work
+    """Run the stage for one model (one backend, or several joined by +); returns the number of files per split."""
+    for b in backends(model, key="--model"):
+        weights_file(b)  # a missing package stops here, before any work
     index = files_to_embed(spectrograms, cfg.copies)
     with atomic_dir(out) as tmp:
         counts = write_splits(
             tmp,
             index,
-            functools.partial(_chunk, model=model),
+            functools.partial(_chunk, model=model, pooling=cfg.pooling),
             root=augmented,
-            row_shape=(chosen.dim,),
+            row_shape=(dimension(model, cfg.pooling),),
             chunk=CHUNK,
             jobs=jobs,
             desc=f"embed {model}",
         )
-        (tmp / "backend.json").write_text(json_text(chosen.describe()))
+        (tmp / "backend.json").write_text(json_text(describe(model, cfg.pooling)))
     return counts

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # reported but never chosen. Every other method is a weighted mean of the members' probabilities.
 SCORES_ONLY = ("maximum", "vote")
 SCRATCH, PRETRAINED, ALL = "from_scratch", "pretrained", "all"  # the groups, in report order, after one per architecture
-_MEMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_MEMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*")  # + joins backends in a head's name
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """A linear classifier on pretrained embeddings: standardised inputs, multinomial logistic regression.
 
-:func:`fit_head` fits one per value of the inverse L2 strength ``C`` on the
-training split, keeps the one best on validation (ties to the smaller ``C``,
-the stronger regularisation), and with ``refit`` fits that ``C`` again on
-training and validation together. The head is stored as plain arrays
+:func:`fit_head` chooses the inverse L2 strength ``C`` within the training
+split: its sources are dealt into four groups, a head is fitted on three and
+scored on the fourth's original recordings (the kind of row test scores), and
+the ``C`` of least log-loss summed over the four wins (ties to the smaller
+``C``, the stronger regularisation). Validation chooses nothing, so its
+predictions stay honest for the ensemble's weights. The head is then fitted
+on the whole training split, and with ``refit`` again on training and
+validation together. The head is stored as plain arrays
 (:class:`LinearHead`, ``head.npz``): loading it runs no pickled code.
 """
 
@@ -15,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from audioclass.calibration import cross_entropy
 from audioclass.config import require
-from audioclass.dataset import Data
+from audioclass.dataset import Data, Split
 from audioclass.errors import DataError, first_line
-from audioclass.evaluation import accuracy
 
 
 @dataclass(frozen=True)
@@ -75,26 +80,45 @@ class FittedHead:
     final: LinearHead  # what predicts test and new audio: refitted on train + val, or the validated head itself
     pipeline: Pipeline  # the final head as scikit-learn fitted it, for the MLflow model
     c: float
-    val_accuracy_by_c: dict[float, float]
+    cv_log_loss_by_c: dict[float, float]  # per C, the log-loss on training's held-out originals
+
+
+INNER_GROUPS = 4  # of training's sources, for choosing C
+
+
+def cross_validated_log_loss(train: Split, cs: tuple[float, ...], n_classes: int) -> dict[float, float]:
+    """Per C, the mean log-loss of heads fitted on three groups of training's sources, on the fourth's originals."""
+    groups = train.index["source_id"] if "source_id" in train.index else train.index["clip_id"]
+    originals = (train.index["copy"] == 0).to_numpy() if "copy" in train.index else np.ones(len(train.y), bool)
+    n_groups = min(INNER_GROUPS, groups.nunique())
+    if n_groups < 2:
+        raise DataError(f"the training split has {groups.nunique()} source recording(s); expected at least 2 to choose head.C")
+    losses = dict.fromkeys(cs, 0.0)
+    for fit_rows, held in GroupKFold(n_groups).split(train.x, train.y, groups.to_numpy()):
+        held = held[originals[held]]
+        for c in cs:
+            head = LinearHead.of(_fit(train.x[fit_rows], train.y[fit_rows], c), n_classes)
+            losses[c] += cross_entropy(head.probabilities(train.x[held]), train.y[held]) * len(held)
+    return {c: round(total / originals.sum(), 6) for c, total in losses.items()}
 
 
 def fit_head(data: Data, cs: tuple[float, ...], *, refit: bool) -> FittedHead:
-    """Choose ``C`` on validation (see the module docstring) and fit the head."""
+    """Choose ``C`` within training (see the module docstring) and fit the head."""
     n_classes = len(data.class_names)
-    fitted = {c: _fit(data.train.x, data.train.y, c) for c in sorted(cs)}
-    scores = {c: accuracy(LinearHead.of(p, n_classes).probabilities(data.val.x), data.val.y) for c, p in fitted.items()}
-    best = max(scores, key=lambda c: (scores[c], -c))
-    validated = LinearHead.of(fitted[best], n_classes)
+    losses = cross_validated_log_loss(data.train, tuple(sorted(cs)), n_classes)
+    best = min(losses, key=lambda c: (losses[c], c))
+    fitted = _fit(data.train.x, data.train.y, best)
+    validated = LinearHead.of(fitted, n_classes)
     if not refit:
-        return FittedHead(validated, validated, fitted[best], best, scores)
+        return FittedHead(validated, validated, fitted, best, losses)
     everything = data.train_and_val()
     pipeline = _fit(everything.x, everything.y, best)
-    return FittedHead(validated, LinearHead.of(pipeline, n_classes), pipeline, best, scores)
+    return FittedHead(validated, LinearHead.of(pipeline, n_classes), pipeline, best, losses)
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    C: tuple[float, ...]  # inverse L2 strengths tried; the best on validation is kept
+    C: tuple[float, ...]  # inverse L2 strengths tried; the best within training is kept (module docstring)
     refit: bool  # refit the chosen C on train + val; that head predicts test
 
     def __post_init__(self):

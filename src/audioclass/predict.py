@@ -76,7 +76,8 @@ class Member:
     name: str
     keras: Any = None
     head: LinearHead | None = None
-    embedding: str | None = None  # the head's embedding model, a name in embeddings.BACKENDS
+    embedding: str | None = None  # the head's embedding model: a name in embeddings.BACKENDS, or several joined by +
+    pooling: str = "mean"  # how the head's embedding pools a clip's vectors (embed.pooling)
 
 
 @dataclass(frozen=True)
@@ -104,18 +105,22 @@ def _load_keras(path: Path) -> Any:
 
 def _load_head(folder: Path) -> Member:
     recorded = json.loads((folder / "backend.json").read_text())
-    backend = embeddings.backend(recorded["name"], key=f"{folder / 'backend.json'}: name")
-    embeddings.weights_file(backend)  # a missing package: one line naming what to install
-    installed = importlib.metadata.version(backend.package)
-    if installed != recorded["version"]:
-        log.warning(
-            "%s: trained on %s %s embeddings, %s is installed; predictions may differ from the validated ones",
-            folder.name,
-            backend.package,
-            recorded["version"],
-            installed,
-        )
-    return Member(folder.name, head=LinearHead.load(folder / "head.npz"), embedding=backend.name)
+    parts = embeddings.backends(recorded["name"], key=f"{folder / 'backend.json'}: name")
+    for backend in parts:
+        part = recorded["parts"][backend.name] if "parts" in recorded else recorded
+        embeddings.weights_file(backend)  # a missing package: one line naming what to install
+        installed = importlib.metadata.version(backend.package)
+        if installed != part["version"]:
+            log.warning(
+                "%s: trained on %s %s embeddings, %s is installed; predictions may differ from the validated ones",
+                folder.name,
+                backend.package,
+                part["version"],
+                installed,
+            )
+    # Heads from before embed.pooling existed read the mean.
+    pooling = recorded.get("pooling", "mean")
+    return Member(folder.name, head=LinearHead.load(folder / "head.npz"), embedding=recorded["name"], pooling=pooling)
 
 
 def _choose(report: dict, method: str | None, ensemble_json: Path) -> tuple[str, str]:
@@ -210,10 +215,13 @@ def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
         if any(m.keras is not None for m in ensemble.members)
         else None
     )
-    models = {m.embedding for m in ensemble.members if m.head is not None}
-    embedded = {name: np.stack([embeddings.embed_clip(c, sr, name) for c in clips]) for name in models}
+    models = {(m.embedding, m.pooling) for m in ensemble.members if m.head is not None}
+    embedded = {(name, pooling): np.stack([embeddings.embed_clip(c, sr, name, pooling) for c in clips]) for name, pooling in models}
     probs = np.stack(
-        [keras_scores(m.keras, inputs) if m.keras is not None else m.head.probabilities(embedded[m.embedding]) for m in ensemble.members]
+        [
+            keras_scores(m.keras, inputs) if m.keras is not None else m.head.probabilities(embedded[m.embedding, m.pooling])
+            for m in ensemble.members
+        ]
     )
     return tempered(as_probabilities(combine(probs, ensemble.method, ensemble.weights)), ensemble.temperature)
 

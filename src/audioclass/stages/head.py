@@ -1,8 +1,9 @@
 """Stage ``head``: a linear classifier on one model's pretrained embeddings; one DVC stage per model (foreach).
 
 Reads ``<data>/{train,val,test}/`` (the embed stage's output) and fits a
-standardised logistic regression on the training split for each ``head.C``,
-keeping the one best on validation (:mod:`audioclass.heads`). With
+standardised logistic regression on the training split, its ``head.C`` the
+one of least log-loss on held-out groups of training's own sources
+(:mod:`audioclass.heads`). With
 ``head.refit``, that ``C`` is fitted again on training and validation
 together, and that head predicts test. Validation predictions, and so the
 ensemble's weights, always come from the head that never saw validation.
@@ -12,7 +13,7 @@ Test chooses nothing. Writes, atomically, to ``<out>`` (e.g.
     head.npz             the head as arrays: mean, scale (dim,), coef (n_classes, dim), intercept (n_classes,)
     val_probs.npy        (n_val_files, n_classes) float32, rows as <data>/val/index.csv
     test_probs.npy       (n_test_files, n_classes) float32, rows as <data>/test/index.csv
-    metrics.json         validation and test accuracy (file and clip level), macro-F1, confusion matrix, chosen C
+    metrics.json         validation and test accuracy (file and clip level), macro-F1, confusion matrix, C and why
     test_predictions.csv clip-level actual/predicted class names
     confusion.png        the clip-level test confusion matrix
     config.json          the resolved config
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = summarize(val_probs, data.val.index, test_probs, data.test.index, data.class_names)
         metrics |= {
             "C": head.c,
-            "val_file_accuracy_by_C": {str(c): a for c, a in head.val_accuracy_by_c.items()},
+            "train_cv_log_loss_by_C": {str(c): loss for c, loss in head.cv_log_loss_by_c.items()},
             "mlflow_run_id": active.info.run_id,
         }
         head.final.save(tmp / "head.npz")
