@@ -27,8 +27,8 @@ DATA_STAGES = [*CHECK, "extract", "split", "augment", "spectrograms"]
 MODEL_STAGES = ["tune", "train@run-1", "train@crnn-1", "ensemble"]  # a CNN member and a CRNN member (TINY)
 BASELINE_STAGES = ["raw_vectors", "classical", "cnn1d@deep1-7", "features", "feature_models"]
 # Beside tune and train, in an order DVC picks.
-PRETRAINED_STAGES = ["embed@birdnet+aisfx", "head@birdnet+aisfx", "embed@aisfx", "head@aisfx"]
-PROFILE = TINY | {"embed": {"models": ["birdnet+aisfx", "aisfx"]}}  # a joint head on both backends, and aiSFX alone
+PRETRAINED_STAGES = ["embed@birdnet+aisfx", "head@birdnet+aisfx"]
+PROFILE = TINY | {"embed": {"models": ["birdnet+aisfx"]}}  # one head on both backends (aiSFX alone: test_pipeline_corpus)
 REPORT = ["report"]  # last: it tables every model stage
 PER_CLASS = 4
 
@@ -50,8 +50,7 @@ def workspace(tmp_path_factory):
     side = BASELINE_STAGES + PRETRAINED_STAGES
     assert [s for s in ran if s not in side] == DATA_STAGES + MODEL_STAGES + REPORT  # DVC's order: dependencies first
     assert ran.index("spectrograms") < ran.index("tune") and ran.index("raw_vectors") < ran.index("classical")
-    for model in ("birdnet+aisfx", "aisfx"):
-        assert ran.index("spectrograms") < ran.index(f"embed@{model}") < ran.index(f"head@{model}") < ran.index("ensemble")
+    assert ran.index("spectrograms") < ran.index("embed@birdnet+aisfx") < ran.index("head@birdnet+aisfx") < ran.index("ensemble")
     return work
 
 
@@ -148,7 +147,7 @@ def test_runs_trained_on_two_machines_meet_through_dvc_s_run_cache(workspace, tm
         other = "run-3" if name == "a" else "run-2"
         assert f"Stage 'train@{other}' is cached - skipping run, checking out outputs" in result.stdout, result.stdout
         members = json.loads((machine / "reports/ensemble/ensemble.json").read_text())["members"]
-        assert members == ["run-1", "crnn-1", "run-2", "run-3", "head-birdnet+aisfx", "head-aisfx"], (name, members)
+        assert members == ["run-1", "crnn-1", "run-2", "run-3", "head-birdnet+aisfx"], (name, members)
     trained = {name: {k: v for k, v in tracked_files(m).items() if k.startswith("models/run-")} for name, m in machines.items()}
     assert trained["a"] == trained["b"] and any(k.startswith("models/run-3/") for k in trained["a"])  # the same bytes on both
 
@@ -171,23 +170,22 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
         assert {"run/val_probs.npy", "run/test_probs.npy", "run/model.keras", "run/confusion.png", "run/history.csv"} <= artifacts
     head_runs = {r.data.tags["dvc_stage"]: r for r in runs if r.data.tags.get("pipeline_role") == "head"}
-    assert sorted(head_runs) == ["head@aisfx", "head@birdnet+aisfx"]
-    assert "birdnet: CC BY-NC-SA 4.0" in head_runs["head@birdnet+aisfx"].data.tags["licence"]
-    assert head_runs["head@aisfx"].data.tags["licence"].startswith("CC BY 4.0")
+    assert sorted(head_runs) == ["head@birdnet+aisfx"]
+    licence = head_runs["head@birdnet+aisfx"].data.tags["licence"]
+    assert "birdnet: CC BY-NC-SA 4.0" in licence and "aisfx: CC BY 4.0" in licence
     for head_run in head_runs.values():
         assert 0 <= head_run.data.metrics["test_clip_accuracy"] <= 1
-    assert "embedding.version" in head_runs["head@aisfx"].data.params
     assert {"embedding.parts.birdnet.version", "embedding.parts.aisfx.version"} <= set(head_runs["head@birdnet+aisfx"].data.params)
     (ensemble_run,) = [r for r in runs if r.data.tags.get("pipeline_role") == "ensemble"]
     for group in ("from_scratch", "pretrained", "all"):
         assert f"{group}.average.test_clip_accuracy" in ensemble_run.data.metrics
     assert (
         "all.swarm_jaya.test_clip_accuracy" in ensemble_run.data.metrics
-        and ensemble_run.data.tags["pretrained_members"] == "head-birdnet+aisfx,head-aisfx"
+        and ensemble_run.data.tags["pretrained_members"] == "head-birdnet+aisfx"
     )
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
     members = sorted(r.info.run_id for r in [*train_runs, *head_runs.values()])
-    assert report["members"] == ["run-1", "crnn-1", "head-birdnet+aisfx", "head-aisfx"]
+    assert report["members"] == ["run-1", "crnn-1", "head-birdnet+aisfx"]
     assert sorted(report["member_mlflow_run_ids"]) == members
     assert sorted(ensemble_run.data.params["member_mlflow_run_ids"].split(",")) == members
     assert report["groups"]["from_scratch"]["members"] == ["run-1", "crnn-1"]  # the from-scratch figures stay apart
@@ -197,7 +195,7 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
     for group in report["groups"].values():
         for method in group["methods"].values():
             assert method["weights"] is None or (len(method["weights"]) == len(group["members"]) and abs(sum(method["weights"]) - 1) < 1e-6)
-    detail = ["reports/train/run-1.json", "reports/train/crnn-1.json", "reports/heads/birdnet+aisfx.json", "reports/heads/aisfx.json"]
+    detail = ["reports/train/run-1.json", "reports/train/crnn-1.json", "reports/heads/birdnet+aisfx.json"]
     detail.append("reports/ensemble/ensemble.json")
     shown = json.loads(sandbox.dvc(workspace, "metrics", "show", "--json", *detail).stdout)[""]["data"]
     assert set(detail) <= set(shown) and all(shown[f]["data"] for f in detail)
@@ -212,7 +210,6 @@ def test_training_runs_and_ensemble_are_in_mlflow_and_dvc_metrics(workspace):
         "test",
         "cnn_runs",
         "head_birdnet+aisfx",
-        "head_aisfx",
         "clips",
     }
     table = sandbox.dvc(workspace, "metrics", "show").stdout
@@ -280,7 +277,7 @@ def test_predict_with_a_pretrained_member_gives_what_the_stages_gave_on_test(wor
     from audioclass.predict import classify, load_ensemble, model_clip
 
     ensemble = load_ensemble(workspace / "params.yaml", workspace / "models", workspace / "reports/ensemble/ensemble.json", "all/average")
-    members = ["run-1", "crnn-1", "head-birdnet+aisfx", "head-aisfx"]
+    members = ["run-1", "crnn-1", "head-birdnet+aisfx"]
     assert [m.name for m in ensemble.members] == members and all(m.head is not None for m in ensemble.members[2:])
     test = pd.read_csv(workspace / "data/spectrograms/test/index.csv")
     meta = pd.read_csv(workspace / "data/prepared/metadata.csv").set_index("clip_id")
@@ -499,7 +496,6 @@ def test_the_results_table_has_every_model_stages_rows(workspace):
         "| runs of 2 architectures, 2 single runs (mean ± SE) | spectrogram |",
         "| ensemble: swarm_jaya | spectrogram |",
         "| head-birdnet+aisfx (linear head) | birdnet+aisfx embedding |",
-        "| head-aisfx (linear head) | aisfx embedding |",
         "| ensemble of every member: swarm_jaya | spectrogram + embeddings |",
     ):
         assert row in table
@@ -517,7 +513,7 @@ def test_a_new_run_trains_alone_and_joins_the_ensemble(workspace):
     ran = stages_run(sandbox.dvc(workspace, "repro").stdout)
     assert ran == [*CHECK, "train@transformer-1", "ensemble", *REPORT], ran  # run-1 and crnn-1 are not retrained
     report = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())
-    assert report["members"] == ["run-1", "crnn-1", "transformer-1", "head-birdnet+aisfx", "head-aisfx"]
+    assert report["members"] == ["run-1", "crnn-1", "transformer-1", "head-birdnet+aisfx"]
     assert report["groups"]["transformer"]["members"] == ["transformer-1"]
     # Dropping a run: its entry, and its outputs, which DVC would otherwise keep until a `dvc checkout` deletes
     # them and so changes the ensemble's models dependency (docs/pipeline.md).
@@ -527,7 +523,7 @@ def test_a_new_run_trains_alone_and_joins_the_ensemble(workspace):
         (workspace / f"reports/train/transformer-1.{suffix}").unlink()
     assert set(stages_run(sandbox.dvc(workspace, "repro").stdout)) <= {*CHECK, "ensemble", *REPORT}  # or from the run cache
     members = json.loads((workspace / "reports/ensemble/ensemble.json").read_text())["members"]
-    assert members == ["run-1", "crnn-1", "head-birdnet+aisfx", "head-aisfx"]
+    assert members == ["run-1", "crnn-1", "head-birdnet+aisfx"]
 
 
 def test_a_missing_source_stops_at_the_check_stage_with_one_line_and_removes_nothing(workspace):
@@ -582,7 +578,7 @@ def test_a_spectrogram_param_and_a_split_param_rerun_what_depends_on_them_but_no
     assert set(pd.read_csv(workspace / "data/spectrograms/test/index.csv")["fold"]) == {2}
     # Stale: what reads the spectrograms or the split (a new list of files for embed and the baselines' inputs).
     # The heads and the baselines' models come after those, and go stale when they rerun.
-    readers = {*MODEL_STAGES, "embed@birdnet+aisfx", "embed@aisfx", "raw_vectors", "features", *REPORT}
+    readers = {*MODEL_STAGES, "embed@birdnet+aisfx", "raw_vectors", "features", *REPORT}
     assert changed_stages(workspace) == readers
     # Back to the params as they were: the data stages' outputs come back from DVC's run cache, and nothing retrains.
     sandbox.set_params(workspace, {"spectrograms": params["spectrograms"], "split": params["split"]})

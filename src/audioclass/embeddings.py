@@ -50,7 +50,6 @@ from audioclass.tables import json_text, read_table
 # Windows of audio at the backend's rate, (n_windows, window samples) float32 → (n_vectors, dim) float32,
 # every vector the windows give (one per window, or several per window, in order).
 Embedder = Callable[[np.ndarray], np.ndarray]
-POOLINGS = ("mean", "mean_std")
 
 
 @dataclass(frozen=True)
