@@ -199,6 +199,15 @@ def test_a_training_split_of_one_source_cannot_choose_c():
         heads.cross_validated_log_loss(Split(train.x, train.index.assign(source_id=7)), (1.0,), 2)
 
 
+def test_clips_embedded_together_get_what_each_gets_alone():
+    """predict embeds a batch of windows in one call per model; the embed stage one file at a time."""
+    clips = [tone(440, 5.0, 22_050), tone(330, 7.5, 22_050, seed=2), tone(550, 2.0, 22_050, seed=3)]  # 1, 2 and 1 windows
+    together = embeddings.embed_clips(clips, 22_050, "birdnet+aisfx", "mean_std")
+    alone = np.stack([embeddings.embed_clip(c, 22_050, "birdnet+aisfx", "mean_std") for c in clips])
+    assert together.shape == alone.shape == (3, 3072)
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
+
+
 def test_pooling_takes_the_mean_or_the_mean_and_spread_of_a_clip_s_vectors():
     vectors = np.array([[1.0, 2.0], [3.0, 6.0]], np.float32)
     assert embeddings.pool(vectors, "mean").tolist() == [2.0, 4.0]

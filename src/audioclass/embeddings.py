@@ -127,7 +127,19 @@ def _aisfx(weights: Path) -> Embedder:
 
     arrays = aisfx.load_arrays(weights)
     model = aisfx.network(arrays)
-    return lambda windows: np.concatenate([aisfx.block_embeddings(w, arrays, model) for w in windows])
+
+    def embed(windows: np.ndarray) -> np.ndarray:
+        # The blocks of many windows go through the network together, MODEL_BATCH at a time: one call per
+        # window would cost more in Keras's per-call overhead than in the network, when predict sends many.
+        x = np.concatenate([aisfx.blocks(aisfx.spectrogram(w, arrays["mel_filters"])) for w in windows])[..., np.newaxis]
+        return np.concatenate(
+            [np.asarray(model(x[i : i + MODEL_BATCH], training=False), np.float32) for i in range(0, len(x), MODEL_BATCH)]
+        )
+
+    return embed
+
+
+MODEL_BATCH = 48  # aiSFX blocks per network call: 16 windows of 5 s, ≈ 0.3 GB of activations
 
 
 BACKENDS: dict[str, Backend] = {
@@ -257,8 +269,20 @@ def pool(vectors: np.ndarray, pooling: str) -> np.ndarray:
 
 def embed_clip(y: np.ndarray, sr: int, name: str, pooling: str = "mean") -> np.ndarray:
     """y : (n_samples,) float32 mono in [-1, 1] at ``sr`` Hz → (dimension(name, pooling),) float32."""
-    parts = [pool(embedder(b.name)(windows(audio.resample(y, sr, b.sample_rate), b)), pooling) for b in backends(name)]
-    return np.concatenate(parts).astype(np.float32)
+    return embed_clips([y], sr, name, pooling)[0]
+
+
+def embed_clips(clips: list[np.ndarray], sr: int, name: str, pooling: str = "mean") -> np.ndarray:
+    """:func:`embed_clip` of each clip, (n_clips, dimension(name, pooling)), every clip's windows through each
+    model in one call. A model gives the same number of vectors for each window, as its windows are one length."""
+    parts = []
+    for b in backends(name):
+        cut = [windows(audio.resample(y, sr, b.sample_rate), b) for y in clips]
+        vectors = embedder(b.name)(np.concatenate(cut))
+        per_window = len(vectors) // sum(map(len, cut))
+        ends = np.cumsum([len(c) * per_window for c in cut])[:-1]
+        parts.append(np.stack([pool(v, pooling) for v in np.split(vectors, ends)]))
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 CHUNK = 32  # files per task: each worker opens the model once, so chunks stay small enough to share the work

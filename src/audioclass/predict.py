@@ -216,7 +216,7 @@ def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
         else None
     )
     models = {(m.embedding, m.pooling) for m in ensemble.members if m.head is not None}
-    embedded = {(name, pooling): np.stack([embeddings.embed_clip(c, sr, name, pooling) for c in clips]) for name, pooling in models}
+    embedded = {(name, pooling): embeddings.embed_clips(clips, sr, name, pooling) for name, pooling in models}
     probs = np.stack(
         [
             keras_scores(m.keras, inputs) if m.keras is not None else m.head.probabilities(embedded[m.embedding, m.pooling])
