@@ -139,7 +139,7 @@ def _aisfx(weights: Path) -> Embedder:
     return embed
 
 
-MODEL_BATCH = 48  # aiSFX blocks per network call: 16 windows of 5 s, ≈ 0.3 GB of activations
+MODEL_BATCH = 15  # aiSFX blocks per network call: 5 windows of 5 s, ≈ 0.1 GB of activations
 
 
 BACKENDS: dict[str, Backend] = {
