@@ -11,11 +11,11 @@ into training and validation (``split`` in params.yaml, grouped by source),
 each candidate head is trained as the pipeline trains it, on each training
 clip's original and first copy:
 
-- ``mean``: the mean over the windows (the pipeline's input today);
+- ``mean``: the mean over the windows (the pipeline's input before this benchmark);
 - ``mean_std``: the mean and the standard deviation over them, side by side;
 - ``joint``: one head on BirdNET's and aiSFX's vectors side by side.
 
-Each head's ``C`` is chosen from ``C_GRID`` by log-loss on the originals of a
+Each head's ``C`` is chosen from ``head.C`` by log-loss on the originals of a
 grouped four-fold split of the training clips; validation chooses nothing and
 is the score. The decision rule (rule 4 in docs/benchmarks.md) reads the
 validation figures only; test is context.
@@ -29,24 +29,20 @@ import time
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from audioclass import audio
 from audioclass.calibration import cross_entropy
 from audioclass.config import load_params, stage_config
+from audioclass.dataset import Data, Split
 from audioclass.embeddings import backend, embedder, windows
 from audioclass.ensembling import EnsembleConfig, Runs, ensemble, is_pretrained
+from audioclass.heads import HeadConfig, fit_head
 from audioclass.parallel import default_jobs, parallel_map
 from audioclass.splits import SplitConfig, assign_splits
 from audioclass.tables import read_table
 from ensemble_rules import MEMBERS, chosen, held_out, load_members, test_clips
 from pipeline import PROJECT, benchmark_parser, machine, mean_se, write_report
 
-C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-INNER_FOLDS = 4
 COPIES = (0, 1)  # the original recording and the first augmented copy, as embed.copies: 2 gives the head
 BACKENDS = ("birdnet", "aisfx")
 POOLINGS = {
@@ -85,45 +81,23 @@ def candidates(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return inputs
 
 
-def fit(x, y, c):
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
-
-
-def probabilities(head, x, n_classes: int) -> np.ndarray:
-    p = np.zeros((len(x), n_classes))
-    p[:, head.classes_] = head.predict_proba(x)
-    return p
-
-
-def choose_c(x, y, sources, originals, n_classes: int) -> float:
-    """The C of least log-loss on the held-out originals of a grouped split of the training rows."""
-    losses = {}
-    for c in C_GRID:
-        total = 0.0
-        for fit_rows, held in GroupKFold(INNER_FOLDS).split(x, y, sources):
-            held = held[originals[held]]
-            total += cross_entropy(probabilities(fit(x[fit_rows], y[fit_rows], c), x[held], n_classes), y[held]) * len(held)
-        losses[c] = total
-    return min(losses, key=lambda c: (losses[c], c))
-
-
-def score(task: tuple[str, np.ndarray, pd.DataFrame], n_classes: int) -> dict:
-    """One candidate on one fold: C chosen within training, then validation's and test's originals scored."""
+def score(task: tuple[str, np.ndarray, pd.DataFrame], n_classes: int, cs: tuple[float, ...]) -> dict:
+    """One candidate on one fold, fitted by the head stage's own :func:`fit_head` (C chosen within training);
+    validation's and test's originals scored."""
     name, x, rows = task
-    train = (rows["split"] == "train").to_numpy()
     originals = (rows["copy"] == 0).to_numpy()
-    y = rows["label"].to_numpy()
-    c = choose_c(x[train], y[train], rows.loc[train, "source_id"].to_numpy(), originals[train], n_classes)
-    head = fit(x[train], y[train], c)
-    result = {"C": c}
-    for part in ("val", "test"):
-        scored = (rows["split"] == part).to_numpy() & originals
-        p = probabilities(head, x[scored], n_classes)
-        result[part] = {
-            "log_loss": round(float(cross_entropy(p, y[scored])), 4),
-            "accuracy": round(float((p.argmax(axis=1) == y[scored]).mean()), 4),
-            "clips": int(scored.sum()),
-            "probabilities": pd.DataFrame(p, index=rows.loc[scored, "clip_id"].to_numpy()),
+    part = {s: (rows["split"] == s).to_numpy() & (originals if s != "train" else True) for s in ("train", "val", "test")}
+    data = Data(*(Split(x[part[s]], rows[part[s]].reset_index(drop=True)) for s in part), tuple(map(str, range(n_classes))))
+    head = fit_head(data, cs, refit=False)
+    result = {"C": head.c}
+    for s in ("val", "test"):
+        split = getattr(data, s)
+        p = head.validated.probabilities(split.x)
+        result[s] = {
+            "log_loss": round(float(cross_entropy(p, split.y)), 4),
+            "accuracy": round(float((p.argmax(axis=1) == split.y).mean()), 4),
+            "clips": len(split.y),
+            "probabilities": pd.DataFrame(p, index=split.index["clip_id"].to_numpy()),
         }
     return result
 
@@ -259,7 +233,7 @@ def main() -> None:
         rows_by_fold[k] = files.drop(columns=["split"], errors="ignore").merge(split[["clip_id", "split"]], on="clip_id")
     tasks = [(k, name) for k in rows_by_fold for name in inputs]
     scores = parallel_map(
-        functools.partial(score, n_classes=n_classes),
+        functools.partial(score, n_classes=n_classes, cs=stage_config(HeadConfig, params, "head").C),
         [(name, inputs[name], rows_by_fold[k]) for k, name in tasks],
         jobs=default_jobs(),
         desc="heads",
