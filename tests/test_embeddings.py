@@ -42,6 +42,34 @@ def test_a_tone_embeds_to_the_documented_shape_the_same_every_time():
     assert not np.allclose(other, first)  # it does depend on the sound
 
 
+@pytest.mark.filterwarnings("ignore:.*experimental_preserve_all_tensors")  # the reference is read the debugging way on purpose
+def test_birdnet_s_pooled_output_is_the_tensor_the_whole_model_computes_on_any_number_of_threads():
+    from ai_edge_litert.interpreter import Interpreter
+
+    windows = np.stack([tone(880, 3.0, 48_000), tone(220, 3.0, 48_000, seed=3)])
+    # The reference: the unmodified model with every tensor kept readable, the pooled one read after each call.
+    reference = Interpreter(model_path=str(embeddings.weights_file(BIRDNET)), experimental_preserve_all_tensors=True, num_threads=1)
+    reference.allocate_tensors()
+    pooled = {t["name"]: t["index"] for t in reference.get_tensor_details()}[embeddings.BIRDNET_POOLED]
+    expected = []
+    for window in windows:
+        reference.set_tensor(reference.get_input_details()[0]["index"], window[np.newaxis])
+        reference.invoke()
+        expected.append(reference.get_tensor(pooled)[0].copy())
+    np.testing.assert_array_equal(embeddings.embedder("birdnet", 1)(windows), np.stack(expected))
+    np.testing.assert_array_equal(embeddings.embedder("birdnet", 2)(windows), np.stack(expected))
+
+
+def test_a_damaged_birdnet_model_is_one_line_naming_the_file(tmp_path):
+    damaged = tmp_path / "model.tflite"
+    damaged.write_bytes(embeddings.weights_file(BIRDNET).read_bytes()[:4096])
+    with pytest.raises(DataError, match=r"^\S*model.tflite: not the TensorFlow Lite model expected; expected one output and a tensor"):
+        BIRDNET.open(damaged, 1)
+    damaged.write_bytes(b"not a model")
+    with pytest.raises(DataError, match=r"model.tflite: not the TensorFlow Lite model expected"):
+        BIRDNET.open(damaged, 1)
+
+
 def test_embedding_prints_nothing_of_litert_s_native_start_up():
     import subprocess
     import sys

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
-import warnings
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +64,7 @@ class Backend:
     dim: int  # values per embedding
     licence: str  # of the weights, which may differ from the package's code
     provenance: str
-    open: Callable[[Path], Embedder]  # the weights file → the function that embeds windows
+    open: Callable[[Path, int], Embedder]  # (the weights file, threads) → the function that embeds windows
 
     @property
     def window(self) -> int:
@@ -90,39 +90,67 @@ class Backend:
         }
 
 
-def _birdnet(weights: Path) -> Embedder:
+def _birdnet(weights: Path, threads: int) -> Embedder:
     """BirdNET's 1024 global-average-pooled features, the layer before its classifier.
 
     The TensorFlow Lite file is run by LiteRT (``ai-edge-litert``; ``tf.lite`` is
-    deprecated). The pooled tensor is an intermediate one, kept readable with
-    ``experimental_preserve_all_tensors``. One thread, one window at a time: a
-    batch buys nothing per window on the CPU, and the first call's cost grows
-    with the batch; parallelism comes from worker processes.
+    deprecated). The pooled tensor is an intermediate one: the model is read with
+    it as the output in place of the classifier's (:func:`_with_output`), which
+    gives the same values as keeping every tensor readable at two thirds of the
+    time. One window at a time: a batch buys nothing per window on the CPU, and
+    the first call's cost grows with the batch.
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    # Left out: that keeping every tensor is meant for debugging (here it costs ≈ 0.2 GB), and the INFO line
-    # LiteRT's native code writes to stderr about its XNNPACK delegate in every command that embeds.
-    with warnings.catch_warnings(), native_lines_left_out_of_stderr(b"INFO: Created TensorFlow Lite XNNPACK delegate"):
-        warnings.filterwarnings("ignore", ".*Enabling `experimental_preserve_all_tensors`", UserWarning)
-        interpreter = Interpreter(model_path=str(weights), experimental_preserve_all_tensors=True, num_threads=1)
+    # Left out: the INFO line LiteRT's native code writes to stderr about its XNNPACK delegate in every command that embeds.
+    with native_lines_left_out_of_stderr(b"INFO: Created TensorFlow Lite XNNPACK delegate"):
+        interpreter = Interpreter(model_content=_with_output(weights, BIRDNET_POOLED), num_threads=threads)
         interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]["index"]
-    pooled = {t["name"]: t["index"] for t in interpreter.get_tensor_details()}["model/GLOBAL_AVG_POOL/Mean"]
+    [pooled] = interpreter.get_output_details()
 
     def embed(windows: np.ndarray) -> np.ndarray:
         rows = []
         for window in windows:
             interpreter.set_tensor(source, window[np.newaxis].astype(np.float32))
             interpreter.invoke()
-            rows.append(interpreter.get_tensor(pooled)[0].copy())
+            rows.append(interpreter.get_tensor(pooled["index"])[0].copy())
         return np.stack(rows)
 
     return embed
 
 
-def _aisfx(weights: Path) -> Embedder:
-    """aiSFX's 512 values per block of 2.3 s, every block of every window (:mod:`audioclass.aisfx`)."""
+BIRDNET_POOLED = "model/GLOBAL_AVG_POOL/Mean"
+
+
+def _with_output(weights: Path, tensor: str) -> bytes:
+    """The TensorFlow Lite model in ``weights``, its one output replaced by the tensor named ``tensor``.
+
+    The flatbuffer's list of outputs is rewritten in place: the same bytes but
+    one index, so every operator still runs and the tensor's values are the
+    ones the whole model computes.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = bytearray(weights.read_bytes())
+    try:
+        graph = schema.Model.GetRootAs(model, 0).Subgraphs(0)
+        names = [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
+        outputs = graph._tab.Vector(graph._tab.Offset(8))  # SubGraph.outputs (field 2): a vector of int32 tensor indices
+        found = graph.OutputsLength() == 1 and tensor in names
+    except Exception:  # a damaged flatbuffer fails in whatever type the read meets first
+        found = False
+    if not found:
+        raise DataError(f"{weights}: not the TensorFlow Lite model expected; expected one output and a tensor {tensor!r}")
+    struct.pack_into("<i", model, outputs, names.index(tensor))
+    return bytes(model)
+
+
+def _aisfx(weights: Path, threads: int) -> Embedder:
+    """aiSFX's 512 values per block of 2.3 s, every block of every window (:mod:`audioclass.aisfx`).
+
+    ``threads`` is left to TensorFlow, which sets its own for the process.
+    """
     from audioclass import aisfx
 
     arrays = aisfx.load_arrays(weights)
@@ -244,10 +272,14 @@ def weights_file(b: Backend) -> Path:
 
 
 @functools.cache
-def embedder(name: str) -> Embedder:
-    """The backend's embedding function, opened once per process."""
+def embedder(name: str, threads: int = 1) -> Embedder:
+    """The backend's embedding function on ``threads`` threads, opened once per process.
+
+    The threads change the time, not the values (checked by the tests): the
+    embed stage runs one per worker process, ``predict`` one process on every core.
+    """
     b = backend(name)
-    return b.open(weights_file(b))
+    return b.open(weights_file(b), threads)
 
 
 def windows(y: np.ndarray, b: Backend) -> np.ndarray:
@@ -272,13 +304,13 @@ def embed_clip(y: np.ndarray, sr: int, name: str, pooling: str = "mean") -> np.n
     return embed_clips([y], sr, name, pooling)[0]
 
 
-def embed_clips(clips: list[np.ndarray], sr: int, name: str, pooling: str = "mean") -> np.ndarray:
+def embed_clips(clips: list[np.ndarray], sr: int, name: str, pooling: str = "mean", threads: int = 1) -> np.ndarray:
     """:func:`embed_clip` of each clip, (n_clips, dimension(name, pooling)), every clip's windows through each
-    model in one call. A model gives the same number of vectors for each window, as its windows are one length."""
+    model in one call, on ``threads`` threads (:func:`embedder`). A model gives the same number of vectors for each window, as its windows are one length."""
     parts = []
     for b in backends(name):
         cut = [windows(audio.resample(y, sr, b.sample_rate), b) for y in clips]
-        vectors = embedder(b.name)(np.concatenate(cut))
+        vectors = embedder(b.name, threads)(np.concatenate(cut))
         per_window = len(vectors) // sum(map(len, cut))
         ends = np.cumsum([len(c) * per_window for c in cut])[:-1]
         parts.append(np.stack([pool(v, pooling) for v in np.split(vectors, ends)]))

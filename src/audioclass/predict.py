@@ -60,6 +60,7 @@ from audioclass.errors import AudioclassError, ConfigError, DataError, first_lin
 from audioclass.heads import LinearHead
 from audioclass.layouts import AUDIO_SUFFIXES, is_hidden
 from audioclass.outputs import atomic_file, require_inputs
+from audioclass.parallel import default_jobs
 from audioclass.spectrograms import SpectrogramConfig, render_spectrogram
 from audioclass.tables import json_text
 from audioclass.training import TrainConfig
@@ -216,7 +217,8 @@ def classify(clips: list[np.ndarray], ensemble: Ensemble) -> np.ndarray:
         else None
     )
     models = {(m.embedding, m.pooling) for m in ensemble.members if m.head is not None}
-    embedded = {(name, pooling): embeddings.embed_clips(clips, sr, name, pooling) for name, pooling in models}
+    threads = default_jobs()  # one process analyses: its pretrained models run on every core
+    embedded = {(name, pooling): embeddings.embed_clips(clips, sr, name, pooling, threads) for name, pooling in models}
     probs = np.stack(
         [
             keras_scores(m.keras, inputs) if m.keras is not None else m.head.probabilities(embedded[m.embedding, m.pooling])
