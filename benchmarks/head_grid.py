@@ -21,9 +21,6 @@ is rule 5 in docs/benchmarks.md.
 
 from __future__ import annotations
 
-import functools
-import statistics
-
 import numpy as np
 import pandas as pd
 
@@ -78,9 +75,7 @@ def main() -> None:
                 for label, cs in grids.items():
                     tasks.append((k, name, f"{label}, copies {copies}"))
                     jobs.append(((name, x[kept.to_numpy()], rows[kept].reset_index(drop=True)), cs))
-    scores = parallel_map(
-        lambda job: score(job[0], n_classes=n_classes, cs=job[1]), jobs, jobs=default_jobs(), desc="heads", unit="head"
-    )
+    scores = parallel_map(lambda job: score(job[0], n_classes=n_classes, cs=job[1]), jobs, jobs=default_jobs(), desc="heads", unit="head")
     folds: dict = {}
     for (k, name, variant), result in zip(tasks, scores):
         for part in ("val", "test"):
@@ -115,8 +110,8 @@ def markdown(report: dict) -> str:
         "chose nothing. Rule 5 in docs/benchmarks.md decides, on validation's originals; test is context. "
         "Pretrained on outside data: BirdNET (CC BY-NC-SA 4.0), aiSFX (CC BY 4.0).",
     ]
-    for name, variants in report["summary"].items():
-        decision = report["decisions"][name]
+    for name in INPUTS:
+        variants, decision = report["summary"][name], report["decisions"][name]
         lines += [
             "",
             f"## {INPUTS[name]} (`{name}`): chosen **{decision['chosen']}**",
