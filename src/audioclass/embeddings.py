@@ -306,7 +306,8 @@ def embed_clip(y: np.ndarray, sr: int, name: str, pooling: str = "mean") -> np.n
 
 def embed_clips(clips: list[np.ndarray], sr: int, name: str, pooling: str = "mean", threads: int = 1) -> np.ndarray:
     """:func:`embed_clip` of each clip, (n_clips, dimension(name, pooling)), every clip's windows through each
-    model in one call, on ``threads`` threads (:func:`embedder`). A model gives the same number of vectors for each window, as its windows are one length."""
+    model in one call, on ``threads`` threads (:func:`embedder`). A model gives the same number of vectors for
+    each window, as its windows are one length."""
     parts = []
     for b in backends(name):
         cut = [windows(audio.resample(y, sr, b.sample_rate), b) for y in clips]
