@@ -9,10 +9,11 @@ models:/audioclass-ensemble/<latest> --env-manager local`` on loopback, as
 ``docs/serving.md`` shows, then POSTs one test clip's original recording (5 s,
 re-encoded as a 16-bit WAV at the clip's own rate, base64 in
 ``dataframe_split``) ``--requests`` times, one request at a time (after three
-to warm up), with a plain HTTP client. Reported: each request's latency (p50,
+untimed ones, so the model is loaded), with a plain HTTP client. Reported: each request's latency (p50,
 p95, max, the client's wall time from sending to the whole answer) and the
 throughput in clips per second; then the same with two requests in flight
-against ``--workers 2``. Run it with nothing else on the machine: the times
+against ``--workers 2`` (after three untimed pairs, so each worker has loaded
+its model). Run it with nothing else on the machine: the times
 are wall time on its cores.
 """
 
@@ -37,6 +38,7 @@ import soundfile as sf
 from pipeline import PROJECT, free_port, machine, test_clips, wait_for, write_report
 
 ENSEMBLE = "audioclass-ensemble"
+WARM_UP = 3  # requests per request in flight, untimed
 
 
 def latest_version(store: str) -> int:
@@ -83,10 +85,10 @@ def invoke(url: str, body: bytes) -> tuple[float, dict]:
 
 
 def load(url: str, body: bytes, requests: int, in_flight: int) -> dict:
-    for _ in range(3):
-        invoke(url, body)
-    start = time.perf_counter()
     with ThreadPoolExecutor(in_flight) as pool:
+        # Warm-up requests in flight together, so that every worker has loaded its model (a few seconds) before timing.
+        list(pool.map(lambda _: invoke(url, body), range(WARM_UP * in_flight)))
+        start = time.perf_counter()
         answers = list(pool.map(lambda _: invoke(url, body), range(requests)))
     wall = time.perf_counter() - start
     latencies = np.array([seconds for seconds, _ in answers])
@@ -118,7 +120,8 @@ def markdown(report: dict) -> str:
             f"Model: `{report['model']}` (group `{report['group']}`, method `{report['method']}`), served by "
             "`mlflow models serve --env-manager local` on loopback. Each request: one 5 s test clip "
             f"({report['clip_class']}), its original recording as a {report['wav_kib']:.0f} KiB WAV, base64 in "
-            "`dataframe_split`; latency is the client's wall time from sending to the whole answer, after 3 requests to warm up.",
+            "`dataframe_split`; latency is the client's wall time from sending to the whole answer, after "
+            f"{WARM_UP} requests per request in flight to warm up.",
             "",
             "| workers | requests in flight | start-up | p50 | p95 | max | clips per second | classes answered |",
             "|---:|---:|---:|---:|---:|---:|---:|---|",
