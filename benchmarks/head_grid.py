@@ -29,8 +29,8 @@ from audioclass.heads import HeadConfig
 from audioclass.parallel import default_jobs, parallel_map
 from audioclass.splits import SplitConfig, assign_splits
 from audioclass.tables import read_table
-from head_probe import BACKENDS, candidates, decide, embed_corpus, score
-from pipeline import PROJECT, benchmark_parser, machine, mean_se, write_report
+from head_probe import BACKENDS, candidates, decide, embed_corpus, score, summarise
+from pipeline import PROJECT, benchmark_parser, machine, write_report
 
 INPUTS = {"joint/mean_std": "birdnet+aisfx", "aisfx/mean_std": "aisfx (licence-clean)"}
 WIDER = (3.0, 10.0)
@@ -82,18 +82,7 @@ def main() -> None:
             del result[part]["probabilities"]
         folds.setdefault(name, {}).setdefault(k, {})[variant] = result
     variants = list(dict.fromkeys(v for _, _, v in tasks))
-    summary = {
-        name: {
-            variant: {
-                "val_log_loss": mean_se([by_fold[k][variant]["val"]["log_loss"] for k in by_fold]),
-                "val_accuracy": mean_se([by_fold[k][variant]["val"]["accuracy"] for k in by_fold]),
-                "test_accuracy": mean_se([by_fold[k][variant]["test"]["accuracy"] for k in by_fold]),
-                "C": [by_fold[k][variant]["C"] for k in by_fold],
-            }
-            for variant in variants
-        }
-        for name, by_fold in folds.items()
-    }
+    summary = {name: {v: summarise([by_fold[k][v] for k in by_fold]) for v in variants} for name, by_fold in folds.items()}
     decisions = {name: decide(by_fold, variants[0], variants) for name, by_fold in folds.items()}
     report = {"machine": machine(), "files": len(files), "embed_minutes": embed_minutes, "grids": grids}
     report |= {"folds": folds, "summary": summary, "decisions": decisions}

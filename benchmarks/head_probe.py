@@ -102,6 +102,16 @@ def score(task: tuple[str, np.ndarray, pd.DataFrame], n_classes: int, cs: tuple[
     return result
 
 
+def summarise(per_fold: list[dict]) -> dict:
+    """One candidate's :func:`score` over the folds: means ± SE, and the C chosen on each."""
+    return {
+        "val_log_loss": mean_se([r["val"]["log_loss"] for r in per_fold]),
+        "val_accuracy": mean_se([r["val"]["accuracy"] for r in per_fold]),
+        "test_accuracy": mean_se([r["test"]["accuracy"] for r in per_fold]),
+        "C": [r["C"] for r in per_fold],
+    }
+
+
 def decide(folds: dict, baseline: str, names: list[str]) -> dict:
     """Rule 4: lower validation log-loss by more than the paired SE, accuracy not lower by more than a clip a fold."""
     verdicts = {}
@@ -242,15 +252,7 @@ def main() -> None:
     folds = {k: {} for k in rows_by_fold}
     for (k, name), result in zip(tasks, scores):
         folds[k][name] = result
-    summary = {
-        name: {
-            "val_log_loss": mean_se([folds[k][name]["val"]["log_loss"] for k in folds]),
-            "val_accuracy": mean_se([folds[k][name]["val"]["accuracy"] for k in folds]),
-            "test_accuracy": mean_se([folds[k][name]["test"]["accuracy"] for k in folds]),
-            "C": [folds[k][name]["C"] for k in folds],
-        }
-        for name in inputs
-    }
+    summary = {name: summarise([folds[k][name] for k in folds]) for name in inputs}
     decisions = {
         "Every candidate": decide(folds, "birdnet/mean", list(inputs)),
         "Without BirdNET (licence-clean)": decide(folds, "aisfx/mean", [n for n in inputs if n.startswith("aisfx/")]),
