@@ -509,6 +509,29 @@ def test_ensemble_param_reruns_only_the_ensemble(workspace):
     assert stages_run(result.stdout) == [*CHECK, "ensemble", *REPORT], result.stdout
 
 
+def test_a_change_to_the_code_the_registered_model_carries_registers_a_new_version_of_it(workspace, tmp_path, monkeypatch):
+    """The registered model bundles the package's source, so the stage that registers it depends on all of it."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    store = f"sqlite:///{workspace / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    client = MlflowClient(store)
+
+    def latest() -> int:
+        return max(int(v.version) for v in client.search_model_versions("name = 'audioclass-ensemble'"))
+
+    before = latest()
+    source = workspace / "src/audioclass/predict.py"
+    source.write_text(source.read_text() + "# a change the served model must carry\n")
+    ran = stages_run(sandbox.dvc(workspace, "repro").stdout)
+    assert ran == ["ensemble", *REPORT], ran  # nothing is retrained
+    assert latest() == before + 1
+    model = Path(download_artifacts(f"models:/audioclass-ensemble/{latest()}", dst_path=str(tmp_path)))
+    [bundled] = model.rglob("audioclass/predict.py")
+    assert bundled.read_text().endswith("# a change the served model must carry\n")
+
+
 def test_a_new_run_trains_alone_and_joins_the_ensemble(workspace):
     sandbox.set_params(workspace, {"train": {"runs": {"transformer-1": {"seed": 1, "model": {"architecture": "transformer"}}}}})
     ran = stages_run(sandbox.dvc(workspace, "repro").stdout)
