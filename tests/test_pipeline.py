@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from audioclass import sandbox
+from audioclass.bundle import ENSEMBLE_MODEL
 from conftest import PROJECT, TINY, free_port, shared_esc10
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +36,14 @@ PER_CLASS = 4
 
 def stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+def latest_ensemble(workspace: Path) -> tuple[str, int]:
+    """The sandbox's MLflow store, and the newest version of the ensemble registered in it."""
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{workspace / 'mlflow.db'}"
+    return store, max(int(v.version) for v in MlflowClient(store).search_model_versions(f"name = '{ENSEMBLE_MODEL}'"))
 
 
 @pytest.fixture(scope="module")
@@ -302,14 +311,12 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
 def test_the_registered_ensemble_served_over_http_classifies_a_wav_s_bytes_as_predict_does(workspace, tmp_path):
     """``mlflow models serve`` on loopback, as the docs show it; the client sends audio, not a path on the server."""
     import soundfile as sf
-    from mlflow import MlflowClient
     from mlflow.models import get_model_info
 
     from audioclass.predict import _registered_ensemble, analyse_files
 
-    store = f"sqlite:///{workspace / 'mlflow.db'}"
-    version = max(int(v.version) for v in MlflowClient(store).search_model_versions("name = 'audioclass-ensemble'"))
-    uri = f"models:/audioclass-ensemble/{version}"
+    store, version = latest_ensemble(workspace)
+    uri = f"models:/{ENSEMBLE_MODEL}/{version}"
     env = sandbox.environment(workspace) | {"MLFLOW_TRACKING_URI": store}
     test = pd.read_csv(workspace / "data/spectrograms/test/index.csv").query("copy == 0")
     meta = pd.read_csv(workspace / "data/prepared/metadata.csv").set_index("clip_id")
@@ -511,23 +518,16 @@ def test_ensemble_param_reruns_only_the_ensemble(workspace):
 
 def test_a_change_to_the_code_the_registered_model_carries_registers_a_new_version_of_it(workspace, tmp_path, monkeypatch):
     """The registered model bundles the package's source, so the stage that registers it depends on all of it."""
-    from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
-    store = f"sqlite:///{workspace / 'mlflow.db'}"
+    store, before = latest_ensemble(workspace)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    client = MlflowClient(store)
-
-    def latest() -> int:
-        return max(int(v.version) for v in client.search_model_versions("name = 'audioclass-ensemble'"))
-
-    before = latest()
     source = workspace / "src/audioclass/predict.py"
     source.write_text(source.read_text() + "# a change the served model must carry\n")
     ran = stages_run(sandbox.dvc(workspace, "repro").stdout)
     assert ran == ["ensemble", *REPORT], ran  # nothing is retrained
-    assert latest() == before + 1
-    model = Path(download_artifacts(f"models:/audioclass-ensemble/{latest()}", dst_path=str(tmp_path)))
+    assert latest_ensemble(workspace)[1] == before + 1
+    model = Path(download_artifacts(f"models:/{ENSEMBLE_MODEL}/{before + 1}", dst_path=str(tmp_path)))
     [bundled] = model.rglob("audioclass/predict.py")
     assert bundled.read_text().endswith("# a change the served model must carry\n")
 
