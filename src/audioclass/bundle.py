@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -87,14 +88,18 @@ def register_ensemble(
         for inside, source in files.items():
             (bundle / inside).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, bundle / inside)
-        info = mlflow.pyfunc.log_model(
-            name="ensemble",
-            python_model=str(REGISTERED_MODEL_CODE),  # models-from-code: nothing pickled
-            artifacts={"bundle": str(bundle)},
-            code_paths=[str(Path(audioclass.__file__).parent)],
-            pip_requirements=tracking.pinned(REQUIREMENTS),
-            signature=model_signature,
-        )
+        with warnings.catch_warnings():
+            # The signature is given; an input example would have MLflow run every member on it as the model is
+            # logged, and without one it warns that the signature may not work.
+            warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)  # after a colour code
+            info = mlflow.pyfunc.log_model(
+                name="ensemble",
+                python_model=str(REGISTERED_MODEL_CODE),  # models-from-code: nothing pickled
+                artifacts={"bundle": str(bundle)},
+                code_paths=[str(Path(audioclass.__file__).parent)],
+                pip_requirements=tracking.pinned(REQUIREMENTS),
+                signature=model_signature,
+            )
     try:
         members = [
             _member_version(run_id, HEAD_MODEL if name.startswith("head-") else MEMBER_MODEL) for name, run_id in member_run_ids.items()

@@ -51,6 +51,9 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 OFFLINE_ENV = "AUDIOCLASS_MLFLOW_OFFLINE"
 USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"  # MLflow's own
 _answered: set[str] = set()  # servers already found answering in this process
+# MLflow draws a progress bar for every model it copies out of the store, a local copy of a few files that takes
+# milliseconds, into the logs of the ensemble stage and the scoring server. Set it to true to have them back.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def project_root(start: Path | None = None) -> Path:
