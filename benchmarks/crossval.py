@@ -190,7 +190,7 @@ def markdown(report: dict) -> str:
             "With pretrained members (trained on outside data), per fold:",
             "",
             "| test fold | "
-            + " | ".join(f"{h}: validation files | {h}: test clips" for h in heads)
+            + " | ".join(f"{h}: validation, the kind of row test scores | {h}: test clips" for h in heads)
             + " | every member, average: test clips | best on validation (group / method) | its validation log-loss | its test clips |",
             "|---|" + "---:|---:|" * len(heads) + "---:|---|---:|---:|",
         ]

@@ -67,7 +67,9 @@ OLD_LOGLOSS_WEIGHT = 0.001  # the tie-breaker of the rule before issue 42
 def save_members(box: Path, fold: int, dest: Path = MEMBERS) -> Path:
     """The members' predictions in a finished workspace ``box``, as ``<dest>/fold-<fold>.npz``."""
     report = json.loads((box / "reports/ensemble/ensemble.json").read_text())
-    runs = load_runs([box / "models" / name for name in report["members"]])
+    test_copies = yaml.safe_load((box / "params.yaml").read_text())["spectrograms"]["test_copies"]
+    val_index = pd.read_csv(box / "data/spectrograms/val/index.csv")
+    runs = load_runs([box / "models" / name for name in report["members"]], val_index, test_copies)
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / f"fold-{fold}.npz"
     np.savez_compressed(
@@ -168,6 +170,11 @@ def test_clips(runs: Runs, test_index: pd.DataFrame, members: list[int], method:
 
 def analyse(path: Path, cfg: EnsembleConfig) -> dict:
     runs, val_index, test_index = load_members(path)
+    if not runs.predict_every_file():
+        raise SystemExit(
+            f"{path}: its heads predict validation's original recordings only; the rules compared here (the one before "
+            "issue 42, clip means) need every validation file, as the members of crossval.py runs before 2026-12-07 have"
+        )
     report, _ = ensemble(runs, val_index, test_index, dataclasses.replace(cfg, choose="in_sample"), "original")
     new = chosen(report, runs.names)
     held_out_report, _ = ensemble(runs, val_index, test_index, dataclasses.replace(cfg, choose="held_out"), "original")

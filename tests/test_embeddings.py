@@ -140,19 +140,35 @@ def test_the_stage_embeds_the_runs_files_the_same_serial_or_parallel(pipeline_in
 
     spectrograms = spectrogram_index(pipeline_inputs, tmp_path / "spectrograms")
     cfg = embeddings.EmbedConfig(models=("birdnet",), copies=1)
-    counts = embed(pipeline_inputs / "augmented", spectrograms, cfg, "birdnet", tmp_path / "serial", jobs=1)
-    embed(pipeline_inputs / "augmented", spectrograms, cfg, "birdnet", tmp_path / "parallel", jobs=2)
+    counts = embed(pipeline_inputs / "augmented", spectrograms, cfg, "birdnet", tmp_path / "serial", jobs=1, test_copies="original")
+    embed(pipeline_inputs / "augmented", spectrograms, cfg, "birdnet", tmp_path / "parallel", jobs=2, test_copies="original")
     for name in ("train", "val", "test"):
         for f in ("x.npy", "index.csv"):
             assert (tmp_path / "serial" / name / f).read_bytes() == (tmp_path / "parallel" / name / f).read_bytes()
     data = load_data(tmp_path / "serial")
     expected = {s: pd.read_csv(spectrograms / s / "index.csv") for s in ("train", "val", "test")}
-    # Validation and test are the runs' own rows, so a head pairs with them; train keeps the originals (copies: 1).
-    assert data.val.index["path"].tolist() == expected["val"]["path"].tolist()
+    # Validation and test are the runs' rows of the kind test scores, so a head pairs with them; train keeps the
+    # originals (copies: 1).
+    assert data.val.index["path"].tolist() == expected["val"].query("copy == 0")["path"].tolist()
     assert data.test.index["path"].tolist() == expected["test"]["path"].tolist()
     assert set(data.train.index["copy"]) == {0} and counts["train"] == (expected["train"]["copy"] == 0).sum()
     assert data.train.x.shape == (counts["train"], 1024) and data.train.x.dtype == np.float32
     assert json.loads((tmp_path / "serial" / "backend.json").read_text())["licence"] == BIRDNET.licence
+
+
+def test_validation_embeds_the_rows_of_the_kind_test_scores_and_training_its_first_copies(tmp_path):
+    from audioclass.embeddings import files_to_embed
+
+    clips = pd.DataFrame({"clip_id": [f"c{i}" for i in range(6)], "split": ["train", "train", "val", "val", "test", "test"]})
+    index = clips.loc[clips.index.repeat(4)].reset_index(drop=True)
+    index["copy"] = np.tile(np.arange(4), 6)
+    index = index[(index["split"] != "test") | (index["copy"] == 0)]  # as the spectrogram stage keeps test (original)
+    for split in ("train", "val", "test"):
+        (tmp_path / split).mkdir()
+        index[index["split"] == split].to_csv(tmp_path / split / "index.csv", index=False)
+    kept = files_to_embed(tmp_path, 2, "original").groupby("split")["copy"].apply(sorted).to_dict()
+    assert kept == {"train": [0, 0, 1, 1], "val": [0, 0], "test": [0, 0]}
+    assert files_to_embed(tmp_path, 1, "all").groupby("split")["copy"].apply(sorted).to_dict()["val"] == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 def test_a_damaged_wav_stops_the_stage_naming_it_and_writes_nothing(pipeline_inputs, tmp_path):
@@ -167,7 +183,7 @@ def test_a_damaged_wav_stops_the_stage_naming_it_and_writes_nothing(pipeline_inp
     victim = augmented / pd.read_csv(spectrograms / "val" / "index.csv")["path"].iloc[0]
     victim.write_bytes(b"RIFF....WAVEfmt truncated")
     with pytest.raises(Exception, match=victim.name):
-        embed(augmented, spectrograms, embeddings.EmbedConfig(("birdnet",), 1), "birdnet", tmp_path / "out", jobs=1)
+        embed(augmented, spectrograms, embeddings.EmbedConfig(("birdnet",), 1), "birdnet", tmp_path / "out", jobs=1, test_copies="original")
     assert not (tmp_path / "out").exists()
 
 
@@ -276,7 +292,8 @@ def embedded(pipeline_inputs, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("embedded")
     spectrograms = spectrogram_index(pipeline_inputs, root / "spectrograms")
-    embed(pipeline_inputs / "augmented", spectrograms, embeddings.EmbedConfig(("birdnet",), 2), "birdnet", root / "birdnet", jobs=2)
+    cfg = embeddings.EmbedConfig(("birdnet",), 2)
+    embed(pipeline_inputs / "augmented", spectrograms, cfg, "birdnet", root / "birdnet", jobs=2, test_copies="original")
     return root / "birdnet"
 
 

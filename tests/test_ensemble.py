@@ -239,6 +239,38 @@ def test_pretrained_heads_form_their_own_group_beside_the_runs_and_all_members()
     assert groups[report["best"]["group"]]["methods"][report["best"]["method"]]["val_log_loss"] == min(scores)
 
 
+def test_a_head_predicting_validations_originals_only_pairs_with_runs_predicting_every_file(tmp_path):
+    import json
+
+    from audioclass.ensembling import load_runs
+    from audioclass.errors import DataError
+
+    probs, index = validation_set()
+    originals = (index["copy"] == 0).to_numpy()
+    metrics = {"val_file_accuracy": 0.5, "test_clip_accuracy": 0.5, "test_file_accuracy": 0.5}
+    for name, val in (("run-1", probs[0]), ("run-2", probs[1]), ("head-birdnet", probs[2][originals])):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "val_probs.npy", val)
+        np.save(tmp_path / name / "test_probs.npy", probs[0])
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    folders = [tmp_path / n for n in ("run-1", "run-2", "head-birdnet")]
+    runs = load_runs(folders, index, "original")
+    np.testing.assert_array_equal(runs.val[2][originals], probs[2][originals])
+    assert np.isnan(runs.val[2][~originals]).all() and not runs.predict_every_file()
+    # The ensemble reads the originals alone, so it fits what it would had the head predicted every file.
+    everything = Runs(runs.names, probs, runs.test, runs.metrics)
+    report, full = (ensemble(r, index, index, cfg(optimisers=("jaya",)), "original")[0] for r in (runs, everything))
+    for group in ("pretrained", "all"):
+        for method, r in report["groups"][group]["methods"].items():
+            assert r["weights"] == full["groups"][group]["methods"][method]["weights"]
+            assert r["val_log_loss"] == full["groups"][group]["methods"][method]["val_log_loss"]
+            assert r["val_file_accuracy"] is None  # not every file has a prediction of the head
+    assert report["groups"]["from_scratch"]["methods"]["average"]["val_file_accuracy"] == accuracy(probs[:2].mean(axis=0), index["label"])
+    # Clip means need every copy of the head too, and a row count of neither kind names the file.
+    with pytest.raises(DataError, match=r"head-birdnet/val_probs.npy: 100 rows; expected one per validation file \(400\)"):
+        load_runs(folders, index, "all")
+
+
 def test_members_are_checked_against_the_runs_and_embedding_models():
     runs = ["run-1", "crnn-1"]
     assert member_names(cfg(), runs, ["birdnet"], "p.yaml") == ["run-1", "crnn-1", "head-birdnet"]

@@ -32,6 +32,7 @@ from audioclass.config import require
 from audioclass.errors import ConfigError, DataError
 from audioclass.evaluation import accuracy, clip_level
 from audioclass.outputs import load_array, require_inputs
+from audioclass.splits import TestCopies, scored_like_test
 from audioclass.swarm import OPTIMISERS
 
 log = logging.getLogger(__name__)
@@ -218,9 +219,14 @@ class Runs:
     """The members' predictions: CNN runs and heads alike."""
 
     names: list[str]
-    val: np.ndarray  # (n_members, n_val_files, n_classes)
+    # (n_members, n_val_files, n_classes), rows as validation's index. A head predicts only the files of the kind
+    # test scores (the embed stage embeds no others): NaN on the rest, which validation_rows never reads.
+    val: np.ndarray
     test: np.ndarray  # (n_members, n_test_files, n_classes)
     metrics: list[dict]
+
+    def predict_every_file(self) -> bool:
+        return not np.isnan(self.val).any()
 
     def subset(self, members: list[int]) -> Runs:
         return Runs([self.names[i] for i in members], self.val[members], self.test[members], [self.metrics[i] for i in members])
@@ -240,14 +246,26 @@ class Runs:
         return {name: members for name, members in groups.items() if members}
 
 
-def load_runs(folders: list[Path]) -> Runs:
+def load_runs(folders: list[Path], val_index: pd.DataFrame, test_copies: TestCopies) -> Runs:
+    """Each member folder's predictions, validation's aligned with ``val_index`` (:class:`Runs`)."""
+    scored = scored_like_test(val_index, test_copies)
     val, test, metrics = [], [], []
     for folder in folders:
         stage = "head" if is_pretrained(folder.name) else "train"
         require_inputs(
             [folder / n for n in ("val_probs.npy", "test_probs.npy", "metrics.json")], f"a finished {stage} stage (dvc repro {stage})"
         )
-        val.append(load_array(folder / "val_probs.npy"))
+        probs = load_array(folder / "val_probs.npy")
+        if len(probs) == scored.sum() < len(val_index):
+            every_file = np.full((len(val_index), *probs.shape[1:]), np.nan, dtype=probs.dtype)
+            every_file[scored] = probs
+            probs = every_file
+        elif len(probs) != len(val_index):
+            raise DataError(
+                f"{folder / 'val_probs.npy'}: {len(probs)} rows; expected one per validation file ({len(val_index)}) or "
+                f"per file of the kind test scores ({scored.sum()}), from the same data version"
+            )
+        val.append(probs)
         test.append(load_array(folder / "test_probs.npy"))
         metrics.append(json.loads((folder / "metrics.json").read_text()))
     shapes = {(v.shape, t.shape) for v, t in zip(val, test)}
@@ -270,6 +288,7 @@ def ensemble_group(
     rows, y_rows = validation_rows(runs.val, val_index, test_copies)
     y_val, y_test = val_index["label"].to_numpy(), test_index["label"].to_numpy()
     clip_test, y_test_clip = _clip_level_runs(runs.test, test_index)
+    every_file = runs.predict_every_file()  # else every validation file's accuracy is undefined (None)
 
     plan: dict[str, tuple[str, np.ndarray | None, int, float]] = {}
     for method in ("average", "maximum", "vote"):
@@ -295,7 +314,7 @@ def ensemble_group(
         results[method] = {
             "val_log_loss": round(cross_entropy(on_rows, y_rows), 6),
             "val_accuracy": accuracy(on_rows, y_rows),
-            "val_file_accuracy": accuracy(combine(runs.val, kind, weights), y_val),
+            "val_file_accuracy": accuracy(combine(runs.val, kind, weights), y_val) if every_file else None,
             "test_clip_accuracy": accuracy(scores, y_test_clip),
             "test_file_accuracy": accuracy(combine(runs.test, kind, weights), y_test),
             "weights": None if weights is None else [round(float(w), 6) for w in weights],

@@ -160,6 +160,13 @@ def keep_test_copies(index: pd.DataFrame, test_copies: TestCopies) -> pd.DataFra
     such a clip would be; ``all`` scores each test clip by the mean over its
     copies (test-time averaging). Train and validation keep every copy.
     """
+    return index[(index["split"] != "test") | scored_like_test(index, test_copies)].reset_index(drop=True)
+
+
+def scored_like_test(index: pd.DataFrame, test_copies: TestCopies) -> np.ndarray:
+    """Which of ``index``'s rows are of the kind test scores: each clip's original recording (copy 0) for
+    ``original``, every copy for ``all``. Validation's such rows are the ones an ensemble fits on
+    (:func:`audioclass.ensembling.validation_rows`), and all a pretrained head needs to predict."""
     if test_copies == "all":
-        return index
-    return index[(index["split"] != "test") | (index["copy"] == 0)].reset_index(drop=True)
+        return np.ones(len(index), dtype=bool)
+    return (index["copy"] == 0).to_numpy()

@@ -6,16 +6,17 @@ download. Each file of the pipeline's own audio (extraction's clip, or one of
 augmentation's copies) is resampled to the model's rate and embedded as the
 mean of its windows' embeddings (:mod:`audioclass.embeddings`).
 
-The files are those the CNN runs see, read from the spectrogram stage's
-``index.csv`` of each split, so a head's predictions pair with the runs' row
-by row: validation every copy of each clip (what the ensemble's weights are
-fitted on), test what ``spectrograms.test_copies`` keeps, and train the first
-``embed.copies`` copies of each clip (1: its original recording only).
+The files are among those the CNN runs see, read from the spectrogram stage's
+``index.csv`` of each split, so a head's predictions pair with the runs'
+rows: train the first ``embed.copies`` copies of each clip (1: its original
+recording only); validation and test the files of the kind test scores
+(``spectrograms.test_copies``; ``original``: each clip's original
+recording), the only validation rows the ensemble fits on.
 
 Writes, atomically::
 
     <out>/<split>/x.npy       (n_files, dim) float32; dim = 1024 for birdnet
-    <out>/<split>/index.csv   row i of x, as the spectrogram stage's index
+    <out>/<split>/index.csv   row i of x: the spectrogram stage's rows, less those not embedded
     <out>/backend.json        the model: package and version, rate, window, hop, dim, licence, provenance
 
 Files are embedded in fixed chunks, so the bytes never depend on ``--jobs``.
@@ -32,6 +33,7 @@ from audioclass.cli import run_stage, stage_parser
 from audioclass.config import load_params, stage_config
 from audioclass.embeddings import EmbedConfig, embed
 from audioclass.errors import ConfigError
+from audioclass.spectrograms import SpectrogramConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spectrograms", type=Path, required=True, help="the spectrogram stage's folder (which files, per split)")
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/embeddings/birdnet")
     args = parser.parse_args(argv)
-    cfg = stage_config(EmbedConfig, load_params(args.params), "embed", args.params)
+    params = load_params(args.params)
+    cfg = stage_config(EmbedConfig, params, "embed", args.params)
     if args.model not in cfg.models:
         raise ConfigError(f"{args.params}: embed.models: expected to contain --model {args.model}, got {list(cfg.models)}")
-    counts = embed(args.augmented, args.spectrograms, cfg, args.model, args.out, args.jobs)
+    test_copies = stage_config(SpectrogramConfig, params, "spectrograms", args.params).test_copies
+    counts = embed(args.augmented, args.spectrograms, cfg, args.model, args.out, args.jobs, test_copies)
     log.info("%s: embedded %s", args.model, ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 

@@ -5,11 +5,14 @@ heads on pretrained embeddings (``<models>/head-<model>`` for
 ``embed.models``), or the list in ``ensemble.members``. Reads each member
 folder's ``val_probs.npy``, ``test_probs.npy`` and ``metrics.json`` (never
 model code), plus the val/test ``index.csv`` of the spectrogram stage for
-labels and clip ids: every member predicts the same files. Writes:
+labels and clip ids: every member predicts the same test files, and the same
+validation files of the kind test scores (a run predicts every validation
+file, a head only those). Writes:
 
     <out>/ensemble.json         per group of members, every method: validation log-loss and accuracy on the rows below,
-                                accuracy on every validation file (context), test accuracy (clip, file), weights, calls,
-                                seconds; each member's own figures; and the best on validation
+                                accuracy on every validation file (context; null when a head is among the members),
+                                test accuracy (clip, file), weights, calls, seconds; each member's own figures; and the
+                                best on validation
     <out>/ensemble.md           a results table in the study's style, one section per group
     <out>/ensemble_predictions.csv   clip-level actual/predicted of ``ensemble.chosen`` over every member (confusion plot)
 
@@ -83,10 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     extract = stage_config(ExtractConfig, params, "extract", args.params)
     names = member_names(cfg, list(runs), list(models), args.params)
     tracking.require_store()
-    runs = load_runs([args.models / name for name in names])
     require_inputs([args.data / s / "index.csv" for s in ("val", "test")], "the spectrogram stage's output (dvc repro spectrograms)")
     val_index = read_table(args.data / "val" / "index.csv")
     test_index = read_table(args.data / "test" / "index.csv")
+    runs = load_runs([args.models / name for name in names], val_index, test_copies)
     members = [m.get("mlflow_run_id") for m in runs.metrics]
     logged = {"ensemble": vars(cfg), "member_runs": ",".join(runs.names), "member_mlflow_run_ids": ",".join(map(str, members))}
     with tracking.run(

@@ -4,8 +4,9 @@ Reads ``<data>/{train,val,test}/`` (the embed stage's output) and fits a
 standardised logistic regression on the training split, its ``head.C`` the
 one of least log-loss on held-out groups of training's own sources
 (:mod:`audioclass.heads`). With
-``head.refit``, that ``C`` is fitted again on training and validation
-together, and that head predicts test. Validation predictions, and so the
+``head.refit``, that ``C`` is fitted again on training and validation (the
+files embedded: each clip's original recording, by default) together, and
+that head predicts test. Validation predictions, and so the
 ensemble's weights, always come from the head that never saw validation.
 Test chooses nothing. Writes, atomically, to ``<out>`` (e.g.
 ``models/head-birdnet``), in the formats a CNN run writes::
