@@ -528,7 +528,9 @@ def test_a_change_to_the_code_the_registered_model_carries_registers_a_new_versi
     source.write_text(source.read_text() + "# a change the served model must carry\n")
     result = sandbox.dvc(workspace, "repro")
     ran = stages_run(result.stdout)
-    assert ran == ["ensemble", *REPORT], ran  # nothing is retrained
+    # Nothing is retrained. The report may come from DVC's run cache: with the tiny profile's fits timed alike to
+    # the millisecond, the ensemble's outputs can be those of an earlier run.
+    assert ran[0] == "ensemble" and set(ran) <= {"ensemble", *REPORT}, result.stdout
     assert latest_ensemble(workspace)[1] == before + 1
     noise = ("UserWarning", "Downloading artifacts")  # MLflow's, as it logs and registers the model
     assert not any(n in result.stdout + result.stderr for n in noise), result.stdout + result.stderr
