@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
@@ -108,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(PROJECT / "params.yaml")
     clips = read_table(PROJECT / "data/prepared/metadata.csv")
-    manifest = pd.read_csv(PROJECT / "data/augmented/manifest.csv")
+    manifest = read_table(PROJECT / "data/augmented/manifest.csv")  # ids as text, as the head stage reads them
     files = manifest[manifest["copy"].isin((0, 1))].sort_values(["clip_id", "copy"]).reset_index(drop=True)
     vectors, _ = embed_corpus(files, PROJECT / "benchmarks/work/head-probe/vectors.npz")
     n_classes = int(clips["label"].max()) + 1

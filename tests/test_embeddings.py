@@ -112,7 +112,7 @@ def test_a_missing_package_is_one_line_naming_what_to_install(monkeypatch):
         ({"models": ("birdnet", "birdnet")}, "embed.models: expected distinct names"),
         ({"models": ("aisfx+aisfx",)}, "embed.models: expected each backend once in a name joined by +"),
         ({"copies": 0}, "embed.copies: expected an integer >= 1"),
-        ({"pooling": "max"}, "embed.pooling: expected one of ['mean', 'mean_std']"),
+        ({"pooling": "max"}, "embed.pooling: expected one of ['mean', 'mean_std', 'mean_std_max']"),
     ],
 )
 def test_bad_embed_params_are_named(change, message):
@@ -252,10 +252,13 @@ def test_clips_embedded_together_get_what_each_gets_alone():
     np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
 
 
-def test_pooling_takes_the_mean_or_the_mean_and_spread_of_a_clip_s_vectors():
-    vectors = np.array([[1.0, 2.0], [3.0, 6.0]], np.float32)
+def test_pooling_takes_the_mean_the_spread_and_the_peak_of_a_clip_s_vectors():
+    vectors = np.array([[1.0, 2.0], [3.0, 6.0], [2.0, 4.0]], np.float32)
     assert embeddings.pool(vectors, "mean").tolist() == [2.0, 4.0]
-    assert embeddings.pool(vectors, "mean_std").tolist() == [2.0, 4.0, 1.0, 2.0]
+    spread = np.sqrt(2 / 3)
+    np.testing.assert_allclose(embeddings.pool(vectors, "mean_std"), [2.0, 4.0, spread, 2 * spread], rtol=1e-6)
+    np.testing.assert_allclose(embeddings.pool(vectors, "mean_std_max"), [2.0, 4.0, spread, 2 * spread, 3.0, 6.0], rtol=1e-6)
+    assert embeddings.dimension("birdnet+aisfx", "mean_std_max") == 3 * (1024 + 512)
 
 
 def test_a_joint_name_embeds_both_models_side_by_side_each_pooled_alike():

@@ -14,7 +14,9 @@ clip shorter than a window is zero-padded to one window. So a 5 s clip at
 BirdNET's 3 s windows and 3 s hop is embedded from 0–3 s and 2–5 s. The
 model gives vectors for each window (BirdNET one, aiSFX one per 2.3 s block
 inside it), and ``embed.pooling`` makes the clip's embedding of them: their
-mean, or their mean and standard deviation side by side (``mean_std``).
+mean; their mean and standard deviation side by side (``mean_std``); or those
+and their maximum (``mean_std_max``), which keeps a sound heard in one window
+alone from being averaged away.
 
 A name of several backends joined by ``+`` (``birdnet+aisfx``) is one
 embedding of them side by side, each pooled alike, for one head that reads
@@ -209,7 +211,7 @@ BACKENDS: dict[str, Backend] = {
 class EmbedConfig:
     models: tuple[str, ...]  # names in BACKENDS, or several joined by "+"; () = no pretrained members
     copies: int  # copies of each training clip embedded: 1 = its original recording only
-    pooling: Literal["mean", "mean_std"] = "mean"  # a clip's vectors → its embedding (module docstring)
+    pooling: Literal["mean", "mean_std", "mean_std_max"] = "mean"  # a clip's vectors → its embedding (module docstring)
 
     def __post_init__(self):
         for name in self.models:
@@ -236,7 +238,7 @@ def backends(name: str, key: str = "embed.models") -> list[Backend]:
 
 def dimension(name: str, pooling: str) -> int:
     """Values per embedding of ``name`` pooled by ``pooling``."""
-    return sum(b.dim for b in backends(name)) * (2 if pooling == "mean_std" else 1)
+    return sum(b.dim for b in backends(name)) * len(POOLED[pooling])
 
 
 def describe(name: str, pooling: str) -> dict:
@@ -293,11 +295,12 @@ def windows(y: np.ndarray, b: Backend) -> np.ndarray:
     return np.stack([y[s : s + b.window] for s in starts]).astype(np.float32)
 
 
+POOLED = {"mean": ("mean",), "mean_std": ("mean", "std"), "mean_std_max": ("mean", "std", "max")}  # pooling → statistics
+
+
 def pool(vectors: np.ndarray, pooling: str) -> np.ndarray:
-    """(n_vectors, dim) → (dim,) their mean, or (2 dim,) their mean and standard deviation."""
-    if pooling == "mean_std":
-        return np.concatenate([vectors.mean(axis=0), vectors.std(axis=0)])
-    return vectors.mean(axis=0)
+    """(n_vectors, dim) → (len(POOLED[pooling]) × dim,): each statistic over the vectors, side by side."""
+    return np.concatenate([getattr(np, statistic)(vectors, axis=0) for statistic in POOLED[pooling]])
 
 
 def embed_clip(y: np.ndarray, sr: int, name: str, pooling: str = "mean") -> np.ndarray:
