@@ -21,7 +21,9 @@ Each head's hyperparameter is chosen within training, as the head stage
 chooses ``C``: by log-loss on the originals of a grouped four-fold split of
 the training clips. Validation's originals are the score, test is context,
 and rule 6 in docs/benchmarks.md decides. It reuses head_probe's vectors
-(``benchmarks/work/head-probe/vectors.npz``).
+(``benchmarks/work/head-probe/vectors.npz``). The heads in :data:`SHIPPED`
+are then set beside the CNN runs that ``benchmarks/crossval.py`` stored, as
+head_probe does, for what ``predict`` would ship on each fold.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
@@ -37,15 +40,19 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from audioclass.calibration import cross_entropy
 from audioclass.config import load_params, stage_config
+from audioclass.ensembling import EnsembleConfig
 from audioclass.heads import INNER_GROUPS, HeadConfig
 from audioclass.parallel import default_jobs, parallel_map
 from audioclass.splits import SplitConfig, assign_splits
 from audioclass.tables import read_table
-from head_probe import BACKENDS, decide, embed_corpus, summarise
+from head_probe import BACKENDS, decide, embed_corpus, ensembles, shipped_table, summarise, summarise_shipped
 from pipeline import PROJECT, benchmark_parser, machine, write_report
 
 INPUTS = {"joint": "birdnet+aisfx", "aisfx": "aisfx (licence-clean)"}
 SHRINKAGES = (0.1, 0.3, 0.5, 0.7, 0.9)
+# The heads set beside the CNN runs: the joint head rule 6 chose, and aiSFX's with the same pooling (embed.pooling is
+# one key for every model, so it is what the licence-clean configuration gets) and with today's.
+SHIPPED = (("joint", "birdnet+aisfx", "+max"), ("aisfx", "aisfx", "+max"), ("aisfx", "aisfx", "today"))
 
 
 def pooled(vectors: dict[str, np.ndarray], head: str, with_max: bool) -> tuple[np.ndarray, list[int]]:
@@ -98,6 +105,7 @@ def score(task: tuple, n_classes: int) -> dict:
             "log_loss": round(float(cross_entropy(p, y)), 4),
             "accuracy": round(float((p.argmax(axis=1) == y).mean()), 4),
             "clips": int(len(y)),
+            "probabilities": pd.DataFrame(p.astype(np.float32), index=rows["clip_id"].to_numpy()[parts[s]]),
         }
     return result
 
@@ -140,8 +148,17 @@ def main() -> None:
         names = list(next(iter(by_fold.values())))
         summary[head] = {n: summarise([by_fold[k][n] for k in by_fold]) for n in names}
         decisions[head] = decide(by_fold, "today", names)
+    # The chosen heads beside the CNN runs the five-fold run stored, through the library's own ensemble rule.
+    by_candidate = {k: {f"{head}/{name}": folds[head][k][name] for head in folds for name in folds[head][k]} for k in folds["joint"]}
+    members = {f"head-{name}/{variant}": f"{head}/{variant}" for head, name, variant in SHIPPED}
+    shipped = summarise_shipped(ensembles(by_candidate, members, stage_config(EnsembleConfig, params, "ensemble")))
+    for by_fold in folds.values():
+        for result in by_fold.values():
+            for scored in result.values():
+                for part in ("val", "test"):
+                    del scored[part]["probabilities"]
     report = {"machine": machine(), "files": len(files), "shrinkages": SHRINKAGES, "folds": folds}
-    report |= {"summary": summary, "decisions": decisions}
+    report |= {"summary": summary, "decisions": decisions, "shipped": shipped}
     write_report(report, markdown(report), args.report)
 
 
@@ -171,7 +188,18 @@ def markdown(report: dict) -> str:
                 f"{v['log_loss_diff']:+.4f} ± {v['se']:.4f} | {s['val_accuracy']['mean']:.2%} | "
                 f"{s['test_accuracy']['mean']:.2%} | {', '.join(map(str, s['C']))} | {v['passes']} |"
             )
-    lines += ["", "Means ± SE over the five folds. Today: the head stage's logistic regression."]
+    lines += [
+        "",
+        "Means ± SE over the five folds. Today: the head stage's logistic regression.",
+        "",
+        "## The shipped ensemble with the chosen heads",
+        "",
+        "Per fold, `ensemble.choose` over each member set, as in `benchmarks/reports/head-probe.md`: the CNN runs and "
+        "heads that `benchmarks/crossval.py` stored, beside each chosen head above (`head-<model>/<head>`), fitted on the "
+        "same splits. Held-out: the check on validation's originals; test is context.",
+        "",
+        *shipped_table(report["shipped"]),
+    ]
     return "\n".join(lines) + "\n"
 
 

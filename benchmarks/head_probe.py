@@ -175,6 +175,38 @@ def ensembles(folds: dict, heads: dict[str, str], cfg: EnsembleConfig) -> dict:
     return result
 
 
+def summarise_shipped(by_fold: dict) -> dict:
+    """:func:`ensembles`' member sets over the folds: held-out means, test clips per fold, and how far behind the
+    best single member on test each fold's choice is."""
+    return {
+        label: {
+            "held_out_log_loss": round(statistics.mean(by_fold[k][label]["held_out"]["log_loss"] for k in by_fold), 4),
+            "held_out_accuracy": round(statistics.mean(by_fold[k][label]["held_out"]["accuracy"] for k in by_fold), 4),
+            "test_clip_accuracy": mean_se([by_fold[k][label]["test_clip_accuracy"] for k in by_fold]),
+            "per_fold": [by_fold[k][label]["test_clip_accuracy"] for k in by_fold],
+            "behind_best_member": [
+                round(by_fold[k][label]["best_member_test"] - by_fold[k][label]["test_clip_accuracy"], 4) for k in by_fold
+            ],
+        }
+        for label in by_fold[min(by_fold)]
+    }
+
+
+def shipped_table(shipped: dict) -> list[str]:
+    """:func:`summarise_shipped` as markdown rows, with their header."""
+    lines = [
+        "| member set | held-out log-loss | held-out accuracy | test clips, 5 folds | per fold | behind best member, per fold |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for label, s in shipped.items():
+        lines.append(
+            f"| {label} | {s['held_out_log_loss']:.4f} | {s['held_out_accuracy']:.2%} | "
+            f"{s['test_clip_accuracy']['mean']:.2%} ± {s['test_clip_accuracy']['se']:.2%} | "
+            f"{', '.join(f'{a:.2%}' for a in s['per_fold'])} | {', '.join(f'{b * 100:+.2f}' for b in s['behind_best_member'])} |"
+        )
+    return lines
+
+
 def markdown(report: dict) -> str:
     names = list(report["summary"])
     lines = [
@@ -210,16 +242,9 @@ def markdown(report: dict) -> str:
         "Held-out: the check of `benchmarks/ensemble_rules.py` on validation's originals (the rule that decides). "
         "Test: the shipped choice's clips (context); behind: the best single member on test minus it, in points.",
         "",
-        "| member set | held-out log-loss | held-out accuracy | test clips, 5 folds | per fold | behind best member, per fold |",
-        "|---|---:|---:|---:|---|---|",
+        *shipped_table(report["shipped"]),
+        "",
     ]
-    for label, s in report["shipped"].items():
-        lines.append(
-            f"| {label} | {s['held_out_log_loss']:.4f} | {s['held_out_accuracy']:.2%} | "
-            f"{s['test_clip_accuracy']['mean']:.2%} ± {s['test_clip_accuracy']['se']:.2%} | "
-            f"{', '.join(f'{a:.2%}' for a in s['per_fold'])} | {', '.join(f'{b * 100:+.2f}' for b in s['behind_best_member'])} |"
-        )
-    lines.append("")
     return "\n".join(lines)
 
 
@@ -259,18 +284,7 @@ def main() -> None:
     }
     new_heads = {"head-birdnet+aisfx/mean_std": "joint/mean_std", "head-aisfx/mean_std": "aisfx/mean_std"}
     by_fold = ensembles(folds, new_heads, stage_config(EnsembleConfig, params, "ensemble"))
-    shipped = {
-        label: {
-            "held_out_log_loss": round(statistics.mean(by_fold[k][label]["held_out"]["log_loss"] for k in by_fold), 4),
-            "held_out_accuracy": round(statistics.mean(by_fold[k][label]["held_out"]["accuracy"] for k in by_fold), 4),
-            "test_clip_accuracy": mean_se([by_fold[k][label]["test_clip_accuracy"] for k in by_fold]),
-            "per_fold": [by_fold[k][label]["test_clip_accuracy"] for k in by_fold],
-            "behind_best_member": [
-                round(by_fold[k][label]["best_member_test"] - by_fold[k][label]["test_clip_accuracy"], 4) for k in by_fold
-            ],
-        }
-        for label in by_fold[min(by_fold)]
-    }
+    shipped = summarise_shipped(by_fold)
     for scores in folds.values():
         for result in scores.values():
             for part in ("val", "test"):
