@@ -45,7 +45,7 @@ from audioclass.heads import INNER_GROUPS, HeadConfig
 from audioclass.parallel import default_jobs, parallel_map
 from audioclass.splits import SplitConfig, assign_splits
 from audioclass.tables import read_table
-from head_probe import BACKENDS, decide, embed_corpus, ensembles, shipped_table, summarise, summarise_shipped
+from head_probe import BACKENDS, decide, embed_corpus, ensembles, shipped_table, summarise, summarise_shipped, verdict_table
 from pipeline import PROJECT, benchmark_parser, machine, write_report
 
 INPUTS = {"joint": "birdnet+aisfx", "aisfx": "aisfx (licence-clean)"}
@@ -178,16 +178,8 @@ def markdown(report: dict) -> str:
             "",
             f"## {title} (`{head}/mean_std`): chosen **{decision['chosen']}**",
             "",
-            "| head | validation log-loss | − today ± SE | validation accuracy | test accuracy (context) | chosen per fold | passes |",
-            "|---|---:|---:|---:|---:|---|---|",
+            *verdict_table(report["summary"][head], decision, "head", "chosen per fold"),
         ]
-        for name, s in report["summary"][head].items():
-            v = decision["verdicts"][name]
-            lines.append(
-                f"| {name} | {s['val_log_loss']['mean']:.4f} ± {s['val_log_loss']['se']:.4f} | "
-                f"{v['log_loss_diff']:+.4f} ± {v['se']:.4f} | {s['val_accuracy']['mean']:.2%} | "
-                f"{s['test_accuracy']['mean']:.2%} | {', '.join(map(str, s['C']))} | {v['passes']} |"
-            )
     lines += [
         "",
         "Means ± SE over the five folds. Today: the head stage's logistic regression.",

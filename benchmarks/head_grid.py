@@ -29,7 +29,7 @@ from audioclass.heads import HeadConfig
 from audioclass.parallel import default_jobs, parallel_map
 from audioclass.splits import SplitConfig, assign_splits
 from audioclass.tables import read_table
-from head_probe import BACKENDS, candidates, decide, embed_corpus, score, summarise
+from head_probe import BACKENDS, candidates, decide, embed_corpus, score, summarise, verdict_table
 from pipeline import PROJECT, benchmark_parser, machine, write_report
 
 INPUTS = {"joint/mean_std": "birdnet+aisfx", "aisfx/mean_std": "aisfx (licence-clean)"}
@@ -105,16 +105,8 @@ def markdown(report: dict) -> str:
             "",
             f"## {INPUTS[name]} (`{name}`): chosen **{decision['chosen']}**",
             "",
-            "| variant | validation log-loss | − today ± SE | validation accuracy | test accuracy (context) | C per fold | passes |",
-            "|---|---:|---:|---:|---:|---|---|",
+            *verdict_table(variants, decision, "variant", "C per fold"),
         ]
-        for variant, s in variants.items():
-            v = decision["verdicts"][variant]
-            lines.append(
-                f"| {variant} | {s['val_log_loss']['mean']:.4f} ± {s['val_log_loss']['se']:.4f} | "
-                f"{v['log_loss_diff']:+.4f} ± {v['se']:.4f} | {s['val_accuracy']['mean']:.2%} | "
-                f"{s['test_accuracy']['mean']:.2%} | {', '.join(map(str, s['C']))} | {v['passes']} |"
-            )
     lines += ["", "Means ± SE over the five folds. Today: the first row (`head.C` as in params.yaml, `embed.copies: 2`)."]
     return "\n".join(lines) + "\n"
 

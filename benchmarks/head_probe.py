@@ -192,6 +192,23 @@ def summarise_shipped(by_fold: dict) -> dict:
     }
 
 
+def verdict_table(summary: dict, decision: dict, first: str, chosen: str) -> list[str]:
+    """Candidates beside today's, as rule 5 and rule 6 judge them: markdown rows, with their header. ``first`` and
+    ``chosen`` title the candidate's column and that of what each fold chose for it."""
+    lines = [
+        f"| {first} | validation log-loss | − today ± SE | validation accuracy | test accuracy (context) | {chosen} | passes |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for name, s in summary.items():
+        v = decision["verdicts"][name]
+        lines.append(
+            f"| {name} | {s['val_log_loss']['mean']:.4f} ± {s['val_log_loss']['se']:.4f} | "
+            f"{v['log_loss_diff']:+.4f} ± {v['se']:.4f} | {s['val_accuracy']['mean']:.2%} | "
+            f"{s['test_accuracy']['mean']:.2%} | {', '.join(map(str, s['C']))} | {v['passes']} |"
+        )
+    return lines
+
+
 def shipped_table(shipped: dict) -> list[str]:
     """:func:`summarise_shipped` as markdown rows, with their header."""
     lines = [
