@@ -126,6 +126,7 @@ def main() -> None:
         "+max": ("lr", True, cs),
         "balanced": ("balanced", False, cs),
     }
+    inputs = {(head, with_max): pooled(vectors, head, with_max) for head in INPUTS for with_max in (False, True)}
     tasks, jobs = [], []
     for k in sorted(int(k) for k in clips["fold"].unique()):
         cfg = stage_config(SplitConfig, {"split": {**params["split"], "strategy": "folds", "test_fold": k}}, "split")
@@ -135,7 +136,7 @@ def main() -> None:
             for name, (variant, with_max, grid) in variants.items():
                 if name == "balanced" and head != "joint":
                     continue
-                x, widths = pooled(vectors, head, with_max)
+                x, widths = inputs[head, with_max]
                 tasks.append((k, head, name))
                 jobs.append((variant, grid, widths, x, rows))
     run: Callable[[tuple], dict] = lambda job: score(job, n_classes)  # noqa: E731

@@ -141,7 +141,7 @@ def fit_simplex(rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int]:
     return softmax(result.x), int(result.nfev)
 
 
-def validation_rows(probs: np.ndarray, index: pd.DataFrame, test_copies: str) -> tuple[np.ndarray, np.ndarray]:
+def validation_rows(probs: np.ndarray, index: pd.DataFrame, test_copies: TestCopies) -> tuple[np.ndarray, np.ndarray]:
     """The validation rows the ensemble fits on and chooses by, of the kind test scores: one row per clip, clips
     sorted by id, and their labels.
 
@@ -150,7 +150,8 @@ def validation_rows(probs: np.ndarray, index: pd.DataFrame, test_copies: str) ->
     """
     if test_copies == "all":
         return _clip_level_runs(probs, index)
-    order = index.reset_index(drop=True).query("copy == 0").sort_values("clip_id", kind="stable").index.to_numpy()
+    originals = np.flatnonzero(scored_like_test(index, test_copies))
+    order = originals[np.argsort(index["clip_id"].to_numpy()[originals], kind="stable")]
     return probs[:, order], index["label"].to_numpy()[order]
 
 
