@@ -28,7 +28,7 @@ head_probe does, for what ``predict`` would ship on each fold.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -110,14 +110,28 @@ def score(task: tuple, n_classes: int) -> dict:
     return result
 
 
-def main() -> None:
-    parser = benchmark_parser(__doc__, "head-classifier")
-    args = parser.parse_args()
+def probe_corpus() -> tuple[dict, pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """params.yaml, the clips, head_probe's files (each clip's original and first copy) and their window vectors."""
     params = load_params(PROJECT / "params.yaml")
     clips = read_table(PROJECT / "data/prepared/metadata.csv")
     manifest = read_table(PROJECT / "data/augmented/manifest.csv")  # ids as text, as the head stage reads them
     files = manifest[manifest["copy"].isin((0, 1))].sort_values(["clip_id", "copy"]).reset_index(drop=True)
     vectors, _ = embed_corpus(files, PROJECT / "benchmarks/work/head-probe/vectors.npz")
+    return params, clips, files, vectors
+
+
+def fold_rows(params: dict, clips: pd.DataFrame, files: pd.DataFrame) -> Iterator[tuple[int, pd.DataFrame]]:
+    """Per official fold as test: the files, each with its split by the pipeline's own rule for the rest."""
+    for k in sorted(int(k) for k in clips["fold"].unique()):
+        cfg = stage_config(SplitConfig, {"split": {**params["split"], "strategy": "folds", "test_fold": k}}, "split")
+        split = clips.assign(split=assign_splits(clips, cfg).to_numpy())
+        yield k, files.drop(columns=["split"], errors="ignore").merge(split[["clip_id", "split"]], on="clip_id")
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, "head-classifier")
+    args = parser.parse_args()
+    params, clips, files, vectors = probe_corpus()
     n_classes = int(clips["label"].max()) + 1
     cs = tuple(stage_config(HeadConfig, params, "head").C)
     variants: dict[str, tuple[str, bool, tuple[float, ...]]] = {
@@ -128,10 +142,7 @@ def main() -> None:
     }
     inputs = {(head, with_max): pooled(vectors, head, with_max) for head in INPUTS for with_max in (False, True)}
     tasks, jobs = [], []
-    for k in sorted(int(k) for k in clips["fold"].unique()):
-        cfg = stage_config(SplitConfig, {"split": {**params["split"], "strategy": "folds", "test_fold": k}}, "split")
-        split = clips.assign(split=assign_splits(clips, cfg).to_numpy())
-        rows = files.drop(columns=["split"], errors="ignore").merge(split[["clip_id", "split"]], on="clip_id")
+    for k, rows in fold_rows(params, clips, files):
         for head in INPUTS:
             for name, (variant, with_max, grid) in variants.items():
                 if name == "balanced" and head != "joint":

@@ -73,6 +73,20 @@ def test_a_clip_embeds_to_512_values_the_same_every_time_and_depends_on_the_soun
     assert not np.allclose(embeddings.embed_clip(tone(220, 5.0, 22_050, seed=3), 22_050, "aisfx"), first)
 
 
+def test_aisfx_layers_reads_the_second_and_third_blocks_beside_the_same_output(port):
+    arrays, model = port
+    layered = aisfx.network(arrays, (2, 3, 4))
+    y = synthetic_clip()
+    blocks = aisfx.block_embeddings(y, arrays, layered)
+    assert blocks.shape == (3, 128 + 256 + 512) == (3, embeddings.BACKENDS["aisfx-layers"].dim)
+    np.testing.assert_allclose(blocks[:, 384:], aisfx.block_embeddings(y, arrays, model), atol=1e-6)
+    earlier = blocks[:, :384]
+    assert earlier.min() >= 0 and (earlier > 0).mean() > 0.5  # ReLU channels, averaged and maximised: most of them fire
+    clip = embeddings.embed_clip(y, aisfx.SAMPLE_RATE, "aisfx-layers", "mean_std_max")
+    assert clip.shape == (3 * 896,)
+    np.testing.assert_allclose(clip[896 + 384 : 2 * 896], blocks[:, 384:].std(axis=0), atol=1e-5)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "text", "misshapen"])
 def test_a_damaged_weights_file_is_one_line_naming_it(damage, tmp_path):
     path = tmp_path / "aisfx.npz"

@@ -107,8 +107,8 @@ def test_a_missing_package_is_one_line_naming_what_to_install(monkeypatch):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"models": ("yamnet",)}, "embed.models: expected names from ['aisfx', 'birdnet'], or several joined by +"),
-        ({"models": ("birdnet+yamnet",)}, "embed.models: expected names from ['aisfx', 'birdnet'], or several joined by +"),
+        ({"models": ("yamnet",)}, "embed.models: expected names from ['aisfx', 'aisfx-layers', 'birdnet'], or several joined by +"),
+        ({"models": ("birdnet+yamnet",)}, "embed.models: expected names from ['aisfx', 'aisfx-layers', 'birdnet'], or several joined by +"),
         ({"models": ("birdnet", "birdnet")}, "embed.models: expected distinct names"),
         ({"models": ("aisfx+aisfx",)}, "embed.models: expected each backend once in a name joined by +"),
         ({"copies": 0}, "embed.copies: expected an integer >= 1"),

@@ -25,7 +25,7 @@ PROFILE = {
     "split": {"val_fraction": 0.5},  # 6 actors in 3 folds: 2 test, 2 validation, 2 train
     "tune": {**TINY["tune"], "enabled": False},
     "feature_models": {"cv_folds": 2},
-    "embed": {"models": ["aisfx"]},  # the licence-clean pretrained member
+    "embed": {"models": ["aisfx-layers"]},  # the licence-clean pretrained member
 }
 
 

@@ -20,6 +20,10 @@ The network (``EmbeddingNet``): four blocks of two 3 × 3 convolutions with
 batch norm and ReLU, 64, 128, 256 and 512 channels, 2 × 2 max pooling after
 the first three; then the mean over frequency and the maximum over time: 512
 values per block. Batch norm is folded into the convolutions at load time.
+:func:`network` can also read the second and third blocks' channels the same
+way (before their pooling), beside the output: those earlier layers told
+ESC-10's classes apart better than the output alone for a head on aiSFX
+alone (rule 7, ``benchmarks/reports/head-layers.md``).
 """
 
 from __future__ import annotations
@@ -80,13 +84,14 @@ def blocks(spec: np.ndarray) -> np.ndarray:
     return np.stack([spec[s : s + BLOCK] for s in starts])
 
 
-def network(arrays: dict[str, np.ndarray]):
+def network(arrays: dict[str, np.ndarray], read: tuple[int, ...] = (4,)):
     """EmbeddingNet in Keras with the vendored weights, batch norm folded into each convolution:
-    (n_blocks, 100, 96, 1) → (n_blocks, 512)."""
+    (n_blocks, 100, 96, 1) → (n_blocks, width(read)), the channels of each block in ``read`` (1 to 4, in order)
+    averaged over frequency and maximised over time, side by side; ``(4,)`` is aiSFX's own output."""
     import keras
 
     inputs = keras.Input((BLOCK, BANDS, 1))
-    x, weights = inputs, []
+    x, weights, outputs = inputs, [], []
     for block, channels in enumerate(CHANNELS, start=1):
         for conv in (1, 2):
             x = keras.layers.Conv2D(channels, 3, padding="same", activation="relu")(x)
@@ -94,9 +99,11 @@ def network(arrays: dict[str, np.ndarray]):
             bn = {p: arrays[f"conv_block{block}.bn{conv}.{p}"] for p in ("weight", "bias", "running_mean", "running_var")}
             scale = bn["weight"] / np.sqrt(bn["running_var"] + BN_EPS)
             weights.append((kernel.transpose(2, 3, 1, 0) * scale, bn["bias"] - bn["running_mean"] * scale))
+        if block in read:
+            outputs.append(keras.ops.max(keras.ops.mean(x, axis=2), axis=1))
         if block < len(CHANNELS):
             x = keras.layers.MaxPooling2D(2)(x)
-    outputs = keras.ops.max(keras.ops.mean(x, axis=2), axis=1)
+    outputs = outputs[0] if len(outputs) == 1 else keras.ops.concatenate(outputs, axis=-1)
     model = keras.Model(inputs, outputs, name="aisfx_embedding_net")
     for layer, (kernel, bias) in zip([la for la in model.layers if isinstance(la, keras.layers.Conv2D)], weights):
         layer.set_weights([kernel, bias])

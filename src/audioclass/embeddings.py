@@ -20,7 +20,9 @@ alone from being averaged away.
 
 A name of several backends joined by ``+`` (``birdnet+aisfx``) is one
 embedding of them side by side, each pooled alike, for one head that reads
-them all.
+them all. ``aisfx-layers`` is aiSFX with its earlier blocks' channels beside
+its output, one pass: the licence-clean configuration's input (rule 7 in
+``docs/benchmarks.md``).
 
 Every figure a pretrained member takes part in is reported apart from the
 from-scratch figures, labelled as pretrained on outside data: BirdNET's
@@ -30,6 +32,7 @@ recordings with ESC-50.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import importlib.util
@@ -149,15 +152,16 @@ def _with_output(weights: Path, tensor: str) -> bytes:
     return bytes(model)
 
 
-def _aisfx(weights: Path, threads: int) -> Embedder:
-    """aiSFX's 512 values per block of 2.3 s, every block of every window (:mod:`audioclass.aisfx`).
+def _aisfx(weights: Path, threads: int, read: tuple[int, ...] = (4,)) -> Embedder:
+    """aiSFX's values per block of 2.3 s, every block of every window: the channels of its blocks ``read``
+    (:func:`audioclass.aisfx.network`; ``(4,)``, its own 512-d output).
 
     ``threads`` is left to TensorFlow, which sets its own for the process.
     """
     from audioclass import aisfx
 
     arrays = aisfx.load_arrays(weights)
-    model = aisfx.network(arrays)
+    model = aisfx.network(arrays, read)
 
     def embed(windows: np.ndarray) -> np.ndarray:
         # The blocks of many windows go through the network together, MODEL_BATCH at a time: one call per
@@ -205,6 +209,16 @@ BACKENDS: dict[str, Backend] = {
         open=_aisfx,
     ),
 }
+# The same network and weights, one pass, its earlier layers read beside its output (the module docstring).
+BACKENDS["aisfx-layers"] = dataclasses.replace(
+    BACKENDS["aisfx"],
+    name="aisfx-layers",
+    dim=128 + 256 + 512,
+    provenance=BACKENDS["aisfx"].provenance.replace(
+        "512-d EmbeddingNet output", "EmbeddingNet's second and third blocks' 128 and 256 channels beside its 512-d output"
+    ),
+    open=functools.partial(_aisfx, read=(2, 3, 4)),
+)
 
 
 @dataclass(frozen=True)
