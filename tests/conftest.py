@@ -44,6 +44,7 @@ TINY = {
         "model": {"width": 4, "depth": 2, "units": 8},
         "fit": {"epochs": 2, "batch_size": 16},
     },
+    "head": {"C": [0.01, 1.0]},  # two strengths still make a choice, in a third of the grid's fits
     "ensemble": {"population": 6, "iterations": 5},
     "cnn1d": {"epochs": 2},
     "feature_models": {"cv_folds": 2},  # 3 clips per class outside test: at most 3 source recordings
