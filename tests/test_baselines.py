@@ -1,5 +1,8 @@
 """The study's baselines: raw 1D vectors (decimation per sample rate, scaling) and classical models on them."""
 
+import json
+import logging
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -115,6 +118,21 @@ def test_every_model_is_scored_logged_nested_and_tabled(vector_data, tmp_path, m
     table = (tmp_path / "reports" / "classical.md").read_text()
     assert "| linear_svm_c1 |" in table and "| 13.4 % |" in table  # the study's figure beside ours
     assert "| forest |" in table and "| – |" in table  # no study figure for a model the study lacked
+
+
+def test_a_fit_stopped_at_its_iteration_limit_is_one_log_line_and_a_metric_not_a_warning(
+    vector_data, tmp_path, monkeypatch, caplog, recwarn
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    models = {"mlp_2_iterations": {"estimator": "MLPClassifier", "hidden_layer_sizes": [8], "max_iter": 2}, "forest": MODELS["forest"]}
+    with caplog.at_level(logging.INFO):
+        results = classical(ClassicalConfig(models=models, seed=42), vector_data, tmp_path / "reports", jobs=1)
+    assert results["mlp_2_iterations"]["converged"] is False and results["forest"]["converged"] is True
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mlp_2_iterations:")]
+    assert line.endswith(", stopped at its iteration limit before converging")
+    assert not [w for w in recwarn if "converge" in str(w.message)]
+    assert json.loads((tmp_path / "reports" / "classical.json").read_text())["mlp_2_iterations"]["converged"] is False
 
 
 def test_seed_reaches_estimators_that_take_one_and_results_repeat(vector_data, tmp_path, monkeypatch):

@@ -169,8 +169,9 @@ def test_two_processes_share_a_fresh_sqlite_store_without_errors_or_lost_runs(tm
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(25))
 
 
-def test_a_logged_keras_model_names_its_requirements_instead_of_inferring_them(tmp_path, monkeypatch):
-    """Inference would load the model again in a fresh Python process, for seconds a run."""
+def test_a_logged_keras_model_names_its_requirements_and_signature_instead_of_inferring_them(tmp_path, monkeypatch, capfd):
+    """Inference would load the model again in a fresh Python process, for seconds a run; without a signature
+    MLflow warns, and a client would not know what to send."""
     import importlib.metadata
 
     import mlflow
@@ -194,6 +195,10 @@ def test_a_logged_keras_model_names_its_requirements_instead_of_inferring_them(t
     assert any(line.startswith(("tensorflow-cpu==", "tensorflow==")) for line in requirements)
     x = np.random.default_rng(0).random((2, 8, 16, 1)).astype("float32")
     np.testing.assert_allclose(mlflow.keras.load_model(uri).predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    signature = mlflow.models.get_model_info(uri).signature.to_dict()
+    assert [(s["name"], s["tensor-spec"]["shape"]) for s in json.loads(signature["inputs"])] == [("spectrogram", [-1, 8, 16, 1])]
+    assert [(s["name"], s["tensor-spec"]["shape"]) for s in json.loads(signature["outputs"])] == [("probabilities", [-1, 3])]
+    assert "without specifying model signature" not in capfd.readouterr().err  # MLflow's own handler: not caplog's
 
 
 def test_an_ensemble_whose_members_were_trained_elsewhere_is_still_registered(tmp_path, monkeypatch, caplog):

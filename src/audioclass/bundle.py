@@ -10,8 +10,11 @@ file, the package's source, and the bundle's files (Keras members load with
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import shutil
+import sys
 import tempfile
 import threading
 import warnings
@@ -111,9 +114,7 @@ def register_ensemble(
                 "another MLFLOW_TRACKING_URI); they are '-' in the ensemble's member_versions",
                 ",".join(elsewhere),
             )
-        version = mlflow.register_model(
-            info.model_uri, ENSEMBLE_MODEL, tags={**tags, "member_versions": ",".join(v or "-" for v in members)}
-        )
+        version = _register(info.model_uri, ENSEMBLE_MODEL, {**tags, "member_versions": ",".join(v or "-" for v in members)})
     except MlflowException as err:
         log.warning("models not registered (%s); the ensemble is still logged to this run", first_line(err))
         return None
@@ -132,7 +133,21 @@ def _member_version(run_id: str | None, registered_name: str) -> str | None:
     if not logged:
         return None
     stage = "head" if registered_name == HEAD_MODEL else "train"
-    return str(mlflow.register_model(f"models:/{logged[0].model_id}", registered_name, tags={"dvc_stage": stage}).version)
+    return str(_register(f"models:/{logged[0].model_id}", registered_name, {"dvc_stage": stage}).version)
+
+
+REGISTRY_MESSAGES = ("Successfully registered model ", "Registered model '", "Created version '")
+
+
+def _register(model_uri: str, name: str, tags: Mapping[str, str]):
+    """``mlflow.register_model``, without the lines it prints about it (the ensemble stage logs the versions);
+    anything else it writes to stderr is passed on."""
+    with contextlib.redirect_stderr(io.StringIO()) as printed:
+        try:
+            return mlflow.register_model(model_uri, name, tags=dict(tags))
+        finally:
+            kept = [line for line in printed.getvalue().splitlines(keepends=True) if not line.startswith(REGISTRY_MESSAGES)]
+            sys.stderr.write("".join(kept))
 
 
 def bundle_files(params: Path, models: Path, ensemble_json: Path, members: list[str]) -> dict[str, Path]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
@@ -84,14 +86,22 @@ def fit_model(name: str, spec: dict, data: Data, seed: int, jobs: int) -> dict:
     estimator = make_estimator(spec, seed, jobs)
     start = time.perf_counter()
     try:
-        estimator.fit(data.train.x, data.train.y)
+        with warnings.catch_warnings(record=True) as caught:
+            # An iterative fit that stops at its max_iter (the study's MLP does) is recorded and logged in
+            # one line by the stage, rather than as scikit-learn's multi-line warning.
+            warnings.simplefilter("always", ConvergenceWarning)
+            estimator.fit(data.train.x, data.train.y)
     except ValueError as err:  # e.g. an argument value the estimator rejects
         raise ParamError(f"classical.models.{name}", first_line(err)) from None
     seconds = time.perf_counter() - start
+    for warning in caught:
+        if not issubclass(warning.category, ConvergenceWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     val = class_probabilities(estimator, data.val.x, n_classes)
     test = class_probabilities(estimator, data.test.x, n_classes)
     metrics = summarize(val, data.val.index, test, data.test.index, data.class_names)
     metrics["fit_seconds"] = round(seconds, 2)
+    metrics["converged"] = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     return metrics
 
 

@@ -367,11 +367,19 @@ def load_model(uri: str, model_code: Path) -> Any:
 
 
 def log_keras_model(model: Any) -> None:
+    """A Keras model with its signature, a batch of its input (a spectrogram's shape) to class probabilities."""
     import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
-    # Named, so MLflow skips inferring them, which loads the model again in a fresh
+    signature = ModelSignature(
+        Schema([TensorSpec(np.dtype(model.inputs[0].dtype), (-1, *model.input_shape[1:]), "spectrogram")]),
+        Schema([TensorSpec(np.dtype(model.outputs[0].dtype), (-1, model.output_shape[-1]), "probabilities")]),
+    )
+    # Requirements named, so MLflow skips inferring them, which loads the model again in a fresh
     # Python process: over 10 s of CPU a run on these 2 cores.
-    mlflow.keras.log_model(model, name="model", pip_requirements=pinned(_KERAS_REQUIREMENTS))
+    mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=pinned(_KERAS_REQUIREMENTS))
 
 
 def log_sklearn_model(model: Any) -> None:

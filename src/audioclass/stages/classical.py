@@ -12,7 +12,7 @@ output) and scored on validation and test, at file level and at clip level
 (probabilities, or one-hot predictions for models without them, averaged over
 a clip's copies). Writes::
 
-    <out>/classical.json   metrics per model: accuracies, fit seconds (dvc metrics)
+    <out>/classical.json   metrics per model: accuracies, fit seconds, whether it converged (dvc metrics)
     <out>/classical.md     a results table with the study's published figure beside ours
 
 MLflow: one parent run for the stage, one nested run per model with its
@@ -48,11 +48,12 @@ def classical(cfg: ClassicalConfig, data: Data, out: Path, jobs: int) -> dict[st
                 tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
                 tracking.log_confusion_matrix(metrics["test_clip_confusion"], data.class_names, f"{name}, test clips")
             log.info(
-                "%s: test %.3f file / %.3f clip, fit %.1f s",
+                "%s: test %.3f file / %.3f clip, fit %.1f s%s",
                 name,
                 metrics["test_file_accuracy"],
                 metrics["test_clip_accuracy"],
                 metrics["fit_seconds"],
+                "" if metrics["converged"] else ", stopped at its iteration limit before converging",
             )
     scalars = {name: {k: v for k, v in m.items() if isinstance(v, (int, float))} for name, m in results.items()}
     with atomic_file(out / "classical.json") as tmp:
