@@ -86,8 +86,9 @@ def blocks(spec: np.ndarray) -> np.ndarray:
 
 def network(arrays: dict[str, np.ndarray], read: tuple[int, ...] = (4,)):
     """EmbeddingNet in Keras with the vendored weights, batch norm folded into each convolution:
-    (n_blocks, 100, 96, 1) → (n_blocks, width(read)), the channels of each block in ``read`` (1 to 4, in order)
-    averaged over frequency and maximised over time, side by side; ``(4,)`` is aiSFX's own output."""
+    (n_blocks, 100, 96, 1) → (n_blocks, channels): the channels of each block in ``read`` (1 to 4, in order; after
+    its second convolution) averaged over frequency and maximised over time, side by side. ``(4,)`` is aiSFX's own
+    output, 512 values; ``(2, 3, 4)`` gives 128 + 256 + 512."""
     import keras
 
     inputs = keras.Input((BLOCK, BANDS, 1))
