@@ -1,0 +1,136 @@
+"""BirdNET's windows closer together for the default head.
+
+    python benchmarks/head_windows.py   # after `benchmarks/head_probe.py`; → benchmarks/reports/head-windows.{json,md}
+
+BirdNET reads 3 s windows. The embed stage takes them 3 s apart, plus one
+ending at the clip's end: a 5 s clip gives 0–3 s and 2–5 s, and a sound that
+straddles 3 s is cut in both. Each file of head_probe's (each clip's original
+and first copy) is embedded once more for each candidate, by the embed stage's
+own ``windows`` with another ``hop_seconds``
+(``benchmarks/work/head-windows/vectors.npz``, reused when present):
+
+- ``today``: 3 s apart, which must equal head_probe's vectors;
+- ``1 s``: 1 s apart (0–3, 1–4 and 2–5 s);
+- ``0.5 s``: 0.5 s apart (five windows from 0 to 2 s).
+
+A 5 s clip resampled to 48 kHz is one sample longer than 5 s, so each also gets
+the window ending at its end, one sample after the last.
+
+Each is pooled ``mean_std_max`` beside aiSFX's vectors as today, into head_classifier's logistic regression, ``C``
+chosen within training; validation's originals are the score, test is context, and rule 9 in docs/benchmarks.md
+decides. The embedding's time is measured per window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from audioclass import audio
+from audioclass.config import stage_config
+from audioclass.embeddings import backend, embedder, windows
+from audioclass.heads import HeadConfig
+from audioclass.parallel import default_jobs, parallel_map
+from head_classifier import fold_rows, probe_corpus, score
+from head_layers import pooled
+from head_probe import decide, summarise, verdict_table
+from pipeline import PROJECT, benchmark_parser, machine, write_report
+
+CHUNK = 40  # files a worker embeds with one interpreter
+CANDIDATES = {"today": 3.0, "1 s": 1.0, "0.5 s": 0.5}  # seconds between BirdNET's windows
+
+
+def hop_vectors(paths: list[str]) -> list[dict[str, np.ndarray]]:
+    """WAVs → each one's BirdNET vectors, (n_windows, 1024), per candidate."""
+    backends = {name: dataclasses.replace(backend("birdnet"), hop_seconds=hop) for name, hop in CANDIDATES.items()}
+    embed = embedder("birdnet")
+    rows = []
+    for path in paths:
+        y, sr = audio.read_wav(PROJECT / "data/augmented" / path)
+        y = audio.resample(y, sr, backend("birdnet").sample_rate)
+        rows.append({name: embed(windows(y, b)) for name, b in backends.items()})
+    return rows
+
+
+def embed_hops(files: pd.DataFrame, cache) -> tuple[dict[str, np.ndarray], float]:
+    """(``{candidate: (n_files, n_windows, 1024)}`` in the order of ``files``, the seconds a window took on one core),
+    from ``cache`` when it holds them."""
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as f:
+            if list(f["paths"]) == files["path"].tolist():
+                return {name: f[name] for name in CANDIDATES}, float(f["seconds_per_window"])
+    paths = files["path"].tolist()
+    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    jobs = default_jobs()
+    start = time.monotonic()
+    rows = [r for chunk in parallel_map(hop_vectors, chunks, jobs=jobs, desc="BirdNET", unit="chunk") for r in chunk]
+    vectors = {name: np.stack([r[name] for r in rows]) for name in CANDIDATES}
+    seconds_per_window = (time.monotonic() - start) * jobs / sum(v.shape[0] * v.shape[1] for v in vectors.values())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, paths=files["path"].to_numpy(str), seconds_per_window=seconds_per_window, **vectors)
+    return vectors, seconds_per_window
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, "head-windows")
+    args = parser.parse_args()
+    params, clips, files, vectors = probe_corpus()
+    birdnet, seconds_per_window = embed_hops(files, PROJECT / "benchmarks/work/head-windows/vectors.npz")
+    agreement = float(np.abs(birdnet["today"] - vectors["birdnet"]).max())
+    assert agreement < 1e-4, f"today's windows differ from the embed stage's by {agreement}"
+    n_classes = int(clips["label"].max()) + 1
+    cs = tuple(stage_config(HeadConfig, params, "head").C)
+    aisfx = pooled(vectors["aisfx"])
+    inputs = {name: np.concatenate([pooled(birdnet[name]), aisfx], axis=1) for name in CANDIDATES}
+    widths = [inputs["today"].shape[1] - aisfx.shape[1], aisfx.shape[1]]
+    tasks, jobs = [], []
+    for k, rows in fold_rows(params, clips, files):
+        for name, x in inputs.items():
+            tasks.append((k, name))
+            jobs.append(("lr", cs, widths, x, rows))
+    run: Callable[[tuple], dict] = lambda job: score(job, n_classes)  # noqa: E731
+    scores = parallel_map(run, jobs, jobs=default_jobs(), desc="heads", unit="head")
+    folds: dict = {}
+    for (k, name), result in zip(tasks, scores):
+        for part in ("val", "test"):
+            del result[part]["probabilities"]
+        folds.setdefault(k, {})[name] = result
+    summary = {name: summarise([folds[k][name] for k in folds]) for name in CANDIDATES}
+    decision = decide(folds, "today", list(CANDIDATES))
+    windows_per_clip = {name: int(v.shape[1]) for name, v in birdnet.items()}
+    report = {"machine": machine(), "files": len(files), "agreement": agreement, "seconds_per_window": round(seconds_per_window, 4)}
+    report |= {"windows_per_clip": windows_per_clip, "folds": folds, "summary": summary, "decision": decision}
+    write_report(report, markdown(report), args.report)
+
+
+def markdown(report: dict) -> str:
+    per_window = report["seconds_per_window"]
+    lines = [
+        "# BirdNET's windows for the default head",
+        "",
+        f"Machine: {report['machine']['cpus']} CPUs. Command: `python benchmarks/head_windows.py`. "
+        f"{report['files']} files (each clip's original and first copy), embedded with BirdNET once per candidate; "
+        f"today's windows equal the embed stage's vectors within {report['agreement']:.1e}. A window took {per_window:.3f} s "
+        "on one core. The head reads BirdNET's windows and aiSFX's blocks, each pooled `mean_std_max`; its C chosen by "
+        "log-loss within the training clips; validation chose nothing. Rule 9 in docs/benchmarks.md decides, on "
+        "validation's originals; test is context. Pretrained on outside data: BirdNET (CC BY-NC-SA 4.0), aiSFX (CC BY 4.0).",
+        "",
+        "Windows per 5 s clip, and BirdNET's seconds a clip on one core: "
+        + ", ".join(f"{name} {n} ({n * per_window:.2f} s)" for name, n in report["windows_per_clip"].items())
+        + ".",
+        "",
+        f"## birdnet+aisfx (default): chosen **{report['decision']['chosen']}**",
+        "",
+        *verdict_table(report["summary"], report["decision"], "BirdNET windows apart", "C per fold"),
+        "",
+        "Means ± SE over the five folds.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
