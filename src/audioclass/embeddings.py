@@ -9,8 +9,11 @@ nothing here downloads. A backend whose package is missing stops with one
 line naming what to install.
 
 A clip is cut into windows ``window_seconds`` long, ``hop_seconds`` apart,
-and one more ends at the clip's end when the hop leaves a tail uncovered; a
-clip shorter than a window is zero-padded to one window. So a 5 s clip at
+and one more ends at the clip's end when the hop leaves a tail uncovered
+(:func:`audio.window_starts`, which ``predict`` cuts long recordings by too:
+a clip at most 1 % longer than a window, as ESC-50's decoded Ogg files are,
+is one window, its tail left out); a clip shorter than a window is
+zero-padded to one window. So a 5 s clip at
 BirdNET's 3 s windows and 3 s hop is embedded from 0–3 s and 2–5 s. The
 model gives vectors for each window (BirdNET one, aiSFX one per 2.3 s block
 inside it), and ``embed.pooling`` makes the clip's embedding of them: their
@@ -303,10 +306,7 @@ def windows(y: np.ndarray, b: Backend) -> np.ndarray:
     """A clip at the backend's rate → its windows, (n_windows, b.window) float32 (see the module docstring)."""
     if len(y) < b.window:
         y = np.pad(y, (0, b.window - len(y)))
-    starts = list(range(0, len(y) - b.window + 1, b.hop))
-    if starts[-1] + b.window < len(y):
-        starts.append(len(y) - b.window)
-    return np.stack([y[s : s + b.window] for s in starts]).astype(np.float32)
+    return np.stack([y[s : s + b.window] for s in audio.window_starts(len(y), b.window, b.hop)]).astype(np.float32)
 
 
 POOLED = {"mean": ("mean",), "mean_std": ("mean", "std"), "mean_std_max": ("mean", "std", "max")}  # pooling → statistics

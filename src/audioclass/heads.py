@@ -63,7 +63,7 @@ class LinearHead:
     @classmethod
     def load(cls, path: Path) -> LinearHead:
         try:
-            with np.load(path, allow_pickle=False) as arrays:
+            with path.open("rb") as f, np.load(f, allow_pickle=False) as arrays:  # closed also when it is no zip
                 return cls(*(arrays[k] for k in ("mean", "scale", "coef", "intercept")))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise DataError(f"{path}: unreadable head ({first_line(err)}); expected a complete head.npz from the head stage") from None
