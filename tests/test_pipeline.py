@@ -32,8 +32,15 @@ PRETRAINED_STAGES = ["embed@birdnet+aisfx", "head@birdnet+aisfx"]
 PROFILE = TINY | {"embed": {"models": ["birdnet+aisfx"]}}  # one head on both backends (aiSFX alone: test_pipeline_corpus)
 REPORT = ["report"]  # last: it tables every model stage
 # Libraries' lines that a stage's output should not carry: MLflow's as it logs and registers models, scikit-learn's
-# when the study's MLP stops at its iteration limit.
-NOISE = ("UserWarning", "ConvergenceWarning", "Downloading artifacts", "without specifying model signature", "Created version '")
+# when the study's MLP stops at its iteration limit, TensorFlow's C++ log about Keras's own batches of arrays.
+NOISE = (
+    "UserWarning",
+    "ConvergenceWarning",
+    "Downloading artifacts",
+    "without specifying model signature",
+    "Created version '",
+    "NodeDef mentions",
+)
 PER_CLASS = 4
 
 

@@ -361,8 +361,10 @@ def fit_cell(cfg: Cnn1dConfig, architecture: str, kernel: int, data: Data) -> tu
     )
     curve = pd.DataFrame(history.history)
     curve.insert(0, "epoch", np.arange(len(curve)))
-    val = model.predict(data.val.x[..., np.newaxis], batch_size=256, verbose=0)
-    test = model.predict(data.test.x[..., np.newaxis], batch_size=256, verbose=0)
+    # Batches of our own again: Keras's for arrays map in parallel, which under op determinism TensorFlow rewrites into
+    # a MapDataset its C++ side logs an error line about ("NodeDef mentions attribute use_unbounded_threadpool").
+    batches = [tf.data.Dataset.from_tensor_slices(x[..., np.newaxis]).batch(256) for x in (data.val.x, data.test.x)]
+    val, test = (model.predict(b, verbose=0) for b in batches)
     metrics = summarize(val, data.val.index, test, data.test.index, data.class_names)
     metrics.update(best_epoch=int(curve["val_loss"].idxmin()), parameters=int(model.count_params()))
     return metrics, curve
