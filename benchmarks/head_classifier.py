@@ -128,6 +128,25 @@ def fold_rows(params: dict, clips: pd.DataFrame, files: pd.DataFrame) -> Iterato
         yield k, files.drop(columns=["split"], errors="ignore").merge(split[["clip_id", "split"]], on="clip_id")
 
 
+def fold_scores(params: dict, clips: pd.DataFrame, files: pd.DataFrame, inputs: dict[tuple[str, str], tuple]) -> dict:
+    """Today's logistic regression (``C`` from ``head.C``, chosen within training) on each input, ``{(head, name): (x,
+    widths)}``, per official fold: ``{head: {fold: {name: score}}}``, without the probabilities."""
+    n_classes = int(clips["label"].max()) + 1
+    cs = tuple(stage_config(HeadConfig, params, "head").C)
+    tasks, jobs = [], []
+    for k, rows in fold_rows(params, clips, files):
+        for (head, name), (x, widths) in inputs.items():
+            tasks.append((k, head, name))
+            jobs.append(("lr", cs, widths, x, rows))
+    run: Callable[[tuple], dict] = lambda job: score(job, n_classes)  # noqa: E731
+    folds: dict = {}
+    for (k, head, name), result in zip(tasks, parallel_map(run, jobs, jobs=default_jobs(), desc="heads", unit="head")):
+        for part in ("val", "test"):
+            del result[part]["probabilities"]
+        folds.setdefault(head, {}).setdefault(k, {})[name] = result
+    return folds
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__, "head-classifier")
     args = parser.parse_args()

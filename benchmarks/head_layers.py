@@ -28,17 +28,13 @@ licence-clean one (aiSFX alone) apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 
 from audioclass import aisfx, audio
-from audioclass.config import stage_config
 from audioclass.embeddings import backend, weights_file, windows
-from audioclass.heads import HeadConfig
 from audioclass.parallel import default_jobs, parallel_map
-from head_classifier import INPUTS, fold_rows, probe_corpus, score
+from head_classifier import INPUTS, fold_scores, probe_corpus
 from head_probe import decide, summarise, verdict_table
 from pipeline import PROJECT, benchmark_parser, machine, write_report
 
@@ -92,28 +88,13 @@ def main() -> None:
     layers = embed_layers(files, PROJECT / "benchmarks/work/head-layers/vectors.npz")
     agreement = float(np.abs(layers["b4"] - vectors["aisfx"]).max())
     assert agreement < 1e-4, f"the layer network's output differs from the embed stage's by {agreement}"
-    n_classes = int(clips["label"].max()) + 1
-    cs = tuple(stage_config(HeadConfig, params, "head").C)
     birdnet = pooled(vectors["birdnet"])
     inputs = {}
     for name, parts in CANDIDATES.items():
         x = np.concatenate([pooled(layers[layer]) for layer in parts], axis=1)
-        inputs["aisfx", name] = (x, [x.shape[1]])
         inputs["joint", name] = (np.concatenate([birdnet, x], axis=1), [birdnet.shape[1], x.shape[1]])
-    tasks, jobs = [], []
-    for k, rows in fold_rows(params, clips, files):
-        for head in INPUTS:
-            for name in CANDIDATES:
-                x, widths = inputs[head, name]
-                tasks.append((k, head, name))
-                jobs.append(("lr", cs, widths, x, rows))
-    run: Callable[[tuple], dict] = lambda job: score(job, n_classes)  # noqa: E731
-    scores = parallel_map(run, jobs, jobs=default_jobs(), desc="heads", unit="head")
-    folds: dict = {}
-    for (k, head, name), result in zip(tasks, scores):
-        for part in ("val", "test"):
-            del result[part]["probabilities"]
-        folds.setdefault(head, {}).setdefault(k, {})[name] = result
+        inputs["aisfx", name] = (x, [x.shape[1]])
+    folds = fold_scores(params, clips, files, inputs)
     summary = {head: {n: summarise([by_fold[k][n] for k in by_fold]) for n in CANDIDATES} for head, by_fold in folds.items()}
     decisions = {head: decide(by_fold, "today", list(CANDIDATES)) for head, by_fold in folds.items()}
     widths = {name: int(inputs["aisfx", name][0].shape[1]) for name in CANDIDATES}

@@ -22,17 +22,14 @@ the licence-clean one (aiSFX's layers) apart. SoundNet alone is context.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from audioclass import audio
-from audioclass.config import stage_config
-from audioclass.heads import HeadConfig
 from audioclass.parallel import default_jobs, parallel_map
-from head_classifier import fold_rows, probe_corpus, score
+from head_classifier import fold_scores, probe_corpus
 from head_layers import embed_layers, pooled
 from head_probe import decide, summarise, verdict_table
 from pipeline import PROJECT, benchmark_parser, machine, write_report
@@ -161,8 +158,6 @@ def main() -> None:
     agreement = port_agreement(files, load_arrays(WEIGHTS))
     assert agreement < 1e-4, f"the port differs from the reference's operations by {agreement} of a layer's largest value"
     sn = embed_soundnet(files, PROJECT / "benchmarks/work/head-soundnet/vectors.npz")
-    n_classes = int(clips["label"].max()) + 1
-    cs = tuple(stage_config(HeadConfig, params, "head").C)
     today = {
         "joint": [pooled(vectors["birdnet"]), pooled(vectors["aisfx"])],
         "clean": [np.concatenate([pooled(aisfx_layers[layer]) for layer in ("b2", "b3", "b4")], axis=1)],
@@ -174,18 +169,7 @@ def main() -> None:
             blocks = parts + [pooled(sn[layer]) for layer in layers]
             if blocks:
                 inputs[head, name] = (np.concatenate(blocks, axis=1), [b.shape[1] for b in blocks])
-    tasks, jobs = [], []
-    for k, rows in fold_rows(params, clips, files):
-        for (head, name), (x, widths) in inputs.items():
-            tasks.append((k, head, name))
-            jobs.append(("lr", cs, widths, x, rows))
-    run: Callable[[tuple], dict] = lambda job: score(job, n_classes)  # noqa: E731
-    scores = parallel_map(run, jobs, jobs=default_jobs(), desc="heads", unit="head")
-    folds: dict = {}
-    for (k, head, name), result in zip(tasks, scores):
-        for part in ("val", "test"):
-            del result[part]["probabilities"]
-        folds.setdefault(head, {}).setdefault(k, {})[name] = result
+    folds = fold_scores(params, clips, files, inputs)
     summary = {head: {n: summarise([by_fold[k][n] for k in by_fold]) for n in by_fold[min(by_fold)]} for head, by_fold in folds.items()}
     decisions = {head: decide(folds[head], "today", list(CANDIDATES)) for head in ("joint", "clean")}
     decisions["soundnet"] = decide(folds["soundnet"], "+sn7", ["+sn7", "+sn567"])

@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from audioclass import audio
-from audioclass.config import stage_config
 from audioclass.embeddings import backend, embedder, windows
-from audioclass.heads import HeadConfig
 from audioclass.parallel import default_jobs, parallel_map
-from head_classifier import fold_rows, probe_corpus, score
+from head_classifier import fold_scores, probe_corpus
 from head_layers import pooled
 from head_probe import decide, summarise, verdict_table
 from pipeline import PROJECT, benchmark_parser, machine, write_report
@@ -82,23 +79,10 @@ def main() -> None:
     birdnet, seconds_per_window = embed_hops(files, PROJECT / "benchmarks/work/head-windows/vectors.npz")
     agreement = float(np.abs(birdnet["today"] - vectors["birdnet"]).max())
     assert agreement < 1e-4, f"today's windows differ from the embed stage's by {agreement}"
-    n_classes = int(clips["label"].max()) + 1
-    cs = tuple(stage_config(HeadConfig, params, "head").C)
     aisfx = pooled(vectors["aisfx"])
     inputs = {name: np.concatenate([pooled(birdnet[name]), aisfx], axis=1) for name in CANDIDATES}
     widths = [inputs["today"].shape[1] - aisfx.shape[1], aisfx.shape[1]]
-    tasks, jobs = [], []
-    for k, rows in fold_rows(params, clips, files):
-        for name, x in inputs.items():
-            tasks.append((k, name))
-            jobs.append(("lr", cs, widths, x, rows))
-    run: Callable[[tuple], dict] = lambda job: score(job, n_classes)  # noqa: E731
-    scores = parallel_map(run, jobs, jobs=default_jobs(), desc="heads", unit="head")
-    folds: dict = {}
-    for (k, name), result in zip(tasks, scores):
-        for part in ("val", "test"):
-            del result[part]["probabilities"]
-        folds.setdefault(k, {})[name] = result
+    folds = fold_scores(params, clips, files, {("joint", name): (x, widths) for name, x in inputs.items()})["joint"]
     summary = {name: summarise([folds[k][name] for k in folds]) for name in CANDIDATES}
     decision = decide(folds, "today", list(CANDIDATES))
     windows_per_clip = {name: int(v.shape[1]) for name, v in birdnet.items()}
