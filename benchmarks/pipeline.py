@@ -43,7 +43,7 @@ import yaml
 
 from audioclass import sandbox
 from audioclass.audio import to_int16
-from audioclass.layouts import ESC10_FOLDERS
+from audioclass.layouts import ESC10_FOLDERS, ESC10_TARGETS
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ("check", "extract", "split", "augment", "spectrograms")
@@ -62,18 +62,6 @@ TARGETS = {  # (what, limit, unit) on a 2-core machine, from issues 2, 3 and 7
     "baselines_wall_s": ("the default baseline stages together (issue 5)", 10 * 60, "s"),
     "noop_repro_wall_s": ("second dvc repro, nothing changed", 10, "s"),
     "peak_memory_gib": ("peak memory of any stage", 4, "GiB"),
-}
-ESC50_TARGETS = {
-    "dog": 0,
-    "rooster": 1,
-    "rain": 10,
-    "sea_waves": 11,
-    "crackling_fire": 12,
-    "crying_baby": 20,
-    "sneezing": 21,
-    "clock_tick": 38,
-    "helicopter": 40,
-    "chainsaw": 41,
 }
 
 
@@ -210,12 +198,12 @@ def esc50_from_release(release: Path, dest: Path) -> Path:
         category = ESC10_FOLDERS[folder.name.split(" - ", 1)[1]]
         for clip in sorted(folder.glob("*.ogg")):
             fold, source, take = clip.stem.split("-")
-            name = f"{clip.stem}-{ESC50_TARGETS[category]}.wav"
+            name = f"{clip.stem}-{ESC10_TARGETS[category]}.wav"
             # Decode to float and clip: libsndfile's own float→int16 conversion wraps
             # the Ogg's few samples above full scale instead of clipping them.
             y, sr = sf.read(clip, dtype="float32")
             sf.write(dest / "audio" / name, to_int16(y), sr, subtype="PCM_16")
-            rows.append((name, int(fold), ESC50_TARGETS[category], category, True, source, take))
+            rows.append((name, int(fold), ESC10_TARGETS[category], category, True, source, take))
     columns = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
     pd.DataFrame(rows, columns=columns).to_csv(dest / "meta" / "esc50.csv", index=False)
     return dest

@@ -14,23 +14,11 @@ import soundfile as sf
 
 from audioclass import sandbox
 from audioclass.config import from_mapping, load_params
-from audioclass.layouts import ESC10_CLASSES, ESC10_FOLDERS
+from audioclass.layouts import ESC10_CLASSES, ESC10_FOLDERS, ESC10_TARGETS
 from audioclass.training import FitParams, ModelParams
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_ESC10 = Path(os.environ.get("AUDIOCLASS_ESC10", PROJECT.parent / "shared" / "datasets" / "ESC-10"))
-ESC50_TARGETS = {
-    "dog": 0,
-    "rooster": 1,
-    "rain": 10,
-    "sea_waves": 11,
-    "crackling_fire": 12,
-    "crying_baby": 20,
-    "sneezing": 21,
-    "clock_tick": 38,
-    "helicopter": 40,
-    "chainsaw": 41,
-}
 # The tiny profile the real dvc repro runs on: params.yaml's sections with these keys replaced.
 # With 4 clips per class, 3 remain outside the test fold, so validation takes one grouped third.
 TINY = {
@@ -113,7 +101,7 @@ def write_esc50_master(root: Path, clips: list[TinyClip], extra_classes: int = 1
     (root / "meta").mkdir()
     rows = []
     for clip in clips:
-        target = ESC50_TARGETS[clip.class_name]
+        target = ESC10_TARGETS[clip.class_name]
         filename = f"{clip.clip_id}-{target}.wav"
         sf.write(root / "audio" / filename, clip.audio, clip.sr, subtype="PCM_16")
         rows.append((filename, clip.fold, target, clip.class_name, True, clip.source, clip.take))

@@ -64,6 +64,19 @@ ESC10_FOLDERS = {
     "Fire crackling": "crackling_fire",
 }
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
+# ESC-10's classes as ESC-50 numbers them (its meta/esc50.csv's target), for laying ESC-10 out as ESC-50 is.
+ESC10_TARGETS = {
+    "dog": 0,
+    "rooster": 1,
+    "rain": 10,
+    "sea_waves": 11,
+    "crackling_fire": 12,
+    "crying_baby": 20,
+    "sneezing": 21,
+    "clock_tick": 38,
+    "helicopter": 40,
+    "chainsaw": 41,
+}
 AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".flac", ".mp3", ".aif", ".aiff"})
 LAYOUTS = ("esc50", "esc10", "folders", "filename")
 
