@@ -28,6 +28,10 @@ licence-clean one (aiSFX alone) apart.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -38,7 +42,7 @@ from head_classifier import INPUTS, fold_scores, probe_corpus
 from head_probe import decide, summarise, verdict_table
 from pipeline import PROJECT, benchmark_parser, machine, write_report
 
-CHUNK = 40  # files a worker embeds with one network
+CHUNK = 40  # files a worker embeds with one model
 DENSE_HOP = 25  # frames between dense blocks: 0.6 s
 CANDIDATES = {"today": ("b4",), "+b3": ("b3", "b4"), "+b2b3": ("b2", "b3", "b4"), "dense": ("dense",)}
 READ = {"b2": slice(0, 128), "b3": slice(128, 384), "b4": slice(384, 896)}  # aisfx.network(arrays, (2, 3, 4))'s columns
@@ -61,19 +65,28 @@ def file_vectors(path: str, model, mel_filters: np.ndarray) -> dict[str, np.ndar
     return {layer: layers[:, columns] for layer, columns in READ.items()} | {"dense": dense}
 
 
-def embed_layers(files: pd.DataFrame, cache) -> dict[str, np.ndarray]:
-    """``{layer: (n_files, n_blocks, channels)}`` in the order of ``files``, from ``cache`` when it holds them."""
+def embed_cached(files: pd.DataFrame, cache: Path, embed_chunk: Callable, desc: str) -> dict[str, np.ndarray]:
+    """Each file's arrays from ``embed_chunk`` (WAV paths → one dict of arrays a file, the model opened once a
+    chunk), stacked in the order of ``files`` as ``{name: (n_files, …)}``, with ``core_seconds``, the embedding's wall
+    time times its workers; from ``cache`` when it holds the same files."""
     if cache.exists():
         with np.load(cache, allow_pickle=False) as f:
             if list(f["paths"]) == files["path"].tolist():
-                return {layer: f[layer] for layer in ("b2", "b3", "b4", "dense")}
+                return {name: f[name] for name in f.files if name != "paths"}
     paths = files["path"].tolist()
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    rows = [r for chunk in parallel_map(layer_vectors, chunks, jobs=default_jobs(), desc="aiSFX layers", unit="chunk") for r in chunk]
-    layers = {layer: np.stack([r[layer] for r in rows]) for layer in rows[0]}
+    jobs, start = default_jobs(), time.monotonic()
+    rows = [r for chunk in parallel_map(embed_chunk, chunks, jobs=jobs, desc=desc, unit="chunk") for r in chunk]
+    arrays = {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+    arrays["core_seconds"] = np.float64((time.monotonic() - start) * jobs)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, paths=files["path"].to_numpy(str), **layers)
-    return layers
+    np.savez(cache, paths=files["path"].to_numpy(str), **arrays)
+    return arrays
+
+
+def embed_layers(files: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``{layer: (n_files, n_blocks, channels)}`` in the order of ``files``."""
+    return embed_cached(files, PROJECT / "benchmarks/work/head-layers/vectors.npz", layer_vectors, "aiSFX layers")
 
 
 def pooled(v: np.ndarray) -> np.ndarray:
@@ -85,7 +98,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__, "head-layers")
     args = parser.parse_args()
     params, clips, files, vectors = probe_corpus()
-    layers = embed_layers(files, PROJECT / "benchmarks/work/head-layers/vectors.npz")
+    layers = embed_layers(files)
     agreement = float(np.abs(layers["b4"] - vectors["aisfx"]).max())
     assert agreement < 1e-4, f"the layer network's output differs from the embed stage's by {agreement}"
     birdnet = pooled(vectors["birdnet"])

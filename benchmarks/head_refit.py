@@ -37,7 +37,7 @@ from audioclass.parallel import default_jobs, parallel_map
 from head_classifier import fold_rows, probe_corpus
 from head_layers import embed_layers, pooled
 from head_probe import decide
-from pipeline import PROJECT, benchmark_parser, machine, mean_se, write_report
+from pipeline import benchmark_parser, machine, mean_se, write_report
 
 GROUPS = 5  # of training's sources: each held group is a fifth more clips, as validation is a quarter more
 HEADS = {"joint": "birdnet+aisfx (default)", "clean": "aisfx-layers (licence-clean)"}
@@ -89,7 +89,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__, "head-refit")
     args = parser.parse_args()
     params, clips, files, vectors = probe_corpus()
-    layers = embed_layers(files, PROJECT / "benchmarks/work/head-layers/vectors.npz")
+    layers = embed_layers(files)
     inputs = {
         "joint": np.concatenate([pooled(vectors["birdnet"]), pooled(vectors["aisfx"])], axis=1),
         "clean": np.concatenate([pooled(layers[layer]) for layer in ("b2", "b3", "b4")], axis=1),

@@ -28,13 +28,11 @@ import numpy as np
 import pandas as pd
 
 from audioclass import audio
-from audioclass.parallel import default_jobs, parallel_map
 from head_classifier import fold_scores, probe_corpus
-from head_layers import embed_layers, pooled
+from head_layers import embed_cached, embed_layers, pooled
 from head_probe import decide, summarise, verdict_table
 from pipeline import PROJECT, benchmark_parser, machine, write_report
 
-CHUNK = 40  # files a worker embeds with one network
 WEIGHTS = PROJECT / "benchmarks/work/soundnet/soundnet.npz"  # tools/convert_soundnet.py's output
 SAMPLE_RATE = 22_050
 SCALE = 256.0  # the original's input range: 24-bit samples × 2⁻²³
@@ -135,29 +133,14 @@ def layer_frames(paths: list[str]) -> list[dict[str, np.ndarray]]:
     return rows
 
 
-def embed_soundnet(files: pd.DataFrame, cache) -> dict[str, np.ndarray]:
-    """``{layer: (n_files, n_frames, channels)}`` in the order of ``files``, from ``cache`` when it holds them."""
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as f:
-            if list(f["paths"]) == files["path"].tolist():
-                return {layer: f[layer] for layer in READ}
-    paths = files["path"].tolist()
-    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    rows = [r for chunk in parallel_map(layer_frames, chunks, jobs=default_jobs(), desc="SoundNet", unit="chunk") for r in chunk]
-    layers = {layer: np.stack([r[layer] for r in rows]) for layer in READ}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, paths=files["path"].to_numpy(str), **layers)
-    return layers
-
-
 def main() -> None:
     parser = benchmark_parser(__doc__, "head-soundnet")
     args = parser.parse_args()
     params, clips, files, vectors = probe_corpus()
-    aisfx_layers = embed_layers(files, PROJECT / "benchmarks/work/head-layers/vectors.npz")
+    aisfx_layers = embed_layers(files)
     agreement = port_agreement(files, load_arrays(WEIGHTS))
     assert agreement < 1e-4, f"the port differs from the reference's operations by {agreement} of a layer's largest value"
-    sn = embed_soundnet(files, PROJECT / "benchmarks/work/head-soundnet/vectors.npz")
+    sn = embed_cached(files, PROJECT / "benchmarks/work/head-soundnet/vectors.npz", layer_frames, "SoundNet")
     today = {
         "joint": [pooled(vectors["birdnet"]), pooled(vectors["aisfx"])],
         "clean": [np.concatenate([pooled(aisfx_layers[layer]) for layer in ("b2", "b3", "b4")], axis=1)],

@@ -24,20 +24,16 @@ decides. The embedding's time is measured per window.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
-import pandas as pd
 
 from audioclass import audio
 from audioclass.embeddings import backend, embedder, windows
-from audioclass.parallel import default_jobs, parallel_map
 from head_classifier import fold_scores, probe_corpus
-from head_layers import pooled
+from head_layers import embed_cached, pooled
 from head_probe import decide, summarise, verdict_table
 from pipeline import PROJECT, benchmark_parser, machine, write_report
 
-CHUNK = 40  # files a worker embeds with one interpreter
 CANDIDATES = {"today": 3.0, "1 s": 1.0, "0.5 s": 0.5}  # seconds between BirdNET's windows
 
 
@@ -53,30 +49,12 @@ def hop_vectors(paths: list[str]) -> list[dict[str, np.ndarray]]:
     return rows
 
 
-def embed_hops(files: pd.DataFrame, cache) -> tuple[dict[str, np.ndarray], float]:
-    """(``{candidate: (n_files, n_windows, 1024)}`` in the order of ``files``, the seconds a window took on one core),
-    from ``cache`` when it holds them."""
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as f:
-            if list(f["paths"]) == files["path"].tolist():
-                return {name: f[name] for name in CANDIDATES}, float(f["seconds_per_window"])
-    paths = files["path"].tolist()
-    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    jobs = default_jobs()
-    start = time.monotonic()
-    rows = [r for chunk in parallel_map(hop_vectors, chunks, jobs=jobs, desc="BirdNET", unit="chunk") for r in chunk]
-    vectors = {name: np.stack([r[name] for r in rows]) for name in CANDIDATES}
-    seconds_per_window = (time.monotonic() - start) * jobs / sum(v.shape[0] * v.shape[1] for v in vectors.values())
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, paths=files["path"].to_numpy(str), seconds_per_window=seconds_per_window, **vectors)
-    return vectors, seconds_per_window
-
-
 def main() -> None:
     parser = benchmark_parser(__doc__, "head-windows")
     args = parser.parse_args()
     params, clips, files, vectors = probe_corpus()
-    birdnet, seconds_per_window = embed_hops(files, PROJECT / "benchmarks/work/head-windows/vectors.npz")
+    birdnet = embed_cached(files, PROJECT / "benchmarks/work/head-windows/vectors.npz", hop_vectors, "BirdNET")
+    seconds_per_window = float(birdnet.pop("core_seconds")) / sum(v.shape[0] * v.shape[1] for v in birdnet.values())
     agreement = float(np.abs(birdnet["today"] - vectors["birdnet"]).max())
     assert agreement < 1e-4, f"today's windows differ from the embed stage's by {agreement}"
     aisfx = pooled(vectors["aisfx"])
